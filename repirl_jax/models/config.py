@@ -1,0 +1,192 @@
+"""Qwen2 / Qwen2.5 / Qwen3 model configuration: parsed from an HF `config.json`, or a named preset.
+
+One frozen dataclass describes every architecture variant the decoder supports:
+  Qwen2 / Qwen2.5: q/k/v biases, no q/k norm, head_dim = hidden / heads.
+  Qwen3:           per-head RMSNorm on q and k, optional attention biases, head_dim from the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
+
+
+class ConfigError(ValueError):
+    """A model config that this code cannot run (the message names the file and field)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QwenConfig:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = True  # Qwen2 always; Qwen3 when `attention_bias`
+    o_bias: bool = False  # Qwen3 with `attention_bias` only
+    qk_norm: bool = False  # Qwen3
+    max_position_embeddings: int = 32768
+    bos_token_id: int | None = None
+    eos_token_id: tuple[int, ...] = ()
+    # Numerics and memory (not part of the checkpoint format).
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16
+    param_dtype: str = "float32"  # dtype of parameters created by init
+    remat: str = "none"  # none | full | dots  (rematerialisation per decoder layer)
+
+    def __post_init__(self):
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError(f"model_type={self.model_type!r}: expected one of {SUPPORTED_MODEL_TYPES}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads}")
+        if self.dtype not in ("float32", "bfloat16") or self.param_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype={self.dtype!r}, param_dtype={self.param_dtype!r}: expected float32 or bfloat16")
+        if self.remat not in ("none", "full", "dots"):
+            raise ConfigError(f"remat={self.remat!r}: expected none, full or dots")
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_attention_heads // self.num_key_value_heads
+
+    def replace(self, **kw) -> "QwenConfig":
+        return dataclasses.replace(self, **kw)
+
+    def num_params(self) -> int:
+        e, i, v, l = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers
+        h, k, d = self.num_attention_heads, self.num_key_value_heads, self.head_dim
+        attn = e * h * d + 2 * e * k * d + h * d * e
+        attn += (h * d + 2 * k * d) * self.qkv_bias + e * self.o_bias + 2 * d * self.qk_norm
+        layer = attn + 3 * e * i + 2 * e
+        return v * e + l * layer + e + (0 if self.tie_word_embeddings else e * v)
+
+    # --- HF config.json <-> QwenConfig -------------------------------------------------------------
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json", **overrides) -> "QwenConfig":
+        def need(key):
+            if key not in d:
+                raise ConfigError(f"{source}: missing field {key!r}")
+            return d[key]
+
+        model_type = d.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError(f"{source}: model_type={model_type!r} is not supported; expected one of "
+                              f"{SUPPORTED_MODEL_TYPES}")
+        if d.get("use_sliding_window"):
+            raise ConfigError(f"{source}: use_sliding_window=true is not supported (set it to false)")
+        # transformers >= 5 writes rope_parameters; older files (and Qwen's releases) have rope_theta.
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default")) if rope else "default"
+        if rope_type != "default":
+            raise ConfigError(f"{source}: rope type {rope_type!r} is not supported (only 'default')")
+        rope_theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
+        heads = need("num_attention_heads")
+        hidden = need("hidden_size")
+        eos = d.get("eos_token_id")
+        eos = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        attention_bias = bool(d.get("attention_bias", False))
+        kw = dict(
+            model_type=model_type,
+            vocab_size=need("vocab_size"),
+            hidden_size=hidden,
+            intermediate_size=need("intermediate_size"),
+            num_hidden_layers=need("num_hidden_layers"),
+            num_attention_heads=heads,
+            num_key_value_heads=d.get("num_key_value_heads") or heads,
+            head_dim=d.get("head_dim") or hidden // heads,
+            rope_theta=float(rope_theta),
+            rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            qkv_bias=True if model_type == "qwen2" else attention_bias,
+            o_bias=False if model_type == "qwen2" else attention_bias,
+            qk_norm=model_type == "qwen3",
+            max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
+            bos_token_id=d.get("bos_token_id"),
+            eos_token_id=eos,
+        )
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
+    def from_hf_dir(cls, path: str, **overrides) -> "QwenConfig":
+        file = os.path.join(path, "config.json")
+        if not os.path.exists(file):
+            raise ConfigError(f"{file}: not found (expected an HF model directory with config.json)")
+        try:
+            with open(file) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{file}: not valid JSON ({e})") from e
+        return cls.from_hf_dict(d, source=file, **overrides)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        arch = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[self.model_type]
+        d = dict(
+            architectures=[arch], model_type=self.model_type, vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim,
+            rope_theta=self.rope_theta, rms_norm_eps=self.rms_norm_eps,
+            tie_word_embeddings=self.tie_word_embeddings, hidden_act="silu",
+            max_position_embeddings=self.max_position_embeddings, use_sliding_window=False,
+            dtype=self.param_dtype,
+        )
+        if self.model_type == "qwen3":
+            d["attention_bias"] = self.qkv_bias
+        if self.bos_token_id is not None:
+            d["bos_token_id"] = self.bos_token_id
+        if self.eos_token_id:
+            d["eos_token_id"] = self.eos_token_id[0] if len(self.eos_token_id) == 1 else list(self.eos_token_id)
+        return d
+
+
+# --- presets (architecture of the public checkpoints; weights always come from local paths) ----------
+
+def _qwen25(hidden, inter, layers, heads, kv, tie):
+    return QwenConfig(model_type="qwen2", vocab_size=151936, hidden_size=hidden, intermediate_size=inter,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                      head_dim=hidden // heads, rope_theta=1_000_000.0, tie_word_embeddings=tie,
+                      max_position_embeddings=32768, eos_token_id=(151645, 151643))
+
+
+def _qwen3(hidden, inter, layers, heads, kv, tie):
+    return QwenConfig(model_type="qwen3", vocab_size=151936, hidden_size=hidden, intermediate_size=inter,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                      head_dim=128, rope_theta=1_000_000.0, tie_word_embeddings=tie, qkv_bias=False,
+                      qk_norm=True, max_position_embeddings=40960, eos_token_id=(151645, 151643))
+
+
+PRESETS: dict[str, QwenConfig] = {
+    "qwen2.5-0.5b": _qwen25(896, 4864, 24, 14, 2, True),
+    "qwen2.5-1.5b": _qwen25(1536, 8960, 28, 12, 2, True),
+    "qwen2.5-3b": _qwen25(2048, 11008, 36, 16, 2, True),
+    "qwen2.5-7b": _qwen25(3584, 18944, 28, 28, 4, False),
+    "qwen3-0.6b": _qwen3(1024, 3072, 28, 16, 8, True),
+    "qwen3-1.7b": _qwen3(2048, 6144, 28, 16, 8, True),
+    "qwen3-4b": _qwen3(2560, 9728, 36, 32, 8, True),
+    "qwen3-8b": _qwen3(4096, 12288, 36, 32, 8, False),
+    # Tiny shapes for tests and the CPU demo (hidden divisible by 8 so every test mesh shards it).
+    "tiny-qwen2": QwenConfig(model_type="qwen2", vocab_size=256, hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                             rope_theta=10000.0, tie_word_embeddings=False),
+    "tiny-qwen3": QwenConfig(model_type="qwen3", vocab_size=256, hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                             rope_theta=10000.0, tie_word_embeddings=True, qkv_bias=False, qk_norm=True),
+}
+
+
+def preset(name: str, **overrides) -> QwenConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

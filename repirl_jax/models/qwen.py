@@ -1,0 +1,292 @@
+"""Qwen2 / Qwen2.5 / Qwen3 decoder in Flax linen, used as pure functions of a parameter pytree.
+
+    hidden, cache = forward(params, cfg, tokens_bt, positions_bt, mask_bt, cache=None, act=None)
+    logits_btv    = lm_logits(params, cfg, hidden_bte)        # float32
+    cache         = init_cache(cfg, batch, length)            # for the sampler
+
+Parameters are a plain nested dict (`init_params`, or `repirl_jax.hf.load_params` from a checkpoint).
+Every parameter carries logical axis names (`param_axes`), which `repirl_jax.sharding` maps to the mesh.
+
+Attention is causal over *slots*: query slot i sees key slot j iff j <= i and slot j holds a real token.
+Without a cache the slots are the input positions 0..T-1, so left padding is handled by `mask_bt`
+(0 on padding) and RoPE `positions_bt` (0, 1, ... from each row's first real token). With a cache, each
+row writes its T new tokens at its own slot `cache.index[b]`, so rows of different lengths decode as
+they would alone.
+
+Weight layouts (chosen for the decode step: no transposes inside the jitted loop):
+  embed [vocab, embed]; q [embed, heads, head_dim]; k, v [embed, kv_heads, head_dim];
+  o [heads, head_dim, embed]; gate, up [embed, mlp]; down [mlp, embed]; lm_head [embed, vocab].
+KV cache per layer: k [B, kv_heads, head_dim, S] (scores become a plain batched dot), v [B, kv_heads, S, head_dim].
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from repirl_jax.models.config import QwenConfig
+from repirl_jax.sharding import ActivationSharding, constrain, tree_shardings
+
+Params = dict[str, Any]
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+class KVCache(NamedTuple):
+    """Per-layer key/value buffers and per-row bookkeeping. S = cache length (slots)."""
+    k: tuple[jax.Array, ...]  # L x [B, K, D, S]
+    v: tuple[jax.Array, ...]  # L x [B, K, S, D]
+    valid: jax.Array  # [B, S] bool: slot holds a real (non-padding) token
+    index: jax.Array  # [B] int32: next slot to write, per row
+
+
+def init_cache(cfg: QwenConfig, batch: int, length: int, dtype=None) -> KVCache:
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    k, d, l = cfg.num_key_value_heads, cfg.head_dim, cfg.num_hidden_layers
+    return KVCache(
+        k=tuple(jnp.zeros((batch, k, d, length), dtype) for _ in range(l)),
+        v=tuple(jnp.zeros((batch, k, length, d), dtype) for _ in range(l)),
+        valid=jnp.zeros((batch, length), bool),
+        index=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+CACHE_AXES = ("batch", "act_kv_heads", "head_dim", "cache_length")  # k; v swaps the last two
+
+
+def _param(module: nn.Module, name: str, shape, axes, init=nn.initializers.normal(0.02)):
+    dtype = jnp.dtype(module.cfg.param_dtype)
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+class RMSNorm(nn.Module):
+    cfg: QwenConfig
+    size: int
+    axis_name: str = "norm"
+
+    @nn.compact
+    def __call__(self, x):
+        scale = _param(self, "scale", (self.size,), (self.axis_name,), nn.initializers.ones)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
+        return (scale.astype(jnp.float32) * x32).astype(x.dtype)
+
+
+def rotary(x_btnd: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
+    """Rotate-half RoPE (the HF Qwen convention) in float32, result in x's dtype."""
+    d = x_btnd.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    angle = positions_bt.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    cos, sin = jnp.cos(angle)[:, :, None, :], jnp.sin(angle)[:, :, None, :]
+    x = x_btnd.astype(jnp.float32)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_btnd.dtype)
+
+
+def _write_rows(buf, new, index, axis):
+    """Write new[b] into buf[b] starting at index[b] along `axis` (per-row dynamic update)."""
+    def one(b, n, i):
+        start = [0] * b.ndim
+        start[axis - 1] = i
+        return jax.lax.dynamic_update_slice(b, n.astype(b.dtype), start)
+    return jax.vmap(one)(buf, new, index)
+
+
+class Attention(nn.Module):
+    cfg: QwenConfig
+    act: ActivationSharding | None = None
+
+    @nn.compact
+    def __call__(self, x_bte, positions_bt, kv_mask, layer_cache, cache_index):
+        cfg = self.cfg
+        e, h, k, d = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        dt = jnp.dtype(cfg.dtype)
+        zeros = nn.initializers.zeros
+        wq = _param(self, "q_kernel", (e, h, d), ("embed", "heads", "head_dim"))
+        wk = _param(self, "k_kernel", (e, k, d), ("embed", "kv_heads", "head_dim"))
+        wv = _param(self, "v_kernel", (e, k, d), ("embed", "kv_heads", "head_dim"))
+        wo = _param(self, "o_kernel", (h, d, e), ("heads", "head_dim", "embed"))
+        x = x_bte.astype(dt)
+        q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
+        kk = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
+        vv = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
+        if cfg.qkv_bias:
+            q = q + _param(self, "q_bias", (h, d), ("heads", "head_dim"), zeros).astype(dt)
+            kk = kk + _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), zeros).astype(dt)
+            vv = vv + _param(self, "v_bias", (k, d), ("kv_heads", "head_dim"), zeros).astype(dt)
+        if cfg.qk_norm:
+            q = RMSNorm(cfg, d, "head_dim", name="q_norm")(q)
+            kk = RMSNorm(cfg, d, "head_dim", name="k_norm")(kk)
+        q = rotary(q, positions_bt, cfg.rope_theta)
+        kk = rotary(kk, positions_bt, cfg.rope_theta)
+        q = constrain(q, ("batch", "length", "act_heads", "head_dim"), self.act)
+
+        b, t = x.shape[:2]
+        q = q.reshape(b, t, k, cfg.num_groups, d) * jnp.asarray(d ** -0.5, dt)
+        if layer_cache is None:
+            scores = jnp.einsum("btkgd,bskd->bkgts", q, kk, preferred_element_type=jnp.float32)
+            new_cache = None
+        else:
+            ck, cv = layer_cache
+            ck = _write_rows(ck, kk.transpose(0, 2, 3, 1), cache_index, axis=3)  # [B, K, D, S]
+            cv = _write_rows(cv, vv.transpose(0, 2, 1, 3), cache_index, axis=2)  # [B, K, S, D]
+            ck = constrain(ck, CACHE_AXES, self.act)
+            cv = constrain(cv, ("batch", "act_kv_heads", "cache_length", "head_dim"), self.act)
+            new_cache = (ck, cv)
+            kk, vv = ck, cv
+            scores = jnp.einsum("btkgd,bkds->bkgts", q, ck.astype(dt), preferred_element_type=jnp.float32)
+        scores = jnp.where(kv_mask[:, None, None, :, :], scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        if layer_cache is None:
+            out = jnp.einsum("bkgts,bskd->btkgd", probs, vv)
+        else:
+            out = jnp.einsum("bkgts,bksd->btkgd", probs, vv.astype(dt))
+        out = out.reshape(b, t, h, d)
+        y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+        if cfg.o_bias:
+            y = y + _param(self, "o_bias", (e,), ("norm",), zeros).astype(dt)
+        return y, new_cache
+
+
+class MLP(nn.Module):
+    cfg: QwenConfig
+    act: ActivationSharding | None = None
+
+    @nn.compact
+    def __call__(self, x_bte):
+        cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        e, m = cfg.hidden_size, cfg.intermediate_size
+        wg = _param(self, "gate_kernel", (e, m), ("embed", "mlp"))
+        wu = _param(self, "up_kernel", (e, m), ("embed", "mlp"))
+        wd = _param(self, "down_kernel", (m, e), ("mlp", "embed"))
+        x = x_bte.astype(dt)
+        hidden = jax.nn.silu(x @ wg.astype(dt)) * (x @ wu.astype(dt))
+        hidden = constrain(hidden, ("batch", "length", "act_mlp"), self.act)
+        return hidden @ wd.astype(dt)
+
+
+class DecoderLayer(nn.Module):
+    cfg: QwenConfig
+    act: ActivationSharding | None = None
+
+    @nn.compact
+    def __call__(self, x_bte, positions_bt, kv_mask, layer_cache, cache_index):
+        cfg = self.cfg
+        h = RMSNorm(cfg, cfg.hidden_size, name="input_norm")(x_bte)
+        h, new_cache = Attention(cfg, self.act, name="attn")(h, positions_bt, kv_mask, layer_cache, cache_index)
+        x = x_bte + h
+        h = MLP(cfg, self.act, name="mlp")(RMSNorm(cfg, cfg.hidden_size, name="post_attn_norm")(x))
+        x = constrain(x + h, ("batch", "length", "act_embed"), self.act)
+        return x, new_cache
+
+
+class Qwen(nn.Module):
+    """Embedding -> L decoder layers -> final RMSNorm (the LM head is applied by `lm_logits`)."""
+    cfg: QwenConfig
+    act: ActivationSharding | None = None
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed = _param(self, "embed", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
+        layer_cls = DecoderLayer
+        if cfg.remat != "none":
+            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if cfg.remat == "dots" else None
+            layer_cls = nn.remat(DecoderLayer, policy=policy)
+        self.layers = [layer_cls(cfg, self.act, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+        self.final_norm = RMSNorm(cfg, cfg.hidden_size)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"))
+
+    def __call__(self, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None):
+        dt = jnp.dtype(self.cfg.dtype)
+        x = jnp.take(self.embed, tokens_bt, axis=0).astype(dt)
+        x = constrain(x, ("batch", "length", "act_embed"), self.act)
+        t = tokens_bt.shape[1]
+        mask_bt = mask_bt.astype(bool)
+        if cache is None:
+            slots = jnp.arange(t)
+            kv_mask = (slots[None, :, None] >= slots[None, None, :]) & mask_bt[:, None, :]  # [B, T, T]
+            index = None
+        else:
+            s = cache.valid.shape[1]
+            q_slot = cache.index[:, None] + jnp.arange(t)[None, :]  # [B, T]
+            valid = _write_rows(cache.valid, mask_bt, cache.index, axis=1)
+            kv_mask = (jnp.arange(s)[None, None, :] <= q_slot[:, :, None]) & valid[:, None, :]  # [B, T, S]
+            index = cache.index
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, c = layer(x, positions_bt, kv_mask, layer_cache, index)
+            if c is not None:
+                new_k.append(c[0])
+                new_v.append(c[1])
+        x = self.final_norm(x)
+        new_cache = None if cache is None else KVCache(tuple(new_k), tuple(new_v), valid, cache.index + t)
+        return x, new_cache
+
+
+# --- pure-function API ------------------------------------------------------------------------------
+
+def _dummy_inputs():
+    z = jnp.zeros((1, 1), jnp.int32)
+    return z, z, jnp.ones((1, 1), bool)
+
+
+def init_params(cfg: QwenConfig, rng: jax.Array) -> Params:
+    """Random parameters (normal(0.02) matrices, unit norms, zero biases) as a plain nested dict."""
+    return nn.unbox(Qwen(cfg).init(rng, *_dummy_inputs())["params"])
+
+
+def abstract_params(cfg: QwenConfig) -> Params:
+    """ShapeDtypeStructs of every parameter, without allocating anything."""
+    return nn.unbox(jax.eval_shape(lambda: Qwen(cfg).init(jax.random.key(0), *_dummy_inputs())["params"]))
+
+
+def param_axes(cfg: QwenConfig) -> Params:
+    """The logical axis names of every parameter (a tree of PartitionSpecs of names)."""
+    boxed = jax.eval_shape(lambda: Qwen(cfg).init(jax.random.key(0), *_dummy_inputs())["params"])
+    return nn.get_partition_spec(boxed)
+
+
+def param_shardings(cfg: QwenConfig, mesh=None):
+    """NamedSharding of every parameter on `mesh` (SingleDeviceSharding on the first local device if None)."""
+    abstract = abstract_params(cfg)
+    if mesh is None:
+        dev = jax.local_devices()[0]
+        return jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(dev), abstract)
+    return tree_shardings(param_axes(cfg), abstract, mesh)
+
+
+def forward(params: Params, cfg: QwenConfig, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None,
+            act: ActivationSharding | None = None):
+    """Final hidden states [B, T, E] (after the last RMSNorm) and the updated cache (None without one)."""
+    return Qwen(cfg, act).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache)
+
+
+def lm_head_weight(params: Params, cfg: QwenConfig) -> jax.Array:
+    """The LM head as [embed, vocab]: the transposed embedding when tied (`tie_word_embeddings`)."""
+    return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
+
+
+def lm_logits(params: Params, cfg: QwenConfig, hidden_bte, act: ActivationSharding | None = None,
+              head_ev: jax.Array | None = None):
+    """LM-head logits [B, T, V] in float32. `head_ev` overrides the head (e.g. a transposed copy hoisted
+    out of a decode loop)."""
+    dt = jnp.dtype(cfg.dtype)
+    w = lm_head_weight(params, cfg) if head_ev is None else head_ev
+    out = jnp.einsum("bte,ev->btv", hidden_bte.astype(dt), w.astype(dt), preferred_element_type=jnp.float32)
+    return constrain(out, ("batch", "length", "act_vocab"), act)
+
+
+def positions_from_mask(mask_bt: jax.Array) -> jax.Array:
+    """RoPE positions for left-padded rows: 0 at each row's first real token (0 on the padding too)."""
+    return jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def token_log_probs(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
+    """log softmax(logits)[target] in float32, [B, T]."""
+    logits = logits_btv.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    return jnp.take_along_axis(logits, targets_bt[..., None], axis=-1)[..., 0] - lse

@@ -1,0 +1,182 @@
+"""Jitted sampler: one prefill, then a single `lax.while_loop` of decode steps over a preallocated KV cache.
+
+    out = generate(params, cfg, prompt_tokens_bp, prompt_mask_bp, SamplingConfig(...), rng)
+
+Prompts are left-padded to a fixed length P (`pad_prompts`), so every batch of the same (B, P, config)
+runs the same compiled program. Each row has its own RoPE positions (from its first real token) and its
+own cache write index, so a row decodes exactly as it would alone. Rows stop on any stop token or at
+`max_new_tokens`; the loop ends when every row has stopped.
+
+Returned log-probs are those of the *sampling* distribution (temperature, top-k, top-p applied), which is
+what the IRL importance weights and the PPO ratio need (METHOD.md section 3). Under greedy decoding, where
+that distribution is a point mass, they are the model's own log-probs at temperature 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from repirl_jax.models import qwen
+from repirl_jax.models.config import QwenConfig
+from repirl_jax.sharding import ActivationSharding
+
+FINISH_STOP, FINISH_LENGTH = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    greedy: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    num_samples: int = 1  # samples per prompt; rows b*n .. b*n+n-1 belong to prompt b
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0 (use greedy=True for argmax)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0 or self.num_samples < 1:
+            raise ValueError(f"top_k={self.top_k}, num_samples={self.num_samples}: invalid")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+
+
+class SampleOutput(NamedTuple):
+    tokens: jax.Array  # [N, max_new] int32; pad_token_id after a row's end. N = B * num_samples
+    log_probs: jax.Array  # [N, max_new] float32 log-prob of each token under the sampling distribution; 0 after end
+    lengths: jax.Array  # [N] int32 generated tokens, stop token included
+    finish_reason: jax.Array  # [N] int32: FINISH_STOP or FINISH_LENGTH
+
+    @property
+    def mask(self) -> jax.Array:
+        """[N, max_new] 1 on generated tokens (stop token included), 0 after."""
+        return (jnp.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]).astype(jnp.int32)
+
+
+def filter_logits(logits_bv: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    """Temperature, then top-k, then top-p (nucleus) on float32 logits; removed entries become -inf."""
+    x = logits_bv.astype(jnp.float32) / cfg.temperature
+    if cfg.top_k and cfg.top_k < x.shape[-1]:
+        kth = jax.lax.top_k(x, cfg.top_k)[0][:, -1:]
+        x = jnp.where(x < kth, -jnp.inf, x)
+    if cfg.top_p < 1.0:
+        order = jnp.argsort(-x, axis=-1)
+        sorted_x = jnp.take_along_axis(x, order, axis=-1)
+        probs = jax.nn.softmax(sorted_x, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # keep a token while the mass before it < top_p
+        keep_sorted = mass_before < cfg.top_p
+        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(x.shape[0])[:, None], order].set(keep_sorted)
+        x = jnp.where(keep, x, -jnp.inf)
+    return x
+
+
+def sample_logits(logits_bv: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> tuple[jax.Array, jax.Array]:
+    """One token per row and its log-prob under the sampling distribution (see module docstring)."""
+    if cfg.greedy:
+        logp = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)
+        token = jnp.argmax(logits_bv, axis=-1)
+    else:
+        logp = jax.nn.log_softmax(filter_logits(logits_bv, cfg), axis=-1)
+        token = jax.random.categorical(rng, logp, axis=-1)
+    return token.astype(jnp.int32), jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
+def _is_stop(token, cfg: SamplingConfig):
+    if not cfg.stop_token_ids:
+        return jnp.zeros(token.shape, bool)
+    return jnp.isin(token, jnp.asarray(cfg.stop_token_ids, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "scfg", "act"))
+def _generate(params, prompt_tokens, prompt_mask, rng, *, cfg: QwenConfig, scfg: SamplingConfig,
+              act: ActivationSharding | None):
+    n = scfg.num_samples
+    tokens = jnp.repeat(prompt_tokens, n, axis=0)
+    mask = jnp.repeat(prompt_mask, n, axis=0).astype(jnp.int32)
+    b, p = tokens.shape
+    steps = scfg.max_new_tokens
+    head = qwen.lm_head_weight(params, cfg)  # hoisted: a tied head is transposed once, not every step
+    cache = qwen.init_cache(cfg, b, p + steps)
+    hidden, cache = qwen.forward(params, cfg, tokens, qwen.positions_from_mask(mask), mask, cache, act=act)
+    logits = qwen.lm_logits(params, cfg, hidden[:, -1:], act=act, head_ev=head)[:, 0]
+    prompt_len = mask.sum(axis=1)
+
+    token, logp = sample_logits(logits, jax.random.fold_in(rng, 0), scfg)
+    out_tokens = jnp.full((b, steps), scfg.pad_token_id, jnp.int32).at[:, 0].set(token)
+    out_logp = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(logp)
+    done = _is_stop(token, scfg)
+    lengths = jnp.ones((b,), jnp.int32)
+
+    def cond(state):
+        step, _, _, done, *_ = state
+        return (step < steps) & ~jnp.all(done)
+
+    def body(state):
+        step, cache, token, done, lengths, out_tokens, out_logp = state
+        positions = (prompt_len + step - 1)[:, None]
+        hidden, cache = qwen.forward(params, cfg, token[:, None], positions, jnp.ones((b, 1), jnp.int32), cache,
+                                     act=act)
+        logits = qwen.lm_logits(params, cfg, hidden, act=act, head_ev=head)[:, 0]
+        new, logp = sample_logits(logits, jax.random.fold_in(rng, step), scfg)
+        new = jnp.where(done, scfg.pad_token_id, new)
+        logp = jnp.where(done, 0.0, logp)
+        out_tokens = jax.lax.dynamic_update_slice(out_tokens, new[:, None], (0, step))
+        out_logp = jax.lax.dynamic_update_slice(out_logp, logp[:, None], (0, step))
+        lengths = lengths + (~done).astype(jnp.int32)
+        done = done | _is_stop(new, scfg)
+        return step + 1, cache, new, done, lengths, out_tokens, out_logp
+
+    state = (jnp.asarray(1, jnp.int32), cache, token, done, lengths, out_tokens, out_logp)
+    _, _, _, done, lengths, out_tokens, out_logp = jax.lax.while_loop(cond, body, state)
+    finish = jnp.where(done, FINISH_STOP, FINISH_LENGTH).astype(jnp.int32)
+    return SampleOutput(out_tokens, out_logp, lengths, finish)
+
+
+def generate(params, cfg: QwenConfig, prompt_tokens_bp, prompt_mask_bp, scfg: SamplingConfig,
+             rng: jax.Array | None = None, act: ActivationSharding | None = None) -> SampleOutput:
+    """Sample `scfg.num_samples` continuations of each left-padded prompt row (see module docstring)."""
+    if rng is None:
+        rng = jax.random.key(0)
+    if prompt_tokens_bp.shape != prompt_mask_bp.shape or prompt_tokens_bp.ndim != 2:
+        raise ValueError(f"prompt tokens {prompt_tokens_bp.shape} and mask {prompt_mask_bp.shape} must be equal [B, P]")
+    return _generate(params, prompt_tokens_bp, prompt_mask_bp, rng, cfg=cfg, scfg=scfg, act=act)
+
+
+def compile_count() -> int:
+    """How many programs `_generate` has compiled in this process (for recompilation tests)."""
+    return _generate._cache_size()
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], max_prompt_len: int, batch_size: int | None = None,
+                pad_token_id: int = 0, truncate: str = "error") -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists into fixed [batch_size, max_prompt_len] arrays (a fixed shape bucket).
+
+    Rows beyond len(prompts) are all padding (mask 0). `truncate`: "error" raises on a prompt longer than
+    `max_prompt_len`; "left" keeps its last max_prompt_len tokens.
+    """
+    batch_size = len(prompts) if batch_size is None else batch_size
+    if len(prompts) > batch_size:
+        raise ValueError(f"{len(prompts)} prompts do not fit a batch of {batch_size}")
+    tokens = np.full((batch_size, max_prompt_len), pad_token_id, np.int32)
+    mask = np.zeros((batch_size, max_prompt_len), np.int32)
+    for i, p in enumerate(prompts):
+        p = list(p)
+        if len(p) > max_prompt_len:
+            if truncate != "left":
+                raise ValueError(f"prompt {i} has {len(p)} tokens, more than max_prompt_len={max_prompt_len}")
+            p = p[-max_prompt_len:]
+        if p:
+            tokens[i, max_prompt_len - len(p):] = p
+            mask[i, max_prompt_len - len(p):] = 1
+    return tokens, mask

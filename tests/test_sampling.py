@@ -1,0 +1,146 @@
+"""The jitted KV-cache sampler: greedy parity with transformers, exact log-probs, sampling statistics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from repirl_jax import hf, sampling
+from repirl_jax.models import qwen
+from repirl_jax.models.config import QwenConfig
+from repirl_jax.sharding import ActivationSharding, make_mesh
+from repirl_jax.sampling import SamplingConfig
+
+PROMPTS = [[5, 17, 33, 2, 9, 100, 41, 7, 77, 12], [64, 3, 19, 250], [8], [200, 201, 202, 203, 204, 205]]
+
+
+@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen3_qknorm", "qwen2_tied"])
+def test_greedy_equals_transformers_generate(hf_checkpoints, variant):
+    path = hf_checkpoints[variant]
+    params, cfg = hf.load_hf_params(path)
+    tokens, mask = sampling.pad_prompts(PROMPTS, max_prompt_len=12)
+    out = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask),
+                            SamplingConfig(max_new_tokens=40, greedy=True))
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = ref.generate(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask),
+                                max_new_tokens=40, min_new_tokens=40, do_sample=False, eos_token_id=None,
+                                pad_token_id=0)[:, 12:].numpy()
+    np.testing.assert_array_equal(np.asarray(out.tokens), expected)
+    assert np.asarray(out.lengths).tolist() == [40] * 4
+    assert np.asarray(out.finish_reason).tolist() == [sampling.FINISH_LENGTH] * 4
+
+
+def _full_forward_logp(params, cfg, tokens, mask, out, temperature=1.0):
+    """Log-probs of the sampled tokens from one forward pass over prompt + response."""
+    n = out.tokens.shape[0] // tokens.shape[0]
+    seq = np.concatenate([np.repeat(tokens, n, 0), np.asarray(out.tokens)], axis=1)
+    m = np.concatenate([np.repeat(mask, n, 0), np.asarray(out.mask)], axis=1)
+    h, _ = jax.jit(qwen.forward, static_argnums=1)(params, cfg, jnp.asarray(seq),
+                                                    qwen.positions_from_mask(jnp.asarray(m)), jnp.asarray(m))
+    logits = qwen.lm_logits(params, cfg, h)[:, tokens.shape[1] - 1:-1] / temperature
+    return np.asarray(qwen.token_log_probs(logits, jnp.asarray(out.tokens))) * np.asarray(out.mask)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_log_probs_equal_a_full_forward_pass(hf_checkpoints, temperature):
+    params, cfg = hf.load_hf_params(hf_checkpoints["qwen3_qknorm"])
+    tokens, mask = sampling.pad_prompts(PROMPTS, max_prompt_len=12)
+    out = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask),
+                            SamplingConfig(max_new_tokens=24, temperature=temperature, num_samples=3,
+                                           stop_token_ids=(3, 4, 5)), jax.random.key(1))
+    expected = _full_forward_logp(params, cfg, tokens, mask, out, temperature)
+    np.testing.assert_allclose(np.asarray(out.log_probs), expected, atol=1e-4)
+    assert out.tokens.shape == (12, 24)
+    # Samples of one prompt differ (they are not copies of one draw).
+    assert len({tuple(r) for r in np.asarray(out.tokens)[:3].tolist()}) > 1
+
+
+def test_per_row_stop_lengths_and_padding():
+    cfg = QwenConfig(model_type="qwen3", vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, qkv_bias=False, qk_norm=True)
+    params = qwen.init_params(cfg, jax.random.key(0))
+    tokens, mask = sampling.pad_prompts([[1, 2, 3], [4], [5, 6]], max_prompt_len=4)
+    scfg = SamplingConfig(max_new_tokens=30, stop_token_ids=(7, 11), pad_token_id=0)
+    out = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, jax.random.key(3))
+    toks, lengths, finish = (np.asarray(x) for x in (out.tokens, out.lengths, out.finish_reason))
+    for row in range(3):
+        n = lengths[row]
+        stopped = np.isin(toks[row, :n], [7, 11])
+        if finish[row] == sampling.FINISH_STOP:
+            assert stopped[-1] and not stopped[:-1].any()  # ends on its first stop token
+        else:
+            assert n == 30 and not stopped.any()
+        assert (toks[row, n:] == 0).all() and (np.asarray(out.log_probs)[row, n:] == 0).all()
+    assert (finish == sampling.FINISH_STOP).any()  # with 16 tokens and 2 stop ids, some row stops
+
+
+def _exact_probs(logits, temperature, top_k, top_p):
+    x = logits / temperature
+    if top_k:
+        x = np.where(x < np.sort(x)[-top_k], -np.inf, x)
+    p = np.exp(x - x.max())
+    p /= p.sum()
+    if top_p < 1:
+        order = np.argsort(-p)
+        before = np.cumsum(p[order]) - p[order]
+        keep = np.zeros_like(p, bool)
+        keep[order[before < top_p]] = True
+        p = np.where(keep, p, 0)
+        p /= p.sum()
+    return p
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (1.3, 5, 1.0),
+                                                      (1.0, 0, 0.6), (0.8, 6, 0.9)])
+def test_sampled_distribution_matches_the_exact_one(temperature, top_k, top_p):
+    logits = np.random.RandomState(0).normal(size=(12,)).astype(np.float32) * 1.5
+    scfg = SamplingConfig(max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p)
+    n = 40_000
+    tok, logp = jax.jit(lambda k: sampling.sample_logits(jnp.tile(logits, (n, 1)), k, scfg))(jax.random.key(42))
+    tok, logp = np.asarray(tok), np.asarray(logp)
+    exact = _exact_probs(logits.astype(np.float64), temperature, top_k, top_p)
+    freq = np.bincount(tok, minlength=12) / n
+    assert (freq[exact == 0] == 0).all()  # filtered tokens are never drawn
+    # Every frequency within 5 standard errors of its probability (a seeded test: deterministic).
+    se = np.sqrt(exact * (1 - exact) / n)
+    assert (np.abs(freq - exact) <= 5 * se + 1e-12).all(), (freq, exact)
+    np.testing.assert_allclose(logp, np.log(exact[tok]), atol=1e-5)  # log-prob of the sampling distribution
+
+
+def test_same_shapes_never_recompile(hf_checkpoints):
+    params, cfg = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"])
+    scfg = SamplingConfig(max_new_tokens=8, temperature=1.0)
+    tokens, mask = sampling.pad_prompts(PROMPTS[:2], max_prompt_len=16, batch_size=4)
+    sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, jax.random.key(0))
+    before = sampling.compile_count()
+    for seed, prompts in enumerate([PROMPTS[1:], PROMPTS[:1], PROMPTS]):
+        tokens, mask = sampling.pad_prompts(prompts, max_prompt_len=16, batch_size=4)
+        sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, jax.random.key(seed))
+    assert sampling.compile_count() == before
+
+
+def test_sampler_under_a_mesh_matches_one_device(hf_checkpoints):
+    params, cfg = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"])
+    tokens, mask = sampling.pad_prompts(PROMPTS * 2, max_prompt_len=12)
+    scfg = SamplingConfig(max_new_tokens=16, greedy=True)
+    ref = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg)
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    sharded, _ = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"], mesh=mesh)
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+    out = sampling.generate(sharded, cfg, jax.device_put(tokens, batch), jax.device_put(mask, batch), scfg,
+                            act=ActivationSharding(mesh))
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
+    np.testing.assert_allclose(np.asarray(out.log_probs), np.asarray(ref.log_probs), atol=1e-5)
+
+
+def test_pad_prompts_and_config_errors():
+    tokens, mask = sampling.pad_prompts([[1, 2], [3]], max_prompt_len=3, batch_size=3)
+    assert tokens.tolist() == [[0, 1, 2], [0, 0, 3], [0, 0, 0]] and mask.sum() == 3
+    with pytest.raises(ValueError, match="prompt 0 has 4 tokens, more than max_prompt_len=3"):
+        sampling.pad_prompts([[1, 2, 3, 4]], max_prompt_len=3)
+    assert sampling.pad_prompts([[1, 2, 3, 4]], 3, truncate="left")[0].tolist() == [[2, 3, 4]]
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(max_new_tokens=4, temperature=0.0)

@@ -1,18 +1,301 @@
-"""python -m repirl_jax.launch --config=configs/NAME.py --workdir=DIR   (default: configs/demo.py)
+"""Train: python -m repirl_jax.launch [--config=configs/NAME.py] [--workdir=DIR] [--config.KEY=VALUE ...]
 
-Training (Algorithm 1 of the rePIRL paper) is not built yet: this entry point says so and exits 2
-until the training loop lands.
+With no --config it runs configs/demo.py (the embedded default). Relaunching the same command continues
+from the last checkpoint in WORKDIR/checkpoints and ends with the same metrics as an uninterrupted run.
+Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and WORKDIR/summary.json.
 """
 
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
 import sys
+import time
+
+import numpy as np
+
+log = logging.getLogger("repirl_jax")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main() -> int:
-    print("repirl_jax.launch: the training loop and the embedded demo (configs/demo.py) are not built yet. "
-          "What exists: the Qwen2/2.5/3 models, sharding, HF conversion (tools/convert_hf.py), logit "
-          "parity (tools/check_logits.py) and checkpoints. See README.md.", file=sys.stderr)
-    return 2
+# --- what a config names: tokenizer, data, reward, models -----------------------------------------------
+
+def build_tokenizer(config):
+    if config.data.tokenizer == "synthetic":
+        from repirl_jax.data import synthetic
+        return synthetic.CharTokenizer()
+    import transformers
+    path = config.data.tokenizer or config.model.path
+    if not path:
+        raise ValueError("data.tokenizer is empty and model.path is empty: set data.tokenizer to a local "
+                         "tokenizer directory (or 'synthetic')")
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def format_prompt(config, tokenizer, problem: str) -> str:
+    if config.data.prompt_format == "raw":
+        return problem
+    from repirl_jax.data import benchmarks
+    instruction = benchmarks.MATH_INSTRUCTION if config.data.prompt_format == "chat_math" else \
+        "Answer with one complete Python program in a single ```python code block."
+    return tokenizer.apply_chat_template([{"role": "user", "content": f"{problem}\n{instruction}"}],
+                                         tokenize=False, add_generation_prompt=True)
+
+
+def build_datasets(config, tokenizer):
+    """(train records, validation records, test records or None)."""
+    if config.data.train == "synthetic":
+        from repirl_jax.data import synthetic
+        s = config.data.synthetic
+        splits = synthetic.make_splits(seed=config.seed, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
+                                       noise=s.noise, experts_per_prompt=max(config.data.experts_per_prompt, 1))
+        return splits["train"], splits["val"], splits["test"]
+    from repirl_jax.data.prompts import load_prompt_set
+    d = config.data
+    train, report = load_prompt_set(d.train, d.prompt_field, d.answer_field, d.experts_field or None,
+                                    domain=d.domain, on_bad_row=d.on_bad_row,
+                                    require_experts=config.algo in ("repirl", "bc"))
+    if report.skipped:
+        log.warning("%s: skipped %s of %d rows, e.g. %s", d.train, report.skipped, report.rows, report.first_errors[:2])
+    val = []
+    if d.val:
+        val, _ = load_prompt_set(d.val, d.prompt_field, d.answer_field, None, domain=d.domain,
+                                 on_bad_row=d.on_bad_row, require_experts=False, limit=d.val_limit)
+    for rec in train + val:
+        rec["prompt"] = format_prompt(config, tokenizer, rec["prompt"])
+    return train, val, None
+
+
+def build_reward_fn(config):
+    """reward_fn(records, responses) -> (scores, stats) for the configured domain."""
+    kind = config.reward.kind
+    if kind == "synthetic":
+        from repirl_jax.data import synthetic
+
+        def fn(records, texts):
+            scores = [synthetic.score(t, r["ground_truth"]) for r, t in zip(records, texts)]
+            return scores, {}
+        return fn, None
+    if kind == "math":
+        from repirl_jax.rewards.math import MathScorer
+        scorer = MathScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
+
+        def fn(records, texts):
+            res = scorer.score_batch(texts, [r["ground_truth"] for r in records])
+            s = res.stats
+            return res.scores, {"no_answer": s.n_no_answer, "timeout": s.n_timeout, "error": s.n_error}
+        return fn, scorer.close
+    if kind == "code":
+        from repirl_jax.rewards.code import CodeScorer
+        scorer = CodeScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
+
+        def fn(records, texts):
+            gts = [r["ground_truth"] for r in records]
+            res = scorer.score_batch(texts, gts, fn_names=[g.get("fn_name") if isinstance(g, dict) else None
+                                                           for g in gts])
+            s = res.stats
+            return res.scores, {"no_code": s.n_no_code, "timeout": s.n_timeout, "crash": s.n_crash}
+        return fn, scorer.close
+    raise ValueError(f"reward.kind={kind!r}: expected synthetic, math or code")
+
+
+def model_config(config, tokenizer):
+    from repirl_jax.models.config import QwenConfig, preset
+    m = config.model
+    if m.path:
+        cfg = QwenConfig.from_hf_dir(m.path)
+    else:
+        over = {k: v for k, v in dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+                                      num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+                                      head_dim=m.head_dim, intermediate_size=m.intermediate_size).items() if v}
+        vocab = m.vocab_size or 8 * math.ceil(len(tokenizer) / 8)
+        cfg = preset(m.preset, vocab_size=vocab, **over)
+    if cfg.vocab_size < len(tokenizer):
+        raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
+    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+
+
+def build_models(config, cfg, mesh, policy_params=None):
+    import jax
+    from repirl_jax import hf, train
+    from repirl_jax.models import heads, qwen
+    seed = jax.random.key(config.seed)
+    if policy_params is None:
+        if config.model.path:
+            policy_params, _ = hf.load_any(config.model.path, mesh=mesh)
+        else:
+            policy_params = jax.jit(qwen.init_params, static_argnums=0)(cfg, jax.random.fold_in(seed, 1))
+    policy = {"model": policy_params}
+    if config.advantage.estimator == "ppo":
+        policy["value"] = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 2))
+    prm = None
+    if train.needs_prm(config):
+        trunk = hf.load_any(config.prm.path, mesh=mesh)[0] if config.prm.path else policy_params
+        trunk = jax.tree.map(lambda x: x.copy(), trunk)
+        prm = trunk if config.prm.head == "implicit" else \
+            {"trunk": trunk, "head": heads.init_scalar_head(cfg, jax.random.fold_in(seed, 3))}
+    ref = jax.tree.map(lambda x: x.copy(), policy_params) if train.needs_ref(config) else None
+    return train.Models(cfg, policy, prm, ref)
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+def _warmup_config(config):
+    bc = config.copy_and_resolve_references()
+    bc.algo = "bc"
+    bc.policy.lr = config.warmup_bc.lr
+    bc.policy.warmup_steps = 0
+    bc.data.prompts_per_iter = config.warmup_bc.batch_prompts
+    bc.policy.minibatch_prompts = config.warmup_bc.batch_prompts
+    bc.policy.micro_batch = math.gcd(config.warmup_bc.batch_prompts * max(config.data.experts_per_prompt, 1),
+                                     config.policy.micro_batch * 4)
+    bc.data.filter.enabled = False
+    return bc
+
+
+def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar=True):
+    """Behaviour cloning on the experts of the first `warmup_bc.prompts` train prompts; saved once to
+    WORKDIR/warmup (a rerun loads it instead of training again)."""
+    import jax
+    from repirl_jax import hf, metrics as metrics_lib, train
+    path = os.path.join(workdir, "warmup")
+    if hf.is_params_dir(path):
+        return hf.load_params_dir(path, mesh=mesh, cfg=cfg)[0]
+    bc = _warmup_config(config)
+    subset = train_set[:config.warmup_bc.prompts or len(train_set)]
+    trainer = train.Trainer(bc, mesh, build_models(bc, cfg, mesh), tokenizer, reward_fn, subset)
+    bar = metrics_lib.progress(config.warmup_bc.steps, desc="bc warm-up") if progress_bar else None
+    for step in range(1, config.warmup_bc.steps + 1):
+        m = trainer.iteration(step)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(nll=f"{m.get('policy_bc_nll', float('nan')):.3f}")
+    if bar:
+        bar.close()
+    params = trainer.state["policy"]["model"]
+    hf.save_params_dir(params, cfg, path, overwrite=True)
+    return params
+
+
+def run(config, workdir: str, progress_bar: bool = True) -> dict:
+    """Train per `config` in `workdir` (resuming if it holds checkpoints). Returns the summary dict."""
+    import jax
+    from repirl_jax import checkpoint, metrics as metrics_lib, train
+    from repirl_jax.sharding import make_mesh
+
+    train.validate(config, jax.device_count())
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    tokenizer = build_tokenizer(config)
+    train_set, val_set, test_set = build_datasets(config, tokenizer)
+    cfg = model_config(config, tokenizer)
+    reward_fn, close_reward = build_reward_fn(config)
+    started = time.time()
+    summary: dict = {"config": config.to_dict(), "model_params": cfg.num_params()}
+    try:
+        init_policy = None
+        if config.warmup_bc.steps:
+            t = time.time()
+            init_policy = bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar)
+            summary["time_warmup_s"] = time.time() - t
+        trainer = train.Trainer(config, mesh, build_models(config, cfg, mesh, init_policy), tokenizer, reward_fn,
+                                train_set)
+        val = trainer._tokenize_set(val_set, "val") if val_set else []
+        test = trainer._tokenize_set(test_set, "test") if test_set else []
+        if test:
+            summary["test_accuracy_start"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
+        ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep,
+                                       async_save=config.train.async_checkpoint,
+                                       best_metric="val_accuracy" if val else None)
+        start = 0
+        latest = ckpt.latest_step()
+        if latest is not None:
+            target = checkpoint.abstract_like(trainer.state, trainer.state_shardings)
+            trainer.state, meta = ckpt.restore(latest, target=target)
+            start = latest
+            log.warning("resumed from %s at iteration %d", workdir, latest)
+        writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
+        bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
+        last_val = None
+        for it in range(start + 1, config.train.max_iterations + 1):
+            m = trainer.iteration(it)
+            is_ckpt = it % config.train.checkpoint_every == 0 or it == config.train.max_iterations
+            if val and (it % config.train.eval_every == 0 or is_ckpt):
+                last_val = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
+                m["val_accuracy"] = last_val
+            writer.write(it, m)
+            if is_ckpt:
+                meta = {"iteration": it, "config": config.to_dict(),
+                        "metrics": {"val_accuracy": last_val} if last_val is not None else {}}
+                ckpt.save(it, trainer.state, meta)
+            if bar:
+                bar.update(1)
+                bar.set_postfix({k: f"{m[k]:.3f}" for k in ("rollout_acc", "val_accuracy", "irl_ess") if k in m})
+        if bar:
+            bar.close()
+        ckpt.wait()
+        writer.close()
+        summary["data_report"] = trainer.data_report
+        summary["nonfinite_updates_skipped"] = trainer.nonfinite_total
+        if test:
+            summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
+        best = ckpt.best_step() if val else None
+        summary.update(final_iteration=config.train.max_iterations, best_step=best,
+                       checkpoints=os.path.join(workdir, "checkpoints"), time_total_s=time.time() - started)
+        ckpt.close()
+        summary["trainer"] = trainer
+    finally:
+        if close_reward:
+            close_reward()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump({k: v for k, v in summary.items() if k != "trainer"}, f, indent=2, default=str)
+    return summary
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+def main(argv) -> int:
+    del argv
+    from absl import flags
+    FLAGS = flags.FLAGS
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    config = FLAGS.config
+    workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
+    try:
+        summary = run(config, workdir)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(_summary_table(summary, workdir))
+    return 0
+
+
+def _summary_table(summary: dict, workdir: str) -> str:
+    lines = ["", "| result | value |", "|---|---|"]
+    for key in ("test_accuracy_start", "test_accuracy_end", "best_step", "time_total_s"):
+        if key in summary and summary[key] is not None:
+            v = summary[key]
+            lines.append(f"| {key} | {v:.3f} |" if isinstance(v, float) else f"| {key} | {v} |")
+    lines.append(f"| metrics | {os.path.join(workdir, 'metrics.jsonl')} |")
+    lines.append(f"| checkpoints | {summary.get('checkpoints')} |")
+    return "\n".join(lines)
+
+
+def cli() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "demo.py"), "Training config file.")
+    flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+    app.run(lambda argv: sys.exit(main(argv)))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -19,8 +19,9 @@ def build(variant: str, path: str, seed: int = 0, dtype=torch.float32, **overrid
     """Save a random model of `variant` to `path` with `save_pretrained`; returns the torch model."""
     config_cls, model_cls, kw = VARIANTS[variant]
     torch.manual_seed(seed)
-    config = config_cls(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, max_position_embeddings=512, **{**kw, **overrides})
+    base = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=512)
+    config = config_cls(**{**base, **kw, **overrides})
     model = model_cls(config)
     with torch.no_grad():  # non-trivial norms and biases, so that their conversion is exercised
         for name, p in model.named_parameters():

@@ -1,0 +1,112 @@
+"""The training config: every knob with the paper's default (METHOD.md), as an ml_collections ConfigDict.
+
+Config files in configs/ start from `default_config()` and change what they need; any field can be
+overridden on the command line: `--config.policy.lr=1e-6`.
+"""
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.algo = "repirl"  # repirl | rloo | grpo | ppo | prime | bc | kto
+
+    # Policy model: a local HF or repirl_jax directory, or (path "") a random init of `preset`.
+    c.model = ml_collections.ConfigDict(dict(
+        path="", preset="tiny-qwen3", vocab_size=0,  # vocab_size > 0 overrides the preset's (tokenizer size)
+        dtype="bfloat16", param_dtype="float32", remat="none", max_positions=32768,
+        hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0, intermediate_size=0))
+
+    c.prm = ml_collections.ConfigDict(dict(
+        path="",  # "" = the policy's initial parameters (paper: same base checkpoint)
+        head="scalar",  # scalar | implicit (PRIME)
+        beta=0.05,  # implicit head: r = beta * (log pi_phi - log pi_ref)
+        lr=3e-8, weight_decay=0.0, clip=10.0,
+        minibatch_prompts=32, micro_batch=8,
+        update=True))  # False: a frozen PRM (test-time training)
+
+    c.irl = ml_collections.ConfigDict(dict(
+        pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)
+        weight_scope="batch",  # batch (Algorithm 1) | prompt
+        importance_weights=True))  # False: uniform weights (paper Figure 2 ablation)
+
+    c.policy = ml_collections.ConfigDict(dict(
+        lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1,
+        minibatch_prompts=32, micro_batch=8,
+        clip_low=0.2, clip_high=0.2, dual_clip=3.0, entropy_coef=0.001, kl_coef=0.0))
+
+    c.advantage = ml_collections.ConfigDict(dict(
+        estimator="rloo",  # rloo | grpo | ppo
+        process_mode="token",  # token | sequence
+        c=0.05,  # process-reward coefficient (0.05 Qwen2.5-3B, 0.1 Qwen3-4B; 0 = plain RLOO)
+        outcome_weight=1.0))  # 0 = PRM-only training (paper section 4.4)
+
+    c.ppo = ml_collections.ConfigDict(dict(gamma=1.0, lam=1.0, value_clip=0.2, value_coef=0.5, whiten=True))
+    c.kto = ml_collections.ConfigDict(dict(beta=0.1))
+
+    c.rollout = ml_collections.ConfigDict(dict(
+        n=4, temperature=1.0, top_p=1.0, max_prompt_len=1535, max_response_len=3000, prompts_per_call=32))
+
+    c.data = ml_collections.ConfigDict(dict(
+        train="", val="", tokenizer="",  # paths ("synthetic" for the embedded task; "tfds:NAME[:SPLIT]")
+        prompt_field="prompt", answer_field="ground_truth", experts_field="experts",
+        prompt_format="chat_math",  # raw | chat_math | chat_code
+        domain="math",
+        prompts_per_iter=128, experts_per_prompt=4,
+        long_prompts="skip",  # skip | truncate (counted and reported either way)
+        on_bad_row="error",  # error | skip (counted and reported)
+        val_limit=256,
+        filter=ml_collections.ConfigDict(dict(enabled=True, low=0.2, high=0.8)),
+        synthetic=ml_collections.ConfigDict(dict(n_train=2000, n_val=200, n_test=500, noise=0.0))))
+
+    c.reward = ml_collections.ConfigDict(dict(kind="math", timeout_s=10.0, workers=2))
+
+    c.warmup_bc = ml_collections.ConfigDict(dict(steps=0, prompts=0, batch_prompts=16, lr=1e-3))
+
+    c.train = ml_collections.ConfigDict(dict(
+        max_iterations=2, checkpoint_every=50, keep=3, eval_every=50, eval_batch=64,
+        logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True))
+
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    return c
+
+
+def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collections.ConfigDict:
+    """The paper's settings (METHOD.md section 6, Table 4) for Qwen2.5-3B-Instruct or Qwen3-4B-Base.
+
+    Model and data paths are local directories to fill in (`--config.model.path=...`); with model.path
+    empty the preset's architecture is randomly initialised (tests, memory plans).
+    """
+    c = default_config()
+    c.algo = algo
+    if model == "qwen25_3b":
+        c.model.preset, c.advantage.c, c.prm.lr = "qwen2.5-3b", 0.05, 3e-8
+    elif model == "qwen3_4b":
+        c.model.preset, c.advantage.c, c.prm.lr = "qwen3-4b", 0.1, 3e-8
+    else:
+        raise ValueError(f"model={model!r}: expected qwen25_3b or qwen3_4b")
+    c.model.dtype, c.model.param_dtype, c.model.remat = "bfloat16", "float32", "full"
+    c.data.prompts_per_iter, c.data.experts_per_prompt = 128, 4
+    c.policy.minibatch_prompts, c.prm.minibatch_prompts = 32, 32
+    c.policy.micro_batch, c.prm.micro_batch = 8, 8  # one row per device on 8 GPUs (paper: micro-batch 1)
+    c.rollout.n, c.rollout.max_prompt_len, c.rollout.max_response_len = 4, 1535, 3000
+    c.rollout.prompts_per_call = 32
+    # 7,000 prompts per domain, 2 epochs: 2 * 7000 / 128 = 110 iterations per stage.
+    c.train.max_iterations, c.train.checkpoint_every, c.train.eval_every = 110, 10, 10
+    c.data.train, c.data.val = "", ""  # local JSONL/Parquet: prompt, ground_truth, experts
+    c.reward.kind, c.data.prompt_format, c.data.domain = "math", "chat_math", "math"
+    # Two stages: math, then code starting from the math model (paper section 4.1).
+    c.stages = ml_collections.ConfigDict(dict(
+        enabled=False,
+        code_train="", code_val="",  # the code stage's data (fields as for math; ground_truth = tests)
+    ))
+    if algo == "ppo":
+        c.advantage.estimator = "ppo"
+    if algo == "grpo":
+        c.advantage.estimator = "grpo"
+    if algo in ("rloo", "grpo", "ppo"):
+        c.advantage.c = 0.0  # outcome reward only
+    if algo == "prime":
+        c.prm.head, c.prm.lr = "implicit", 5e-7
+    return c

@@ -1,0 +1,130 @@
+"""Training prompt sets: prompt, ground truth and expert demonstrations, from local files or tfds.
+
+    records = load_prompt_set("train.jsonl")                       # fields: prompt, ground_truth, experts
+    records = load_prompt_set("train.parquet", prompt_field="question", experts_field="solutions")
+    records = load_prompt_set("tfds:gsm8k/main:train", prompt_field="question", answer_field="answer")
+
+Every record: {"id", "prompt", "ground_truth", "experts": [str, ...], "domain", "metadata"}. Bad rows
+(missing fields, empty or non-string expert responses) raise PromptDataError naming the file, the row and
+the field, or with on_bad_row="skip" are dropped and counted (`LoadReport`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterator
+
+
+class PromptDataError(ValueError):
+    """A training row that cannot be used; the message names file, row and field."""
+
+
+@dataclasses.dataclass
+class LoadReport:
+    path: str
+    rows: int = 0
+    kept: int = 0
+    skipped: dict = dataclasses.field(default_factory=dict)  # reason -> count
+    first_errors: list = dataclasses.field(default_factory=list)
+
+    def skip(self, reason: str, message: str):
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if len(self.first_errors) < 5:
+            self.first_errors.append(message)
+
+
+def _rows(path: str) -> Iterator[tuple[int, Any]]:
+    if path.startswith("tfds:"):
+        yield from _tfds_rows(path[5:])
+        return
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: prompt set not found")
+    if path.endswith((".parquet", ".pq")):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ImportError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from e
+        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield i, row
+        return
+    with open(path) as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PromptDataError(f"{path} line {i}: not valid JSON ({e.msg})") from e
+
+
+def _tfds_rows(spec: str) -> Iterator[tuple[int, Any]]:
+    """tfds:NAME[:SPLIT] from the local tfds data dir ($TFDS_DATA_DIR); nothing is downloaded."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError("tfds: sources need the tfds extra: pip install -r requirements-tfds.txt") from e
+    name, _, split = spec.partition(":")
+    ds = tfds.load(name, split=split or "train", download=False, data_dir=os.environ.get("TFDS_DATA_DIR"))
+    for i, ex in enumerate(tfds.as_numpy(ds), start=1):
+        yield i, {k: (v.decode() if isinstance(v, bytes) else v.tolist() if hasattr(v, "tolist") else v)
+                  for k, v in ex.items()}
+
+
+def load_prompt_set(path: str, prompt_field: str = "prompt", answer_field: str = "ground_truth",
+                    experts_field: str | None = "experts", id_field: str | None = "id", domain: str = "math",
+                    on_bad_row: str = "error", require_experts: bool = True, limit: int | None = None
+                    ) -> tuple[list[dict], LoadReport]:
+    """Load a training prompt set (see module docstring). `experts_field=None`: no demonstrations."""
+    if on_bad_row not in ("error", "skip"):
+        raise ValueError(f"on_bad_row={on_bad_row!r}: expected error or skip")
+    report = LoadReport(path)
+    out = []
+    for line, row in _rows(path):
+        report.rows += 1
+        where = f"{path} {'row' if path.endswith(('.parquet', '.pq')) or path.startswith('tfds:') else 'line'} {line}"
+        try:
+            out.append(_record(row, where, line, prompt_field, answer_field, experts_field, id_field, domain,
+                               require_experts))
+            report.kept += 1
+        except PromptDataError as e:
+            if on_bad_row == "error":
+                raise
+            report.skip(str(e).split(": ", 1)[1].split(" (")[0], str(e))
+        if limit is not None and len(out) >= limit:
+            break
+    return out, report
+
+
+def _record(row, where, line, prompt_field, answer_field, experts_field, id_field, domain, require_experts):
+    if not isinstance(row, dict):
+        raise PromptDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+
+    def field(name):
+        if name not in row or row[name] is None:
+            raise PromptDataError(f"{where}: missing field {name!r} (fields present: {sorted(row)})")
+        return row[name]
+
+    prompt = field(prompt_field)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptDataError(f"{where}: field {prompt_field!r} must be a non-empty string")
+    truth = field(answer_field)
+    if isinstance(truth, str) and not truth.strip():
+        raise PromptDataError(f"{where}: field {answer_field!r} is empty")
+    experts: list[str] = []
+    if experts_field is not None:
+        raw = row.get(experts_field)
+        if raw is None and require_experts:
+            raise PromptDataError(f"{where}: missing field {experts_field!r} (fields present: {sorted(row)})")
+        raw = [raw] if isinstance(raw, str) else (raw or [])
+        for k, e in enumerate(raw):
+            if not isinstance(e, str) or not e.strip():
+                raise PromptDataError(f"{where}: field {experts_field!r}[{k}] is an empty or non-string response")
+        if require_experts and not raw:
+            raise PromptDataError(f"{where}: field {experts_field!r} is an empty list")
+        experts = list(raw)
+    rid = str(row[id_field]) if id_field and row.get(id_field) is not None else f"row-{line}"
+    meta = {k: v for k, v in row.items() if k not in (prompt_field, answer_field, experts_field, id_field)}
+    return {"id": rid, "prompt": prompt, "ground_truth": truth, "experts": experts, "domain": domain,
+            "metadata": meta}

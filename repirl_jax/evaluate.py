@@ -1,0 +1,341 @@
+"""Greedy pass@1 on math and code benchmarks, and test-time scaling with answer voting and a PRM.
+
+    python -m repirl_jax.evaluate [--config=configs/eval.py] (--checkpoint=DIR | --hf_dir=DIR) \
+        --benchmarks=math500,aime24,amc23,minerva,olympiadbench,leetcode,livecodebench \
+        [--limit=N] [--output_dir=DIR] [--num_samples=N --temperature=0.8 \
+         --selection=majority,best_of_n,prm_weighted --prm_checkpoint=DIR]
+
+Writes OUTPUT_DIR/<benchmark>.jsonl (one line per problem: responses, extracted answers, scores) as each
+batch finishes, and OUTPUT_DIR/results.md (the table it prints). A rerun skips problems already in the
+JSONL files (resume). With --num_samples=1 (default) decoding is greedy: the paper's evaluation.
+Test-time scaling (METHOD.md section 5): N samples at --temperature; answers grouped by math-verify
+equivalence; `majority` picks the largest group, `best_of_n` the sample with the highest PRM score,
+`prm_weighted` the group with the largest sum of PRM scores (its best-scoring member); pass@k is the
+unbiased estimator over the N samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import zlib
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+SELECTIONS = ("majority", "best_of_n", "prm_weighted")
+PRM_SELECTIONS = ("best_of_n", "prm_weighted")
+
+
+# --- selection and pass@k (pure functions, unit-tested) ---------------------------------------------
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def group_answers(answers: Sequence[str | None], equivalent: Callable[[list[tuple[str, str]]], list[bool]]
+                  ) -> list[int]:
+    """Group label per answer (None answers get their own singleton groups, never winning a tie against a
+    real answer). `equivalent` decides a batch of (a, b) pairs; pairs are tested against group leaders."""
+    labels = [-1] * len(answers)
+    leaders: list[int] = []
+    for i, a in enumerate(answers):
+        if a is None:
+            continue
+        if leaders:
+            same = equivalent([(answers[j], a) for j in leaders])
+            hit = next((j for j, s in zip(leaders, same) if s), None)
+            if hit is not None:
+                labels[i] = labels[hit]
+                continue
+        labels[i] = len(leaders)
+        leaders.append(i)
+    next_label = len(leaders)
+    for i, a in enumerate(answers):
+        if a is None:
+            labels[i] = next_label
+            next_label += 1
+    return labels
+
+
+def select(method: str, labels: Sequence[int], answers: Sequence[str | None],
+           prm_scores: Sequence[float] | None = None) -> int:
+    """Index of the chosen sample under `method` (see module docstring)."""
+    n = len(labels)
+    has_answer = np.array([a is not None for a in answers])
+    if method == "best_of_n":
+        return int(np.argmax(np.asarray(prm_scores)))
+    weights = np.ones(n) if method == "majority" else np.asarray(prm_scores, float)
+    groups = sorted(set(labels))
+    totals = {g: sum(weights[i] for i in range(n) if labels[i] == g) for g in groups}
+    # Groups with a real answer beat answerless singletons; ties go to the earliest group.
+    best = max(groups, key=lambda g: (any(has_answer[i] for i in range(n) if labels[i] == g), totals[g], -g))
+    members = [i for i in range(n) if labels[i] == best]
+    if method == "majority":
+        return members[0]
+    return max(members, key=lambda i: prm_scores[i])
+
+
+# --- scoring ------------------------------------------------------------------------------------------
+
+class Scorers:
+    """Math and code scorers, started lazily, closed together."""
+
+    def __init__(self, math_timeout_s: float, code_timeout_s: float, workers: int):
+        self.math_timeout_s, self.code_timeout_s, self.workers = math_timeout_s, code_timeout_s, workers
+        self._math = None
+        self._code = None
+
+    @property
+    def math(self):
+        if self._math is None:
+            from repirl_jax.rewards.math import MathScorer
+            self._math = MathScorer(workers=self.workers, timeout_s=self.math_timeout_s)
+        return self._math
+
+    def score(self, domain: str, responses: list[str], ground_truths: list[Any]) -> tuple[list[float], list, dict]:
+        """(scores, extracted answers or None, counts) for a batch."""
+        if domain == "math":
+            res = self.math.score_batch(responses, ground_truths)
+            return res.scores, res.answers, res.stats.as_dict()
+        res = self.code.score_batch(responses, ground_truths,
+                                    fn_names=[g.get("fn_name") if isinstance(g, dict) else None for g in ground_truths],
+                                    starter_codes=[g.get("starter_code") if isinstance(g, dict) else None
+                                                   for g in ground_truths])
+        return res.scores, [None] * len(responses), res.stats.as_dict()
+
+    @property
+    def code(self):
+        if self._code is None:
+            from repirl_jax.rewards.code import CodeScorer
+            self._code = CodeScorer(workers=self.workers, timeout_s=self.code_timeout_s)
+        return self._code
+
+    def close(self):
+        for scorer in (self._math, self._code):
+            if scorer is not None:
+                scorer.close()
+
+
+# --- the evaluation of one benchmark ------------------------------------------------------------------
+
+def _read_done(path: str) -> dict[str, dict]:
+    """Rows already written (resume). A torn last line (crash mid-write) is dropped and the file rewritten."""
+    if not os.path.exists(path):
+        return {}
+    rows, good_lines, torn = {}, [], False
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                torn = True
+                continue
+            rows[row["id"]] = row
+            good_lines.append(line if line.endswith("\n") else line + "\n")
+    if torn:
+        with open(path + ".tmp", "w") as f:
+            f.writelines(good_lines)
+        os.replace(path + ".tmp", path)
+    return rows
+
+
+def summarize(rows: Sequence[dict], num_samples: int, selections: Sequence[str]) -> dict[str, float]:
+    out = {"n": len(rows)}
+    if not rows:
+        return out
+    if num_samples == 1:
+        out["pass@1"] = float(np.mean([r["scores"][0] for r in rows]))
+        return out
+    correct = [sum(s >= 1.0 for s in r["scores"]) for r in rows]
+    k = 1
+    while k <= num_samples:
+        out[f"pass@{k}"] = float(np.mean([pass_at_k(num_samples, c, k) for c in correct]))
+        k *= 2
+    for method in selections:
+        vals = [r["selected"][method] for r in rows if method in r.get("selected", {})]
+        if vals:
+            out[f"{method}@{num_samples}"] = float(np.mean(vals))
+    return out
+
+
+def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Scorers, out_path: str,
+                       scfg, rng, prompt_fn: Callable[[dict], str], selections: Sequence[str] = (),
+                       prm_score_fn: Callable | None = None, progress: bool = True) -> dict[str, float]:
+    """Generate, score and write every record not already in `out_path`; returns the summary of all rows."""
+    import jax
+    from tqdm import tqdm
+
+    done = _read_done(out_path)
+    todo = [r for r in records if r["id"] not in done]
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=name, unit="problem",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    step = generator.batch_size
+    with open(out_path, "a") as f:
+        for start in range(0, len(todo), step):
+            batch = todo[start:start + step]
+            prompts = [prompt_fn(r) for r in batch]
+            # The key depends on the batch's first id, not on how many batches ran before (resume).
+            key = jax.random.fold_in(rng, zlib.crc32(batch[0]["id"].encode()) % (2**31))
+            completions = generator.generate(prompts, scfg, key)
+            flat = [c for row in completions for c in row]
+            n = scfg.num_samples
+            gts = [r["ground_truth"] for r in batch for _ in range(n)]
+            scores, answers, counts = scorers.score(batch[0]["domain"], [c.text for c in flat], gts)
+            prm = prm_score_fn(prompts, completions) if prm_score_fn is not None else None
+            for i, rec in enumerate(batch):
+                sl = slice(i * n, (i + 1) * n)
+                row = {"id": rec["id"], "benchmark": name, "responses": [c.text for c in flat[sl]],
+                       "answers": answers[sl], "scores": scores[sl],
+                       "finish_reasons": [c.finish_reason for c in flat[sl]],
+                       "num_tokens": [len(c.token_ids) for c in flat[sl]]}
+                if prm is not None:
+                    row["prm_scores"] = [float(s) for s in prm[i]]
+                if n > 1 and selections:
+                    labels = group_answers(answers[sl], scorers.math.equivalent_batch) \
+                        if rec["domain"] == "math" else list(range(n))
+                    row["selected"] = {m: scores[sl][select(m, labels, answers[sl], row.get("prm_scores"))]
+                                       for m in selections}
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            bar.update(len(batch))
+            bar.set_postfix(acc=f"{np.mean([s for s in scores]):.3f}", **{k: v for k, v in counts.items()
+                                                                            if k.startswith("n_timeout")})
+    bar.close()
+    rows = [r for r in _read_done(out_path).values() if r["id"] in {x["id"] for x in records}]
+    return summarize(rows, scfg.num_samples, selections)
+
+
+def results_table(results: dict[str, dict[str, float]], domains: dict[str, str]) -> str:
+    metrics = []
+    for summary in results.values():
+        metrics += [k for k in summary if k != "n" and k not in metrics]
+    lines = ["| benchmark | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for name, s in results.items():
+        lines.append(f"| {name} | {s['n']} | " + " | ".join(f"{100 * s[m]:.1f}" if m in s else "" for m in metrics)
+                     + " |")
+    for domain in ("math", "code"):
+        names = [n for n in results if domains[n] == domain and results[n].get("n")]
+        if len(names) > 1:
+            avg = {m: np.mean([results[n][m] for n in names if m in results[n]]) for m in metrics}
+            lines.append(f"| **{domain} average** | {sum(results[n]['n'] for n in names)} | "
+                         + " | ".join(f"{100 * avg[m]:.1f}" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+def _flags():
+    from absl import flags
+    from ml_collections import config_flags
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config_flags.DEFINE_config_file("config", os.path.join(here, "configs", "eval.py"), "Config file.")
+    flags.DEFINE_string("checkpoint", None, "Our params directory (tools/convert_hf.py or training export).")
+    flags.DEFINE_string("hf_dir", None, "An HF model directory.")
+    flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: the model directory).")
+    flags.DEFINE_list("benchmarks", ["math500"], "Short names (see data/benchmarks.py) or file paths.")
+    flags.DEFINE_integer("limit", None, "First N problems of each benchmark.")
+    flags.DEFINE_string("output_dir", "eval_out", "Where the JSONL files and results.md go.")
+    flags.DEFINE_integer("num_samples", 1, "1: greedy pass@1. N > 1: N samples at --temperature.")
+    flags.DEFINE_float("temperature", 0.8, "Sampling temperature when --num_samples > 1.")
+    flags.DEFINE_list("selection", [], f"With --num_samples > 1: any of {SELECTIONS}.")
+    flags.DEFINE_string("prm_checkpoint", None, "PRM directory for best_of_n and prm_weighted.")
+    return flags.FLAGS
+
+
+def main(argv) -> int:
+    del argv
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    FLAGS = _FLAGS
+    import jax
+    import transformers
+    from repirl_jax import generation, hf, sampling
+    from repirl_jax.data import benchmarks
+    from repirl_jax.sharding import make_mesh
+
+    cfg = FLAGS.config
+    if bool(FLAGS.checkpoint) == bool(FLAGS.hf_dir):
+        print("error: give exactly one of --checkpoint and --hf_dir", file=sys.stderr)
+        return 2
+    bad = [s for s in FLAGS.selection if s not in SELECTIONS]
+    if bad:
+        print(f"error: --selection {bad}: expected any of {SELECTIONS}", file=sys.stderr)
+        return 2
+    if FLAGS.selection and FLAGS.num_samples < 2:
+        print("error: --selection needs --num_samples > 1", file=sys.stderr)
+        return 2
+    if any(s in PRM_SELECTIONS for s in FLAGS.selection) and not FLAGS.prm_checkpoint:
+        print(f"error: --selection {[s for s in FLAGS.selection if s in PRM_SELECTIONS]} needs --prm_checkpoint",
+              file=sys.stderr)
+        return 2
+    model_dir = FLAGS.checkpoint or FLAGS.hf_dir
+    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    params, model_cfg = hf.load_any(model_dir, mesh=mesh)
+    model_cfg = model_cfg.replace(dtype=cfg.model.dtype)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(FLAGS.tokenizer or model_dir)
+    n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch_size = -(-cfg.eval.batch_size // n_dev) * n_dev
+    try:
+        generator = generation.TextGenerator(params, model_cfg, tokenizer, cfg.eval.max_prompt_len, batch_size,
+                                             mesh=mesh, long_prompts=cfg.eval.long_prompts)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if FLAGS.num_samples == 1:
+        scfg = sampling.SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, greedy=True)
+    else:
+        scfg = sampling.SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=FLAGS.temperature,
+                                       top_p=cfg.eval.top_p, num_samples=FLAGS.num_samples)
+    prm_score_fn = None
+    if FLAGS.prm_checkpoint:
+        from repirl_jax.models import heads
+        prm_score_fn = heads.load_prm_scorer(FLAGS.prm_checkpoint, generator, mesh=mesh)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    scorers = Scorers(cfg.eval.math_timeout_s, cfg.eval.code_timeout_s, cfg.eval.score_workers)
+    results, domains = {}, {}
+    rng = jax.random.key(cfg.seed)
+    start = time.time()
+    try:
+        for name in FLAGS.benchmarks:
+            records = benchmarks.load(name, limit=FLAGS.limit)
+            if not records:
+                continue
+            domains[name] = records[0]["domain"]
+            results[name] = evaluate_benchmark(
+                name, records, generator, scorers, os.path.join(FLAGS.output_dir, f"{name}.jsonl"), scfg, rng,
+                lambda r: benchmarks.build_prompt(r, tokenizer if tokenizer.chat_template else None),
+                FLAGS.selection, prm_score_fn)
+    finally:
+        scorers.close()
+    table = results_table(results, domains)
+    header = (f"model: {model_dir}; decoding: "
+              + ("greedy" if FLAGS.num_samples == 1 else f"{FLAGS.num_samples} samples at T={FLAGS.temperature}")
+              + f"; max_new_tokens={cfg.eval.max_new_tokens}; prompts truncated: {generator.truncated}; "
+              f"{time.time() - start:.0f}s\n\n")
+    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
+        f.write(header + table)
+    print(header + table)
+    return 0
+
+
+_FLAGS = None
+
+
+def run() -> None:
+    global _FLAGS
+    from absl import app
+    _FLAGS = _flags()
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,101 @@
+"""Text in, completions out: tokenise prompts, batch them into fixed shape buckets, sample, decode.
+
+Shared by evaluation and rollouts. Every call runs batches of exactly `batch_size` prompts left-padded to
+`max_prompt_len` tokens, so the sampler compiles once per (batch_size, max_prompt_len, SamplingConfig).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from repirl_jax import sampling
+from repirl_jax.models.config import QwenConfig
+from repirl_jax.sharding import ActivationSharding
+
+
+@dataclasses.dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    log_probs: list[float]
+    finish_reason: str  # "stop" | "length"
+
+
+def stop_token_ids(cfg: QwenConfig, tokenizer: Any) -> tuple[int, ...]:
+    """End-of-turn ids: the model config's eos ids plus the tokenizer's eos and <|im_end|>, if present."""
+    ids = set(cfg.eos_token_id)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for special in ("<|im_end|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(special)
+        if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None) and tid >= 0:
+            ids.add(tid)
+    return tuple(sorted(i for i in ids if i < cfg.vocab_size))
+
+
+class TextGenerator:
+    """Batches prompts into fixed buckets and returns decoded completions."""
+
+    def __init__(self, params, cfg: QwenConfig, tokenizer, max_prompt_len: int, batch_size: int,
+                 mesh: Mesh | None = None, long_prompts: str = "truncate"):
+        if len(tokenizer) > cfg.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                             f"{cfg.vocab_size}: wrong tokenizer for this checkpoint?")
+        if long_prompts not in ("truncate", "error"):
+            raise ValueError(f"long_prompts={long_prompts!r}: expected truncate or error")
+        self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
+        self.max_prompt_len, self.batch_size, self.mesh = max_prompt_len, batch_size, mesh
+        self.long_prompts = long_prompts
+        self.act = ActivationSharding(mesh) if mesh is not None else None
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stop_ids = stop_token_ids(cfg, tokenizer)
+        self.truncated = 0  # prompts cut to their last max_prompt_len tokens so far
+
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+    def _put(self, x: np.ndarray):
+        if self.mesh is None:
+            return jnp.asarray(x)
+        return jax.device_put(x, NamedSharding(self.mesh, P(("data", "fsdp"))))
+
+    def generate(self, prompts: Sequence[str], scfg: sampling.SamplingConfig, rng: jax.Array,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[Completion]]:
+        """`scfg.num_samples` completions per prompt, in prompt order. `on_batch(n_prompts)` after each batch."""
+        scfg = dataclasses.replace(scfg, stop_token_ids=scfg.stop_token_ids or self.stop_ids,
+                                   pad_token_id=self.pad_id)
+        ids = self.encode(prompts)
+        for i, p in enumerate(ids):
+            if len(p) > self.max_prompt_len:
+                if self.long_prompts == "error":
+                    raise ValueError(f"prompt {i} has {len(p)} tokens, more than max_prompt_len={self.max_prompt_len}")
+                self.truncated += 1
+        out: list[list[Completion]] = []
+        for start in range(0, len(ids), self.batch_size):
+            chunk = ids[start:start + self.batch_size]
+            tokens, mask = sampling.pad_prompts(chunk, self.max_prompt_len, self.batch_size, self.pad_id,
+                                                truncate="left")
+            res = sampling.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
+                                    jax.random.fold_in(rng, start), act=self.act)
+            toks, logps, lengths, finish = (np.asarray(x) for x in res)
+            n = scfg.num_samples
+            for i in range(len(chunk)):
+                row = []
+                for j in range(n):
+                    r = i * n + j
+                    t = toks[r, :lengths[r]].tolist()
+                    body = t[:-1] if finish[r] == sampling.FINISH_STOP else t
+                    row.append(Completion(
+                        text=self.tokenizer.decode(body, skip_special_tokens=True), token_ids=t,
+                        log_probs=logps[r, :lengths[r]].tolist(),
+                        finish_reason="stop" if finish[r] == sampling.FINISH_STOP else "length"))
+                out.append(row)
+            if on_batch:
+                on_batch(len(chunk))
+        return out

@@ -1,0 +1,87 @@
+"""Per-token statistics of responses, computed in chunks so [batch, length, vocab] never exists at once.
+
+Sequences are laid out as [left-padded prompt (P tokens) | response (R tokens, right-padded)], so response
+token t sits at index P + t; it is predicted from the hidden state at P + t - 1 and the PRM reads it at
+P + t. Log-probs and entropies use float32 whatever the compute dtype. The chunk loop is a `lax.map`
+with a rematerialised body: the backward pass recomputes each chunk's logits instead of storing them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from repirl_jax.models import heads, qwen
+from repirl_jax.models.config import QwenConfig
+from repirl_jax.sharding import ActivationSharding
+
+
+def positions_and_mask(prompt_mask_bp, response_mask_br):
+    mask = jnp.concatenate([prompt_mask_bp, response_mask_br], axis=1).astype(jnp.int32)
+    return qwen.positions_from_mask(mask), mask
+
+
+def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: bool = True):
+    """log softmax(h @ head)[target] and the full-vocabulary entropy, [B, R] each, `chunk` positions at a time."""
+    b, r, e = hidden_bre.shape
+    chunk = max(1, min(chunk, r))
+    pad = (-r) % chunk
+    h = jnp.pad(hidden_bre, ((0, 0), (0, pad), (0, 0)))
+    t = jnp.pad(targets_br, ((0, 0), (0, pad)))
+    n = (r + pad) // chunk
+    h = h.reshape(b, n, chunk, e).transpose(1, 0, 2, 3)
+    t = t.reshape(b, n, chunk).transpose(1, 0, 2)
+
+    @jax.checkpoint
+    def one(args):
+        hc, tc = args
+        logits = jnp.einsum("bce,ev->bcv", hc, head_ev.astype(hc.dtype), preferred_element_type=jnp.float32)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        lp = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0] - lse
+        if not with_entropy:
+            return lp, jnp.zeros_like(lp)
+        ent = lse - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
+        return lp, ent
+
+    lp, ent = jax.lax.map(one, (h, t))
+    lp = lp.transpose(1, 0, 2).reshape(b, n * chunk)[:, :r]
+    ent = ent.transpose(1, 0, 2).reshape(b, n * chunk)[:, :r]
+    return lp, ent
+
+
+def sequence_hidden(params, cfg: QwenConfig, prompt_bp, prompt_mask_bp, response_br, response_mask_br,
+                    act: ActivationSharding | None = None):
+    """Final hidden states over [prompt | response], [B, P + R, E]."""
+    tokens = jnp.concatenate([prompt_bp, response_br], axis=1)
+    positions, mask = positions_and_mask(prompt_mask_bp, response_mask_br)
+    return qwen.forward(params, cfg, tokens, positions, mask, act=act)[0]
+
+
+def policy_logprobs(params, cfg: QwenConfig, hidden_ble, response_br, chunk: int = 256, with_entropy: bool = True):
+    """(log pi(a_t | s_t), entropy of pi(. | s_t)) for every response token from `sequence_hidden`, [B, R]."""
+    r = response_br.shape[1]
+    p = hidden_ble.shape[1] - r
+    return chunked_logprobs(hidden_ble[:, p - 1:p + r - 1], qwen.lm_head_weight(params, cfg), response_br, chunk,
+                            with_entropy)
+
+
+def response_logprobs(params, cfg: QwenConfig, prompt_bp, prompt_mask_bp, response_br, response_mask_br,
+                      chunk: int = 256, with_entropy: bool = True, act: ActivationSharding | None = None):
+    """Forward pass + `policy_logprobs`."""
+    hidden = sequence_hidden(params, cfg, prompt_bp, prompt_mask_bp, response_br, response_mask_br, act)
+    return policy_logprobs(params, cfg, hidden, response_br, chunk, with_entropy)
+
+
+def prm_token_rewards(prm_params, cfg: QwenConfig, prompt_bp, prompt_mask_bp, response_br, response_mask_br,
+                      act: ActivationSharding | None = None):
+    """Scalar-head PRM rewards r_phi(s_t, a_t) (hidden at P + t, after reading a_t), [B, R] float32, 0 off-mask."""
+    hidden = sequence_hidden(prm_params["trunk"], cfg, prompt_bp, prompt_mask_bp, response_br, response_mask_br, act)
+    p = prompt_bp.shape[1]
+    return heads.apply_scalar_head(prm_params["head"], hidden[:, p:]) * response_mask_br
+
+
+def state_values(value_head, hidden_ble, response_mask_br):
+    """PPO values V(s_t), read before a_t (hidden at P + t - 1), [B, R]."""
+    r = response_mask_br.shape[1]
+    p = hidden_ble.shape[1] - r
+    return heads.apply_scalar_head(value_head, hidden_ble[:, p - 1:p + r - 1]) * response_mask_br

@@ -1,0 +1,894 @@
+"""Outcome reward for math problems: is the final answer of a response equivalent to the ground truth?
+
+The equivalence check is math-verify's (https://github.com/huggingface/Math-Verify): both answers are parsed
+from LaTeX into SymPy and compared (numerically, symbolically, as sets / intervals / tuples / relations, and
+as strings as a last resort). There is no hand-written answer normaliser here; this module only
+
+1. extracts the answer text from a response (:func:`extract_answer`: the content of the last complete
+   ``\\boxed{...}`` / ``\\fbox{...}``, else the text after the last final-answer phrase such as
+   "The final answer is X", "The answer is X", "Answer: X" or a GSM8K-style ``#### X`` line),
+2. parses that text and the ground truth (:func:`normalize_ground_truth`) with the same LaTeX parser
+   (``math_verify.parse`` on ``\\boxed{<text>}``), after rewriting two number spellings math-verify
+   misreads (E-notation such as ``8.7e8``, read as 8.7*e*8, and a digit-attached imaginary unit ``7i``;
+   see ``_prepare_latex``), and
+3. calls ``math_verify.verify(gold, prediction)``.
+
+Time limits
+-----------
+math-verify enforces its own time limits with ``signal.alarm``. That only works on the main thread of the
+main interpreter; elsewhere math-verify 0.9 raises ``ValueError`` (older releases and some frameworks
+swallowed the error and silently scored 0). SymPy can also hang on adversarial input (e.g. a power tower
+``9^{9^{9^{9}}}``), and not every hang is interruptible by a signal. So this module always calls math-verify
+with its signal-based time limits disabled (``parsing_timeout=None``, ``timeout_seconds=None``) and enforces
+its own limits:
+
+* :class:`MathScorer` (and :func:`score_batch`) score batches in a reusable pool of worker *processes*
+  (``forkserver`` or ``spawn`` start method; never ``fork``: the parent is a multi-threaded JAX process).
+  Every item gets a wall-clock limit; a worker that exceeds it is killed (SIGKILL) and replaced, and the
+  item scores 0 with status ``"timeout"``. A worker that crashes gives status ``"error"``. A batch always
+  completes in bounded time (about ``ceil(n / workers) * timeout_s`` in the worst case).
+* :func:`score` / :func:`grade` / :func:`equivalent` (one item) run in-process when called on the main
+  thread, interrupted by this module's own ``SIGALRM`` interval timer (the limit may be fractional). Called
+  from any other thread they are sent to a shared single-worker :class:`MathScorer` instead, so they never
+  touch signals off the main thread. A signal cannot interrupt a single long C call; when a hard guarantee
+  matters, use :class:`MathScorer`.
+
+Per batch, :class:`BatchStats` reports how many responses had no extractable answer (``n_no_answer``), how
+many hit the time limit (``n_timeout``) and how many failed (``n_error``), so false negatives stay visible.
+
+Example::
+
+    from repirl_jax.rewards.math import MathScorer
+
+    with MathScorer(workers=2, timeout_s=10.0) as scorer:
+        result = scorer.score_batch(responses, ground_truths)
+    result.scores          # [1.0, 0.0, ...]
+    result.stats.as_dict(prefix="reward/math/")   # {"reward/math/n": ..., "reward/math/n_timeout": ...}
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import collections
+import dataclasses
+import decimal
+import itertools
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import threading
+import time
+from multiprocessing.connection import wait as _wait_ready
+from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+"""Default wall-clock limit per item (extraction + parsing + verification), seconds."""
+
+# Per-item statuses.
+CORRECT = "correct"
+INCORRECT = "incorrect"
+NO_ANSWER = "no_answer"
+TIMEOUT = "timeout"
+ERROR = "error"
+STATUSES = (CORRECT, INCORRECT, NO_ANSWER, TIMEOUT, ERROR)
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "STATUSES",
+    "BatchResult",
+    "BatchStats",
+    "ItemResult",
+    "MathScorer",
+    "equivalent",
+    "extract_answer",
+    "grade",
+    "last_boxed",
+    "normalize_ground_truth",
+    "score",
+    "score_batch",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Answer extraction
+# --------------------------------------------------------------------------------------------------------
+
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """{position of "{": position of its matching "}"} in one pass. Escaped braces (``\\{``, ``\\}``) are
+    skipped, unclosed groups are absent."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    j = 0
+    while j < len(text):
+        c = text[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            stack.append(j)
+        elif c == "}" and stack:
+            pairs[stack.pop()] = j
+        j += 1
+    return pairs
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, or None.
+
+    Braces are matched with nesting; escaped braces (``\\{``, ``\\}``) do not count. A final box that is
+    never closed (a truncated response) is skipped in favour of the last complete one. Also accepts the
+    single-token form ``\\boxed 5``. Linear in the length of ``text``.
+    """
+    closing: dict[int, int] | None = None
+    for m in reversed(list(_BOXED_RE.finditer(text))):
+        i = m.end()
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            continue
+        if text[i] != "{":  # "\boxed 5" (TeX takes a single token)
+            token = re.match(r"[^\s$]+", text[i:i + 200])
+            if token:
+                return token.group(0)
+            continue
+        if closing is None:
+            closing = _closing_braces(text)
+        j = closing.get(i)
+        if j is not None:
+            return text[i + 1 : j]
+    return None
+
+
+# Final-answer phrases; the latest occurrence wins. The answer is the rest of that line (or the next line when
+# the phrase ends its line).
+_ANSWER_ANCHOR_RES = [
+    re.compile(r"\bfinal\s+answer\b(?:[^\n:：]{0,40}?\bis\b)?[ \t]*[:：]?", re.IGNORECASE),
+    re.compile(r"\b(?:the|my)\s+answer\b[^\n:：]{0,40}?\bis\b[ \t]*[:：]?", re.IGNORECASE),
+    re.compile(r"\banswer\s*\**\s*[:：]", re.IGNORECASE),
+    re.compile(r"^[ \t]*#{4}(?!#)", re.MULTILINE),
+]
+_LINE_AFTER_ANCHOR_RE = re.compile(r"[ \t*]*(?:\n[ \t]*)?([^\n]*)")
+# A leading math segment: $...$, $$...$$, \(...\), \[...\].
+_LEADING_MATH_RE = re.compile(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
+_SENTENCE_END_RE = re.compile(r"\.(?=\s)")
+_HOPE_RE = re.compile(r"\.?\s*I hope it is correct.*$", re.IGNORECASE)
+_DELIM_RE = re.compile(r"\\\(|\\\)|\\\[|\\\]|(?<!\\)\$")
+# "<number> <plain words>", e.g. "42 dollars", "12 hours": keep the number. Words have 3+ letters so that
+# math such as "2 pi" is left alone; "and"/"or" mean several answers and are left alone too.
+_NUMBER_WORDS_RE = re.compile(
+    r"(?P<num>[-+]?(?:\\?\$)?\d[\d,]*(?:\.\d+)?%?)\s+(?P<words>[A-Za-z]{3,}(?:[\s-]+[A-Za-z]{3,})*)"
+)
+
+
+def _strip_math_delimiters(s: str) -> str:
+    return _DELIM_RE.sub("", s).strip()
+
+
+def _clean_line_answer(ans: str) -> str:
+    ans = _HOPE_RE.sub("", ans).strip().lstrip("*").strip()
+    m = _LEADING_MATH_RE.match(ans)
+    if m:  # "$\frac{1}{2}$ dollars. Then ..." -> the math segment
+        ans = next(g for g in m.groups() if g is not None)
+    else:  # "5. This is because ..." -> the first sentence
+        ans = _SENTENCE_END_RE.split(ans, maxsplit=1)[0]
+    ans = _strip_math_delimiters(ans)
+    ans = ans.strip("* \t").rstrip(".,;:").strip()
+    m = _NUMBER_WORDS_RE.fullmatch(ans)
+    if m and not re.search(r"\b(?:and|or)\b", m.group("words"), re.IGNORECASE):
+        ans = m.group("num")
+    return ans
+
+
+def _clean_boxed_answer(ans: str) -> str:
+    ans = ans.strip()
+    # "\boxed{18.}": a sentence-final period inside the box (but not "\." or the "\right." delimiter).
+    if ans.endswith(".") and len(ans) > 1 and not re.search(r"\\(?:[A-Za-z]+)?\.$", ans):
+        ans = ans[:-1].rstrip()
+    return ans
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer stated in ``response``, as text (LaTeX), or None if there is none.
+
+    In order of preference:
+
+    1. the content of the last complete ``\\boxed{...}`` / ``\\fbox{...}`` (:func:`last_boxed`);
+    2. the text after the last final-answer phrase: "final answer (is)(:)", "the/my answer (...) is",
+       "answer:", or a GSM8K-style ``#### X`` line. From the rest of that line (or the next line if the
+       phrase ends its line) the leading math segment (``$...$``, ``\\(...\\)``, ...) is taken, else the first
+       sentence; "I hope it is correct", ``**`` and trailing punctuation are removed, and a plain-word unit
+       after a number ("42 dollars") is dropped. If the latest phrase has nothing after it, earlier ones
+       are tried.
+
+    Returns None when no answer can be found or it is empty (a response with no answer scores 0 and is
+    counted as ``no_answer``).
+    """
+    if not response:
+        return None
+    boxed = last_boxed(response)
+    if boxed is not None:
+        boxed = _clean_boxed_answer(boxed)
+        return boxed or None
+    anchors = sorted(
+        {(m.start(), m.end()) for pattern in _ANSWER_ANCHOR_RES for m in pattern.finditer(response)}, reverse=True)
+    for _, end in anchors[:5]:  # latest phrase first; fall back to a few earlier ones if it has no answer
+        ans = _clean_line_answer(_LINE_AFTER_ANCHOR_RE.match(response, end).group(1))
+        if ans:
+            return ans
+    return None
+
+
+def normalize_ground_truth(ground_truth: str | Sequence[str]) -> str:
+    """Ground truth as one LaTeX answer string.
+
+    Accepts a string (plain number or LaTeX, with or without ``$...$``) or a list of strings (e.g.
+    OlympiadBench's ``final_answer``), which is joined with ", " (math-verify then reads several answers as
+    a set / tuple). A string that is a Python list literal (``"['2']"``, as some dataset exports store
+    ``final_answer``) is read as that list. Math delimiters (``$``, ``\\(``, ``\\)``, ``\\[``, ``\\]``) and a
+    sentence-final period are removed (the same clean-up as for a boxed answer).
+    """
+    if isinstance(ground_truth, str):
+        s = ground_truth.strip()
+        if len(s) >= 4 and s[0] == "[" and s[1] in "'\"" and s[-1] == "]" and s[-2] in "'\"":
+            try:
+                value = ast.literal_eval(s)
+            except (ValueError, SyntaxError):
+                value = None
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return normalize_ground_truth(value)
+        return _clean_boxed_answer(_strip_math_delimiters(s))
+    parts = [_clean_boxed_answer(_strip_math_delimiters(str(p))) for p in ground_truth]
+    return ", ".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------------------------------------
+# math-verify calls (no time limit of their own; callers enforce one)
+# --------------------------------------------------------------------------------------------------------
+
+
+class _DropTimeoutDisabledWarning(logging.Filter):
+    """math-verify warns once that its timeouts are disabled; this module enforces its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
+
+_MV: dict[str, Any] = {}
+
+
+def _math_verify() -> dict[str, Any]:
+    """Imported lazily: importing this module stays cheap (math-verify + SymPy take ~0.3 s)."""
+    if not _MV:
+        import math_verify
+
+        _MV["parse"] = math_verify.parse
+        _MV["verify"] = math_verify.verify
+        _MV["config"] = [math_verify.LatexExtractionConfig(boxed_match_priority=0)]
+    return _MV
+
+
+# Two number-literal spellings that math-verify's LaTeX parser misreads, fixed before parsing (gold and
+# prediction alike):
+# * E-notation ("8.7e8", "3.89e-10": 41 Minerva golds) parses as 8.7*E*8 (E = Euler's number), so a correct
+#   "8.7 \times 10^{8}" or "870000000" scored 0. math-verify compares numbers with an absolute tolerance
+#   (floats rounded to 6 decimals), so the rewrite depends on the exponent:
+#   - exponent >= 0: the exact decimal, as a float ("870000000.0"), which matches "8.7 \times 10^{8}",
+#     "8.70\times10^8" and "870000000" alike ("8.7\times 10^{8}", an inexact binary 8.7 times 10^8, would miss
+#     "870000000");
+#   - exponent < 0: "3.89\times 10^{-10}", compared exactly, so that "0" or a wrong mantissa is not accepted
+#     as it would be for a float 0.000000000389 (rounded to 0). Below about 1e-15 math-verify's numeric
+#     comparison still treats all values as equal (known limitation, see the tests).
+# * "7i" vs "7 i": math-verify decides per string whether symbols are complex (a standalone "i" makes them
+#   so, a digit-attached "7i" does not), so "-2 + 7i" and "-2+7 i" parsed to different symbols and did not
+#   match. A space is put between a digit and a following "i" so that both spellings parse alike.
+_E_NOTATION_RE = re.compile(r"(?<![\w\\.])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?!\w)")
+_DIGIT_I_RE = re.compile(r"(?<=\d)i(?![A-Za-z])")
+
+
+def _e_notation(m: re.Match) -> str:
+    mantissa, exponent = m.group(1), int(m.group(2))
+    if exponent < 0:
+        return f"{mantissa}\\times 10^{{{exponent}}}"
+    if exponent > 50:  # absurd: leave it alone
+        return m.group(0)
+    text = format(decimal.Decimal(f"{mantissa}e{exponent}"), "f")
+    return text if "." in text else text + ".0"
+
+
+def _prepare_latex(answer: str) -> str:
+    answer = _E_NOTATION_RE.sub(_e_notation, answer)
+    return _DIGIT_I_RE.sub(" i", answer)
+
+
+def _parse_latex(answer: str) -> list:
+    """math-verify's parse of one answer string, read as LaTeX (``[sympy_object, string]`` or ``[string]``)."""
+    mv = _math_verify()
+    text = "\\boxed{" + _prepare_latex(answer) + "}"
+    return mv["parse"](text, extraction_config=mv["config"], parsing_timeout=None)
+
+
+def _verify(gold: list, pred: list) -> bool:
+    return bool(_math_verify()["verify"](gold, pred, timeout_seconds=None))
+
+
+def _grade_unlimited(response: str, gold: str) -> tuple[str, float, str | None]:
+    """(status, score, extracted answer), without any time limit. ``gold`` is already normalised."""
+    answer = extract_answer(response)
+    if answer is None:
+        return NO_ANSWER, 0.0, None
+    if not gold:
+        raise ValueError("empty ground truth")
+    ok = _verify(_parse_latex(gold), _parse_latex(answer))
+    return (CORRECT, 1.0, answer) if ok else (INCORRECT, 0.0, answer)
+
+
+def _equivalent_unlimited(a: str, b: str) -> bool:
+    if not a or not b:
+        return False
+    pa, pb = _parse_latex(a), _parse_latex(b)
+    return _verify(pa, pb) or _verify(pb, pa)  # verify is asymmetric (gold first)
+
+
+def _run_task(kind: str, args: tuple) -> Any:
+    if kind == "grade":
+        return _grade_unlimited(*args)
+    if kind == "equiv":
+        return _equivalent_unlimited(*args)
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemResult:
+    """Outcome for one response: ``score`` (1.0 or 0.0), ``status`` (one of :data:`STATUSES`) and the
+    extracted ``answer`` (None if there was none, or on timeout / error)."""
+
+    score: float
+    status: str
+    answer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStats:
+    """Counts for one batch. ``n_no_answer + n_timeout + n_error`` responses scored 0 without a real
+    comparison: watch these for false negatives."""
+
+    n: int
+    n_correct: int
+    n_no_answer: int
+    n_timeout: int
+    n_error: int
+    elapsed_s: float = 0.0
+
+    @property
+    def n_incorrect(self) -> int:
+        return self.n - self.n_correct - self.n_no_answer - self.n_timeout - self.n_error
+
+    @property
+    def accuracy(self) -> float:
+        return self.n_correct / self.n if self.n else 0.0
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        """Flat dict for metric loggers."""
+        d = dataclasses.asdict(self)
+        d["accuracy"] = self.accuracy
+        return {prefix + k: v for k, v in d.items()}
+
+    @classmethod
+    def from_items(cls, items: Sequence[ItemResult], elapsed_s: float = 0.0) -> "BatchStats":
+        c = collections.Counter(it.status for it in items)
+        return cls(len(items), c[CORRECT], c[NO_ANSWER], c[TIMEOUT], c[ERROR], elapsed_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """Per-item results (in input order) and batch statistics."""
+
+    items: list[ItemResult]
+    stats: BatchStats
+
+    @property
+    def scores(self) -> list[float]:
+        return [it.score for it in self.items]
+
+    @property
+    def statuses(self) -> list[str]:
+        return [it.status for it in self.items]
+
+    @property
+    def answers(self) -> list[str | None]:
+        return [it.answer for it in self.items]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------------------
+
+
+def _exit_with_parent() -> None:
+    """Worker side: exit if the process that started us goes away (e.g. the trainer was SIGKILLed)."""
+    ppid = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != ppid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Any) -> None:
+    """Worker loop: receive ``(batch, index, kind, args)``, send ``(batch, index, "ok"|"error", payload)``.
+
+    math-verify runs with its signal-based timeouts disabled; the parent kills this process if an item
+    exceeds its time limit.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    _exit_with_parent()
+    _math_verify()  # an import error ends the worker before "ready" (the parent then gives up after retries)
+    try:  # warm-up: math-verify's lazily built regexes / parser, before taking work
+        _grade_unlimited("\\boxed{\\frac{1}{2}}", "0.5")
+    except Exception:
+        pass
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        batch, index, kind, args = msg
+        try:
+            out = (batch, index, "ok", _run_task(kind, args))
+        except Exception as e:  # never str(e): printing some SymPy objects can itself hang
+            out = (batch, index, "error", type(e).__name__)
+        try:
+            conn.send(out)
+        except OSError:
+            return
+
+
+def _default_start_method() -> str:
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class _Worker:
+    __slots__ = ("proc", "conn", "ready", "index", "deadline", "started")
+
+    def __init__(self, proc: Any, conn: Any):
+        self.proc = proc
+        self.conn = conn
+        self.ready = False
+        self.index: int | None = None  # task index in the current batch, None when idle
+        self.deadline = 0.0
+        self.started = time.monotonic()
+
+
+class MathScorer:
+    """A reusable pool of worker processes that grade math answers with per-item wall-clock limits.
+
+    Args:
+        workers: number of worker processes.
+        timeout_s: default wall-clock limit per item, seconds (measured from dispatch to the worker).
+        start_method: ``"forkserver"`` (default where available) or ``"spawn"``. ``"fork"`` is refused: the
+            parent is typically a multi-threaded JAX process.
+        startup_timeout_s: limit for a worker to start and become ready; repeated start-up failures raise
+            ``RuntimeError`` instead of hanging.
+
+    Workers start in the constructor (in the background); the first batch waits for them. Start-up
+    (interpreter, math-verify/SymPy import and a warm-up parse: about 0.4-1 s on a 2-core machine, plus
+    whatever the program's main module imports, since spawned workers re-import it) is paid once; a worker
+    killed for a timeout is replaced while the batch continues on the others.
+
+    Use as a context manager or call :meth:`close`. Calls are serialised with a lock, so one scorer may be
+    shared by threads; it can be used from any thread (it uses no signals in the parent).
+
+    As with any spawn-based pool, the program's main module must be importable without side effects
+    (guard the entry point with ``if __name__ == "__main__":``).
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        start_method: str | None = None,
+        startup_timeout_s: float = 120.0,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        start_method = start_method or _default_start_method()
+        if start_method == "fork":
+            raise ValueError("start_method 'fork' is unsafe in a multi-threaded (JAX) parent; use forkserver or spawn")
+        self.timeout_s = float(timeout_s)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.n_workers = workers
+        self.n_restarts = 0  # workers replaced after a timeout, crash or failed start
+        self._ctx = multiprocessing.get_context(start_method)
+        self._lock = threading.Lock()
+        self._batch_ids = itertools.count()
+        self._closed = False
+        self._workers: list[_Worker] = [self._start_worker() for _ in range(workers)]
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_worker_main, args=(child_conn,), name="math-verify-worker", daemon=True)
+        proc.start()
+        child_conn.close()
+        return _Worker(proc, parent_conn)
+
+    @staticmethod
+    def _stop_worker(w: _Worker, graceful: bool) -> None:
+        try:
+            if graceful and w.proc.is_alive():
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+                w.proc.join(timeout=1.0)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5.0)
+        finally:
+            try:
+                w.conn.close()
+            except OSError:
+                pass
+            try:
+                w.proc.close()
+            except ValueError:  # still running (could not be reaped in time)
+                pass
+
+    def _replace(self, w: _Worker) -> _Worker:
+        self._stop_worker(w, graceful=False)
+        new = self._start_worker()
+        self._workers[self._workers.index(w)] = new
+        self.n_restarts += 1
+        return new
+
+    def wait_ready(self, timeout_s: float | None = None) -> bool:
+        """Block until every worker has started (optional; batches wait by themselves). True if all ready."""
+        with self._lock:
+            self._check_open()
+            deadline = time.monotonic() + (self.startup_timeout_s if timeout_s is None else timeout_s)
+            while True:
+                waiting = [w for w in self._workers if not w.ready]
+                if not waiting:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for obj in _wait_ready([w.conn for w in waiting] + [w.proc.sentinel for w in waiting], left):
+                    for w in waiting:
+                        if obj is w.conn or obj == w.proc.sentinel:
+                            self._poll_idle(w)
+
+    def _poll_idle(self, w: _Worker) -> None:
+        """Read a message from a worker with no task (only "ready" is expected); replace it if it died."""
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "ready":
+                    w.ready = True
+        except (EOFError, OSError):
+            self._replace(w)
+            return
+        if not w.proc.is_alive() and not w.conn.poll():
+            self._replace(w)
+
+    def close(self) -> None:
+        """Stop the workers. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for w in self._workers:
+                self._stop_worker(w, graceful=True)
+            self._workers = []
+
+    def __enter__(self) -> "MathScorer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed:
+                for w in self._workers:
+                    if w.proc.is_alive():
+                        w.proc.kill()
+        except Exception:
+            pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("MathScorer is closed")
+
+    # -- scheduling ------------------------------------------------------------------------------------
+
+    def _run(self, kind: str, tasks: Sequence[tuple], timeout_s: float) -> list[tuple[str, Any]]:
+        """Run tasks in the pool. Returns per task ``("ok", value)``, ``("timeout", None)`` or ``("error", why)``."""
+        n = len(tasks)
+        results: list[tuple[str, Any] | None] = [None] * n
+        pending = collections.deque(range(n))
+        remaining = n
+        batch = next(self._batch_ids)
+        failed_starts = 0
+
+        def finish(w: _Worker, outcome: tuple[str, Any]) -> None:
+            nonlocal remaining
+            results[w.index] = outcome
+            w.index = None
+            remaining -= 1
+
+        def worker_lost(w: _Worker, why: str) -> None:
+            nonlocal failed_starts
+            if w.index is not None:
+                finish(w, ("error", why))
+            elif not w.ready:
+                failed_starts += 1
+            self._replace(w)
+
+        try:
+            while remaining:
+                now = time.monotonic()
+                for w in self._workers:
+                    if w.ready and w.index is None and pending:
+                        i = pending.popleft()
+                        try:
+                            w.conn.send((batch, i, kind, tasks[i]))
+                        except OSError:
+                            pending.appendleft(i)
+                            worker_lost(w, "worker pipe closed")
+                            continue
+                        w.index, w.deadline = i, now + timeout_s
+
+                deadlines = [w.deadline if w.index is not None else w.started + self.startup_timeout_s
+                             for w in self._workers if w.index is not None or not w.ready]
+                wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
+                by_obj: dict[Any, _Worker] = {}
+                for w in self._workers:
+                    by_obj[w.conn] = w
+                    by_obj[w.proc.sentinel] = w
+                ready = _wait_ready(list(by_obj), wait_s)
+                # Messages first (a worker may have answered and then exited), then exits.
+                handled: set[int] = set()
+                for obj in sorted(ready, key=lambda o: not hasattr(o, "recv")):
+                    w = by_obj[obj]
+                    if id(w) in handled or w not in self._workers:
+                        continue
+                    try:
+                        while w.conn.poll():
+                            msg = w.conn.recv()
+                            if msg[0] == "ready":
+                                w.ready = True
+                                failed_starts = 0
+                            elif msg[0] == batch and msg[1] == w.index:
+                                finish(w, (msg[2], msg[3]))
+                    except (EOFError, OSError):
+                        handled.add(id(w))
+                        worker_lost(w, f"worker died (exit code {w.proc.exitcode})")
+                        continue
+                    if not hasattr(obj, "recv") or not w.proc.is_alive():
+                        w.proc.join(timeout=1.0)
+                        if not w.proc.is_alive():
+                            handled.add(id(w))
+                            worker_lost(w, f"worker died (exit code {w.proc.exitcode})")
+
+                now = time.monotonic()
+                for w in list(self._workers):
+                    if w.index is not None and now >= w.deadline:
+                        finish(w, ("timeout", None))
+                        self._replace(w)
+                    elif not w.ready and now - w.started > self.startup_timeout_s:
+                        failed_starts += 1
+                        self._replace(w)
+                if failed_starts > 2 * self.n_workers + 1:
+                    raise RuntimeError(
+                        f"math-verify workers keep failing to start ({failed_starts} failures in a row)")
+        except BaseException:
+            # Interrupted (or broken pool): workers still busy on this batch are killed so the next batch
+            # starts clean.
+            for w in list(self._workers):
+                if w.index is not None:
+                    w.index = None
+                    self._replace(w)
+            raise
+        return results  # type: ignore[return-value]
+
+    # -- public API ------------------------------------------------------------------------------------
+
+    def score_batch(
+        self,
+        responses: Sequence[str],
+        ground_truths: Sequence[str | Sequence[str]],
+        timeout_s: float | None = None,
+    ) -> BatchResult:
+        """Grade ``responses[i]`` against ``ground_truths[i]`` for all i.
+
+        Args:
+            responses: model responses (None is treated as an empty response).
+            ground_truths: a string (number or LaTeX) or a list of strings each (see
+                :func:`normalize_ground_truth`).
+            timeout_s: per-item wall-clock limit; defaults to the scorer's ``timeout_s``.
+
+        Returns:
+            :class:`BatchResult` with items in input order and :class:`BatchStats`. Items that time out or
+            crash score 0.0 with status ``"timeout"`` / ``"error"``; responses without an extractable
+            answer score 0.0 with status ``"no_answer"``.
+        """
+        if len(responses) != len(ground_truths):
+            raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+        t0 = time.monotonic()
+        tasks = [(r or "", normalize_ground_truth(g)) for r, g in zip(responses, ground_truths)]
+        with self._lock:
+            self._check_open()
+            raw = self._run("grade", tasks, self.timeout_s if timeout_s is None else float(timeout_s))
+        items = []
+        for outcome, payload in raw:
+            if outcome == "ok":
+                status, value, answer = payload
+                items.append(ItemResult(value, status, answer))
+            else:
+                items.append(ItemResult(0.0, TIMEOUT if outcome == "timeout" else ERROR, None))
+        stats = BatchStats.from_items(items, time.monotonic() - t0)
+        if stats.n_timeout or stats.n_error:
+            logger.warning(
+                "math reward: %d/%d timed out, %d/%d errors, %d/%d without an answer (scored 0)",
+                stats.n_timeout, stats.n, stats.n_error, stats.n, stats.n_no_answer, stats.n)
+        return BatchResult(items, stats)
+
+    def equivalent_batch(self, pairs: Sequence[tuple[str, str]], timeout_s: float | None = None) -> list[bool]:
+        """math-verify equivalence of each ``(a, b)`` pair of answer strings (see :func:`equivalent`).
+        Pairs that time out or fail count as not equivalent."""
+        with self._lock:
+            self._check_open()
+            raw = self._run("equiv", [(a or "", b or "") for a, b in pairs],
+                            self.timeout_s if timeout_s is None else float(timeout_s))
+        return [outcome == "ok" and bool(value) for outcome, value in raw]
+
+    def equivalent(self, a: str, b: str, timeout_s: float | None = None) -> bool:
+        """:func:`equivalent` for one pair, in the pool."""
+        return self.equivalent_batch([(a, b)], timeout_s)[0]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shared pools and single-item API
+# --------------------------------------------------------------------------------------------------------
+
+_SHARED: dict[int, MathScorer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_scorer(workers: int) -> MathScorer:
+    with _SHARED_LOCK:
+        scorer = _SHARED.get(workers)
+        if scorer is None or scorer._closed:
+            scorer = _SHARED[workers] = MathScorer(workers=workers)
+        return scorer
+
+
+@atexit.register
+def _close_shared() -> None:
+    for scorer in list(_SHARED.values()):
+        try:
+            scorer.close()
+        except Exception:
+            pass
+    _SHARED.clear()
+
+
+def score_batch(
+    responses: Sequence[str],
+    ground_truths: Sequence[str | Sequence[str]],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    workers: int = 2,
+) -> BatchResult:
+    """:meth:`MathScorer.score_batch` on a process-wide pool of ``workers`` workers, created on first use and
+    kept for later calls (closed at exit). Prefer an explicit :class:`MathScorer` to control its lifetime."""
+    return _shared_scorer(workers).score_batch(responses, ground_truths, timeout_s=timeout_s)
+
+
+class _ItemTimeout(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so that math-verify's ``except Exception`` lets it pass."""
+
+
+def _call_with_alarm(timeout_s: float, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on the main thread, interrupted after ``timeout_s`` seconds by ``_ItemTimeout``."""
+    armed = True
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        if armed:
+            raise _ItemTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    t0 = time.monotonic()
+    prev_delay, prev_interval = signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        result = fn(*args)
+        armed = False
+        return result
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if prev_delay > 0:  # someone else's timer was running: give it back what is left
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, prev_delay - (time.monotonic() - t0)), prev_interval)
+
+
+def _in_process_ok() -> bool:
+    return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+
+def grade(response: str, ground_truth: str | Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> ItemResult:
+    """Grade one response: :class:`ItemResult` with score, status and extracted answer.
+
+    On the main thread this runs in-process under a ``SIGALRM`` interval timer; on any other thread it runs
+    in a shared single-worker :class:`MathScorer` (math-verify's own signal-based limits are never used).
+    """
+    if not _in_process_ok():
+        return _shared_scorer(1).score_batch([response], [ground_truth], timeout_s=timeout_s).items[0]
+    gold = normalize_ground_truth(ground_truth)
+    try:
+        status, value, answer = _call_with_alarm(timeout_s, _grade_unlimited, response or "", gold)
+    except _ItemTimeout:
+        logger.warning("math reward: item timed out after %.1f s (scored 0)", timeout_s)
+        return ItemResult(0.0, TIMEOUT, None)
+    except Exception as e:
+        logger.warning("math reward: item failed with %s (scored 0)", type(e).__name__)
+        return ItemResult(0.0, ERROR, None)
+    return ItemResult(value, status, answer)
+
+
+def score(response: str, ground_truth: str | Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> float:
+    """1.0 if the final answer of ``response`` is math-verify-equivalent to ``ground_truth``, else 0.0.
+
+    The answer is the last ``\\boxed{}`` or the final-answer line (:func:`extract_answer`); the ground truth
+    is a number, a LaTeX string or a list of them (:func:`normalize_ground_truth`). No answer, a timeout
+    (after ``timeout_s`` seconds) or an error scores 0.0; use :func:`grade` to see which, or
+    :class:`MathScorer` for batches with counts.
+    """
+    return grade(response, ground_truth, timeout_s).score
+
+
+def equivalent(a: str, b: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether two answer strings (e.g. outputs of :func:`extract_answer`) are math-verify-equivalent.
+
+    Both are parsed as LaTeX and compared in both directions (``verify`` is asymmetric: ``x=1`` vs ``1``),
+    so the relation is symmetric; use it to group sampled answers for a majority vote. A timeout or error
+    gives False. Runs like :func:`grade` (in-process on the main thread, else in the shared pool).
+    """
+    if not _in_process_ok():
+        return _shared_scorer(1).equivalent(a, b, timeout_s=timeout_s)
+    try:
+        return bool(_call_with_alarm(timeout_s, _equivalent_unlimited, a or "", b or ""))
+    except _ItemTimeout:
+        logger.warning("math reward: equivalence check timed out after %.1f s", timeout_s)
+        return False
+    except Exception:
+        return False

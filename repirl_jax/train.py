@@ -1,0 +1,673 @@
+"""Algorithm 1 of rePIRL (and the baselines that share its loop), with jitted PRM and policy steps.
+
+One iteration, in METHOD.md's order:
+  1. rollouts: n samples per prompt from the current policy (the sampler's log-probs are logp_old)
+  2. outcome rewards (answer checking / tests / the synthetic checker)
+  3. prompt filter: prompts whose rollout accuracy is outside [low, high] are masked out (shapes stay fixed)
+  4. PRM step on expert demonstrations + rollouts (rePIRL: Eq. 3-5; PRIME: implicit-PRM cross-entropy)
+  5. process rewards of the rollouts from the UPDATED PRM
+  6. advantages (RLOO token/sequence, GRPO, or GAE with a value head for PPO)
+  7. policy step: PPO-clipped surrogate, entropy bonus, optional KL to a frozen reference
+BC and KTO use the same loop with their own losses. Every array has a fixed shape per config, so each
+jitted step compiles once; mini-batches are split into micro-batches whose gradients are accumulated
+inside one jitted `lax.scan`.
+
+Batch terms (README, "Batch terms"): prompts_per_iter prompts per iteration; n = rollout.n rollouts per
+prompt; k = data.experts_per_prompt demonstrations per prompt; a mini-batch of `minibatch_prompts` prompts
+(all their rollouts, and for the PRM all their demonstrations) is one optimiser step; a micro-batch of
+`micro_batch` rows is one forward/backward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from repirl_jax import logprobs, losses, sampling
+from repirl_jax.models import heads, qwen
+from repirl_jax.models.config import QwenConfig
+from repirl_jax.sharding import ActivationSharding, logical_sharding, optimizer_shardings, tree_shardings
+
+log = logging.getLogger(__name__)
+ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto")
+
+
+class ConfigError(ValueError):
+    """A training config that cannot run; the message says what to change."""
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+class Traj(NamedTuple):
+    """Trajectories in the [prompt | response] layout. N rows, P prompt slots, R response slots."""
+    prompt: Any  # [N, P] int32, left-padded
+    prompt_mask: Any  # [N, P] int32
+    response: Any  # [N, R] int32, right-padded
+    response_mask: Any  # [N, R] float32 (0 also on rows that are filtered out)
+
+
+def _stack_micro(tree, n_micro):
+    """[rows, ...] -> [n_micro, rows / n_micro, ...] for the accumulation scan."""
+    return jax.tree.map(lambda x: x.reshape((n_micro, x.shape[0] // n_micro) + x.shape[1:]), tree)
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], max_len: int, long_prompts: str):
+    """Token ids per prompt; too-long prompts are truncated on the left or skipped (None), per config."""
+    out, n_long = [], 0
+    for t in texts:
+        ids = tokenizer.encode(t, add_special_tokens=False)
+        if len(ids) > max_len:
+            n_long += 1
+            ids = ids[-max_len:] if long_prompts == "truncate" else None
+        out.append(ids)
+    return out, n_long
+
+
+def encode_responses(tokenizer, texts: Sequence[str], max_len: int, eos_id: int):
+    """Response ids + eos, cut to max_len (the cut is counted)."""
+    out, n_cut = [], 0
+    for t in texts:
+        ids = tokenizer.encode(t, add_special_tokens=False) + [eos_id]
+        if len(ids) > max_len:
+            n_cut += 1
+            ids = ids[:max_len]
+        out.append(ids)
+    return out, n_cut
+
+
+def pad_right(seqs: Sequence[Sequence[int]], length: int, pad_id: int = 0):
+    tokens = np.full((len(seqs), length), pad_id, np.int32)
+    mask = np.zeros((len(seqs), length), np.float32)
+    for i, s in enumerate(seqs):
+        tokens[i, :len(s)] = s
+        mask[i, :len(s)] = 1
+    return tokens, mask
+
+
+# --- the trainer --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Models:
+    cfg: QwenConfig
+    policy: dict  # trainable policy tree {"model": qwen params[, "value": head]}
+    prm: dict | None  # {"trunk", "head"} (scalar) or qwen params (implicit); None when unused
+    ref: dict | None  # frozen reference qwen params, when a loss needs one
+
+
+def needs_prm(config) -> bool:
+    return config.algo in ("repirl", "prime")
+
+
+def needs_ref(config) -> bool:
+    return config.algo in ("kto", "prime") or config.policy.kl_coef > 0
+
+
+def validate(config, num_devices: int) -> None:
+    """Start-up checks with messages that say what to change."""
+    c = config
+    if c.algo not in ALGOS:
+        raise ConfigError(f"algo={c.algo!r}: expected one of {ALGOS}")
+    mesh_size = c.mesh.data * c.mesh.fsdp * c.mesh.tensor
+    if -1 not in (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) and mesh_size != num_devices:
+        raise ConfigError(f"mesh (data={c.mesh.data}, fsdp={c.mesh.fsdp}, tensor={c.mesh.tensor}) has {mesh_size} "
+                          f"devices but {num_devices} are available: set mesh.data * mesh.fsdp * mesh.tensor = "
+                          f"{num_devices} (or one of them to -1)")
+    b, mb = c.data.prompts_per_iter, c.policy.minibatch_prompts
+    if b % mb:
+        raise ConfigError(f"policy.minibatch_prompts={mb} does not divide data.prompts_per_iter={b}")
+    if needs_prm(c) and b % c.prm.minibatch_prompts:
+        raise ConfigError(f"prm.minibatch_prompts={c.prm.minibatch_prompts} does not divide "
+                          f"data.prompts_per_iter={b}")
+    n = c.rollout.n
+    rows = mb * (n if c.algo != "bc" else max(c.data.experts_per_prompt, 1))
+    if rows % c.policy.micro_batch:
+        raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} rows does not divide a mini-batch of {rows} "
+                          f"rows (minibatch_prompts={mb} x {'n' if c.algo != 'bc' else 'experts'})")
+    if c.algo not in ("bc", "kto") and c.advantage.estimator in ("rloo", "grpo"):
+        if c.policy.micro_batch % n and n % c.policy.micro_batch:
+            raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} would split a group of n={n} rollouts "
+                              f"unevenly; use a multiple or a divisor of n")
+    if needs_prm(c):
+        prm_rows = c.prm.minibatch_prompts * (n + (c.data.experts_per_prompt if c.algo == "repirl" else 0))
+        if prm_rows % c.prm.micro_batch:
+            raise ConfigError(f"prm.micro_batch={c.prm.micro_batch} does not divide a PRM mini-batch of {prm_rows} "
+                              f"rows (prm.minibatch_prompts x (n + experts_per_prompt))")
+    if c.algo == "repirl" and c.data.experts_per_prompt < 1:
+        raise ConfigError("algo=repirl needs expert demonstrations: set data.experts_per_prompt >= 1")
+    if c.rollout.max_prompt_len + c.rollout.max_response_len > c.model.max_positions:
+        raise ConfigError(f"rollout.max_prompt_len + rollout.max_response_len = "
+                          f"{c.rollout.max_prompt_len + c.rollout.max_response_len} exceeds the model's "
+                          f"max_positions={c.model.max_positions} (the KV cache cannot hold it)")
+    if c.data.filter.enabled and not 0 <= c.data.filter.low <= c.data.filter.high <= 1:
+        raise ConfigError(f"data.filter low={c.data.filter.low}, high={c.data.filter.high}: need 0 <= low <= high <= 1")
+    if c.advantage.estimator not in ("rloo", "grpo", "ppo"):
+        raise ConfigError(f"advantage.estimator={c.advantage.estimator!r}: expected rloo, grpo or ppo")
+    if c.algo == "ppo" and c.advantage.estimator != "ppo":
+        raise ConfigError("algo=ppo needs advantage.estimator=ppo (GAE with the value head)")
+    if c.rollout.temperature != 1.0 or c.rollout.top_p != 1.0:
+        log.warning("rollouts sample at temperature=%s top_p=%s: logp_old, the PPO ratio and the importance "
+                    "weights all use that tempered distribution", c.rollout.temperature, c.rollout.top_p)
+
+
+def make_optimizer(lr: float, weight_decay: float, clip: float, warmup: int = 0):
+    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
+    return optax.chain(optax.clip_by_global_norm(clip),
+                       optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay))
+
+
+class Trainer:
+    """Holds the models, optimisers, jitted steps and data of one run (see module docstring)."""
+
+    def __init__(self, config, mesh, models: Models, tokenizer, reward_fn: Callable, train_set: list[dict]):
+        self.c, self.mesh, self.tokenizer, self.reward_fn = config, mesh, tokenizer, reward_fn
+        self.cfg = models.cfg
+        self.act = ActivationSharding(mesh)
+        self.P, self.R = config.rollout.max_prompt_len, config.rollout.max_response_len
+        self.n, self.k = config.rollout.n, config.data.experts_per_prompt
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.row_sharding = NamedSharding(mesh, P(("data", "fsdp")))
+        self.scalar = NamedSharding(mesh, P())
+
+        # Parameters and optimiser states, sharded by the one rules table.
+        qshard = qwen.param_shardings(self.cfg, mesh)
+        hshard = tree_shardings(heads.HEAD_AXES, heads.abstract_scalar_head(self.cfg), mesh)
+        self.policy_shardings = {"model": qshard, **({"value": hshard} if "value" in models.policy else {})}
+        self.policy_opt = make_optimizer(config.policy.lr, config.policy.weight_decay, config.policy.clip,
+                                         config.policy.warmup_steps)
+        abstract_policy = jax.eval_shape(lambda x: x, models.policy)
+        self.policy_opt_shardings = optimizer_shardings(self.policy_opt, self.policy_shardings, abstract_policy, mesh)
+        state = {"policy": jax.device_put(models.policy, self.policy_shardings)}
+        state["policy_opt"] = jax.jit(self.policy_opt.init, out_shardings=self.policy_opt_shardings)(state["policy"])
+        self.state_shardings = {"policy": self.policy_shardings, "policy_opt": self.policy_opt_shardings}
+        if models.prm is not None:
+            self.prm_shardings = qshard if config.prm.head == "implicit" else {"trunk": qshard, "head": hshard}
+            self.prm_opt = make_optimizer(config.prm.lr, config.prm.weight_decay, config.prm.clip)
+            self.prm_opt_shardings = optimizer_shardings(self.prm_opt, self.prm_shardings,
+                                                         jax.eval_shape(lambda x: x, models.prm), mesh)
+            state["prm"] = jax.device_put(models.prm, self.prm_shardings)
+            state["prm_opt"] = jax.jit(self.prm_opt.init, out_shardings=self.prm_opt_shardings)(state["prm"])
+            self.state_shardings.update(prm=self.prm_shardings, prm_opt=self.prm_opt_shardings)
+        self.state = state
+        self.ref = jax.device_put(models.ref, qshard) if models.ref is not None else None
+
+        # Data: tokenise once, up front (errors and counts surface at start-up, not mid-run).
+        self.data_report: dict[str, int] = {}
+        self.train_set = self._tokenize_set(train_set, "train")
+        self._build_steps()
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def _tokenize_set(self, records: list[dict], name: str) -> list[dict]:
+        c = self.c
+        prompt_ids, n_long = encode_prompts(self.tokenizer, [r["prompt"] for r in records], self.P,
+                                            c.data.long_prompts)
+        kept = []
+        n_cut = 0
+        for rec, ids in zip(records, prompt_ids):
+            if ids is None:
+                continue
+            experts = []
+            if self.k and rec.get("experts"):
+                ex = [rec["experts"][j % len(rec["experts"])] for j in range(self.k)]
+                experts, cut = encode_responses(self.tokenizer, ex, self.R, self.eos_id)
+                n_cut += cut
+            kept.append({**rec, "prompt_ids": ids, "expert_ids": experts})
+        self.data_report.update({f"{name}_prompts": len(records), f"{name}_long_prompts": n_long,
+                                 f"{name}_prompts_skipped": len(records) - len(kept),
+                                 f"{name}_expert_responses_cut": n_cut})
+        if n_long:
+            log.warning("%s: %d prompts longer than max_prompt_len=%d were %s", name, n_long, self.P,
+                        "truncated" if c.data.long_prompts == "truncate" else "skipped")
+        if not kept:
+            raise ConfigError(f"{name}: no usable prompts (all longer than rollout.max_prompt_len={self.P}?)")
+        if self.c.algo in ("repirl", "bc") and self.k and any(not r["expert_ids"] for r in kept):
+            missing = sum(not r["expert_ids"] for r in kept)
+            raise ConfigError(f"{name}: {missing} prompts have no expert demonstrations; algo={self.c.algo} needs them")
+        return kept
+
+    def batch_records(self, iteration: int) -> list[dict]:
+        """Deterministic prompts of an iteration (1-based): epoch-wise permutations seeded by config.seed."""
+        b, n = self.c.data.prompts_per_iter, len(self.train_set)
+        start = (iteration - 1) * b
+        out = []
+        for pos in range(start, start + b):
+            epoch, idx = divmod(pos, n)
+            perm = np.random.RandomState(self.c.seed * 1000 + epoch).permutation(n)
+            out.append(self.train_set[perm[idx]])
+        return out
+
+    def _prompt_arrays(self, records: list[dict], repeat: int):
+        toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records], self.P, pad_token_id=self.pad_id)
+        return np.repeat(toks, repeat, 0), np.repeat(mask, repeat, 0)
+
+    def _put_rows(self, tree):
+        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self.row_sharding), tree)
+
+    # -- jitted steps -------------------------------------------------------------------------------------
+
+    def _build_steps(self):
+        c, cfg, act = self.c, self.cfg, self.act
+        chunk = c.train.logp_chunk
+        shard = self.state_shardings
+        algo = c.algo
+
+        def accumulate(loss_fn, params, stacked, opt, opt_state):
+            """Sum of micro-batch losses and gradients (one scan), then one clipped AdamW update."""
+            def body(acc, mb):
+                (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+                return (jax.tree.map(jnp.add, acc[0], g), acc[1] + loss), aux
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            (grads, loss), aux = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32)), stacked)
+            gnorm = optax.global_norm(grads)
+            updates, new_opt = opt.update(grads, opt_state, params)
+            new = optax.apply_updates(params, updates)
+            finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+            keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)  # noqa: E731
+            aux = {k_: (jnp.max(v) if k_.endswith("_max") else jnp.mean(v)) for k_, v in aux.items()}
+            return keep(new, params), keep(new_opt, opt_state), loss, gnorm, finite, aux
+
+        # Policy.
+        def policy_micro_loss(policy, mb):
+            traj, extra = mb
+            hidden = logprobs.sequence_hidden(policy["model"], cfg, *traj, act=act)
+            m = traj.response_mask
+            if algo == "bc":
+                lp, _ = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, chunk, False)
+                loss = losses.bc_loss(lp, m, extra["num_tokens"])
+                return loss, {"bc_nll": loss}
+            lp, ent = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, chunk, True)
+            if algo == "kto":
+                loss, aux = losses.kto_loss(lp, extra["ref_logp"], m, extra["desirable"], extra["undesirable"],
+                                            beta=c.kto.beta)
+                return loss * extra["row_scale"], aux
+            loss, aux = losses.ppo_policy_loss(
+                lp, extra["logp_old"], extra["adv"], m, ent, c.policy.clip_low, c.policy.clip_high,
+                c.policy.dual_clip, c.policy.entropy_coef,
+                extra["ref_logp"] if c.policy.kl_coef > 0 else None, c.policy.kl_coef, extra["num_tokens"])
+            aux["logp_diff_max"] = jnp.max(jnp.abs(lp - extra["logp_old"]) * m)
+            if c.advantage.estimator == "ppo":
+                v = logprobs.state_values(policy["value"], hidden, m)
+                vl = losses.value_loss(v, extra["old_values"], extra["returns"], m, c.ppo.value_clip,
+                                       extra["num_tokens"])
+                loss = loss + c.ppo.value_coef * vl
+                aux["value_loss"] = vl
+            return loss, aux
+
+        def policy_update(state, stacked):
+            new, new_opt, loss, gnorm, finite, aux = accumulate(policy_micro_loss, state["policy"], stacked,
+                                                                self.policy_opt, state["policy_opt"])
+            return {**state, "policy": new, "policy_opt": new_opt}, {"loss": loss, "grad_norm": gnorm,
+                                                                     "finite": finite, **aux}
+
+        self.policy_update = jax.jit(policy_update, donate_argnums=0, out_shardings=(shard, None))
+
+        # Log-probs of a frozen model (reference) or of the rollouts under the current policy.
+        self.logp = jax.jit(lambda params, traj: logprobs.response_logprobs(
+            params, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0])
+
+        def ppo_values(policy, traj):
+            hidden = logprobs.sequence_hidden(policy["model"], cfg, *traj, act=act)
+            return logprobs.state_values(policy["value"], hidden, traj.response_mask)
+        self.values = jax.jit(ppo_values)
+
+        if not needs_prm(c):
+            return
+
+        # PRM: token rewards (scalar head) or implicit log-ratio rewards (PRIME).
+        if c.prm.head == "implicit":
+            def token_rewards(prm, traj, ref_logp):
+                lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
+                return losses.implicit_token_rewards(lp, ref_logp, traj.response_mask, c.prm.beta)
+        else:
+            def token_rewards(prm, traj, ref_logp):
+                del ref_logp
+                return logprobs.prm_token_rewards(prm, cfg, *traj, act=act)
+        self.prm_rewards = jax.jit(token_rewards)
+
+        def irl_micro_loss(prm, mb):
+            """sum_j coef_j rbar_j: with coef = w_hat on N and -1/|P| on P this is L_phi (weights are constants)."""
+            traj, extra = mb
+            r = token_rewards(prm, traj, None)
+            _, rbar = losses.trajectory_scores(r, traj.response_mask)
+            return jnp.sum(extra["coef"] * rbar), {}
+
+        def prime_micro_loss(prm, mb):
+            traj, extra = mb
+            lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
+            loss, aux = losses.prime_implicit_prm_loss(lp, extra["ref_logp"], traj.response_mask, extra["outcome"],
+                                                       c.prm.beta)
+            return loss * extra["row_scale"], aux
+
+        def prm_update(state, stacked):
+            fn = prime_micro_loss if c.prm.head == "implicit" else irl_micro_loss
+            new, new_opt, loss, gnorm, finite, aux = accumulate(fn, state["prm"], stacked, self.prm_opt,
+                                                                state["prm_opt"])
+            return {**state, "prm": new, "prm_opt": new_opt}, {"loss": loss, "grad_norm": gnorm, "finite": finite,
+                                                               **aux}
+
+        self.prm_update = jax.jit(prm_update, donate_argnums=0, out_shardings=(shard, None))
+
+        def irl_coefficients(r, mask, logp_old, pos, neg, group):
+            out = losses.repirl_reward_loss(r, mask, logp_old, pos, neg, group, c.irl.weight_scope,
+                                            c.irl.importance_weights)
+            R, _ = losses.trajectory_scores(r, mask)
+            w_hat = losses.normalized_weights(losses.importance_log_weights(R, logp_old, mask), neg, group,
+                                              c.irl.weight_scope, c.irl.importance_weights)
+            coef = jnp.where(neg > 0, w_hat, 0.0) - pos / jnp.maximum(pos.sum(), 1.0)
+            return coef, out
+        self.irl_coefficients = jax.jit(irl_coefficients)
+
+    # -- one iteration ----------------------------------------------------------------------------------
+
+    def rollouts(self, records: list[dict], rng) -> dict:
+        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts."""
+        c = self.c
+        scfg = sampling.SamplingConfig(max_new_tokens=self.R, temperature=c.rollout.temperature,
+                                       top_p=c.rollout.top_p, num_samples=self.n,
+                                       stop_token_ids=(self.eos_id,), pad_token_id=self.pad_id)
+        per_call = c.rollout.prompts_per_call
+        outs = []
+        for s in range(0, len(records), per_call):
+            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records[s:s + per_call]], self.P,
+                                              pad_token_id=self.pad_id)
+            out = sampling.generate(self.state["policy"]["model"], self.cfg, *self._put_rows((toks, mask)), scfg,
+                                    jax.random.fold_in(rng, s), act=self.act)
+            outs.append(jax.device_get(out))
+        tokens = np.concatenate([o.tokens for o in outs])
+        lengths = np.concatenate([o.lengths for o in outs])
+        finish = np.concatenate([o.finish_reason for o in outs])
+        logp = np.concatenate([o.log_probs for o in outs])
+        mask = (np.arange(self.R)[None, :] < lengths[:, None]).astype(np.float32)
+        texts = []
+        for row in range(tokens.shape[0]):
+            body = tokens[row, :lengths[row]]
+            if finish[row] == sampling.FINISH_STOP:
+                body = body[:-1]
+            texts.append(self.tokenizer.decode(body.tolist(), skip_special_tokens=True))
+        return {"tokens": tokens, "mask": mask, "logp": logp, "lengths": lengths, "finish": finish, "texts": texts}
+
+    def iteration(self, it: int) -> dict[str, float]:
+        """Run iteration `it` (1-based) of Algorithm 1; returns its metrics."""
+        c, n, k = self.c, self.n, self.k
+        timers, metrics = {}, {}
+        t0 = time.perf_counter()
+        rng = jax.random.fold_in(jax.random.key(c.seed), it)
+        records = self.batch_records(it)
+        b = len(records)
+        group = np.repeat(np.arange(b), n).astype(np.int32)
+
+        if c.algo == "bc":
+            return self._bc_iteration(records, metrics, timers, t0)
+
+        # 1. rollouts
+        ro = self.rollouts(records, rng)
+        timers["rollout"] = time.perf_counter() - t0
+        gen_tokens = float(ro["mask"].sum())
+        # 2. outcome rewards
+        t = time.perf_counter()
+        outcome, reward_stats = self.reward_fn([r for r in records for _ in range(n)], ro["texts"])
+        outcome = np.asarray(outcome, np.float32)
+        timers["reward"] = time.perf_counter() - t
+        acc = outcome.reshape(b, n).mean(axis=1)
+        metrics.update({"rollout_acc": float(outcome.mean()), "response_len": float(ro["lengths"].mean()),
+                        "truncated_frac": float((ro["finish"] == sampling.FINISH_LENGTH).mean()),
+                        **{f"reward_{k_}": v for k_, v in reward_stats.items()}})
+        # 3. prompt filter (mask rows, keep shapes)
+        keep = np.ones(b, np.float32)
+        if c.data.filter.enabled:
+            keep = ((acc >= c.data.filter.low) & (acc <= c.data.filter.high)).astype(np.float32)
+        metrics["prompts_kept"] = float(keep.sum())
+        row_keep = np.repeat(keep, n)
+        p_toks, p_mask = self._prompt_arrays(records, n)
+        rollouts = Traj(p_toks, p_mask, ro["tokens"], ro["mask"] * row_keep[:, None])
+
+        process = np.zeros_like(ro["mask"])
+        ref_logp = None
+        if needs_ref(c) and c.algo != "kto":
+            ref_logp = np.asarray(self._logp_in_chunks(self.ref, rollouts))
+        # 4-5. PRM step, then process rewards from the updated PRM
+        if needs_prm(c):
+            t = time.perf_counter()
+            if c.prm.update:
+                metrics.update(self._prm_step(records, rollouts, ro["logp"], outcome, keep, ref_logp))
+            process = self._rewards_in_chunks(rollouts, ref_logp)
+            metrics["process_reward_mean"] = float((process * rollouts.response_mask).sum()
+                                                   / max(rollouts.response_mask.sum(), 1))
+            timers["prm"] = time.perf_counter() - t
+        # 6. advantages
+        t = time.perf_counter()
+        extra = {"logp_old": ro["logp"].astype(np.float32)}
+        if ref_logp is not None:
+            extra["ref_logp"] = ref_logp
+        est = c.advantage.estimator
+        m = rollouts.response_mask
+        if c.algo == "kto":
+            kto_traj, kto_extra, per_prompt = self._kto_batch(records, rollouts, outcome, keep)
+            timers["advantage"] = time.perf_counter() - t
+            t = time.perf_counter()
+            metrics.update(self._policy_step(kto_traj, kto_extra, rows_per_prompt=per_prompt))
+            timers["policy"] = time.perf_counter() - t
+            timers["total"] = time.perf_counter() - t0
+            metrics.update({f"time_{k_}": v for k_, v in timers.items()})
+            return metrics
+        if est == "ppo":
+            old_values = np.asarray(self._values_in_chunks(rollouts))
+            rew = losses.token_rewards(outcome, process, m, c.advantage.c, c.advantage.outcome_weight)
+            adv, ret = losses.gae_advantages(rew, old_values, m, c.ppo.gamma, c.ppo.lam)
+            adv = losses.masked_whiten(adv, m) if c.ppo.whiten else adv
+            extra.update(adv=np.asarray(adv), returns=np.asarray(ret), old_values=old_values)
+        elif est == "grpo":
+            extra["adv"] = np.asarray(losses.grpo_advantages(outcome, process, m, group, c.advantage.c,
+                                                             c.advantage.outcome_weight))
+        else:
+            extra["adv"] = np.asarray(losses.rloo_advantages(outcome, process, m, group, c.advantage.c,
+                                                             c.advantage.outcome_weight, c.advantage.process_mode))
+        if "adv" in extra:
+            a = extra["adv"][m > 0]
+            metrics.update({"adv_mean": float(a.mean()) if a.size else 0.0,
+                            "adv_std": float(a.std()) if a.size else 0.0,
+                            "adv_abs_max": float(np.abs(a).max()) if a.size else 0.0})
+        timers["advantage"] = time.perf_counter() - t
+        # 7. policy step
+        t = time.perf_counter()
+        metrics.update(self._policy_step(rollouts, extra, rows_per_prompt=n))
+        timers["policy"] = time.perf_counter() - t
+        timers["total"] = time.perf_counter() - t0
+        metrics.update({f"time_{k_}": v for k_, v in timers.items()})
+        metrics["tokens_per_s"] = gen_tokens / max(timers["rollout"], 1e-9)
+        return metrics
+
+    # -- pieces of an iteration ---------------------------------------------------------------------------
+
+    def _chunks(self, fn, traj: Traj, *args):
+        """Apply a jitted per-row function over equal row chunks (a few micro-batches each) and concatenate.
+        Chunks are equal so each function compiles once."""
+        rows = traj.prompt.shape[0]
+        unit = math.gcd(rows, math.gcd(self.c.policy.micro_batch, self.c.prm.micro_batch))
+        size = unit
+        for m in range(self.c.train.inference_batch_multiple, 0, -1):
+            if rows % (unit * m) == 0:
+                size = unit * m
+                break
+        outs = []
+        for s in range(0, rows, size):
+            part = jax.tree.map(lambda x: x[s:s + size], (traj, *args))
+            outs.append(np.asarray(fn(*self._put_rows(part))))
+        return np.concatenate(outs)
+
+    def _logp_in_chunks(self, params, traj):
+        return self._chunks(lambda tr: self.logp(params, Traj(*tr)), traj)
+
+    def _values_in_chunks(self, traj):
+        return self._chunks(lambda tr: self.values(self.state["policy"], Traj(*tr)), traj)
+
+    def _rewards_in_chunks(self, traj, ref_logp):
+        if ref_logp is None:
+            return self._chunks(lambda tr: self.prm_rewards(self.state["prm"], Traj(*tr), None), traj)
+        return self._chunks(lambda tr, rl: self.prm_rewards(self.state["prm"], Traj(*tr), rl), traj, ref_logp)
+
+    def _minibatches(self, n_rows: int, rows_per_prompt: int, minibatch_prompts: int):
+        per = minibatch_prompts * rows_per_prompt
+        return [np.arange(s, s + per) for s in range(0, n_rows, per)]
+
+    def _record_step(self, out: dict, prefix: str, agg: dict):
+        finite = bool(out.pop("finite"))
+        if not finite:
+            self.nonfinite_total += 1
+            self.nonfinite_in_a_row += 1
+            agg[f"{prefix}_skipped_nonfinite"] = agg.get(f"{prefix}_skipped_nonfinite", 0) + 1
+            if self.nonfinite_in_a_row >= self.c.train.max_nonfinite_in_a_row:
+                raise FloatingPointError(
+                    f"{self.nonfinite_in_a_row} non-finite {prefix} updates in a row (each was skipped): "
+                    f"lower {prefix}.lr, check the data, or raise train.max_nonfinite_in_a_row")
+        else:
+            self.nonfinite_in_a_row = 0
+        for key, v in out.items():
+            agg.setdefault(f"{prefix}_{key}", []).append(float(np.asarray(v)))
+
+    def _policy_step(self, traj: Traj, extra: dict, rows_per_prompt: int) -> dict:
+        c = self.c
+        agg: dict = {}
+        micro = c.policy.micro_batch
+        for _ in range(c.policy.epochs):
+            for idx in self._minibatches(traj.prompt.shape[0], rows_per_prompt, c.policy.minibatch_prompts):
+                part_traj = Traj(*(x[idx] for x in traj))
+                part = {k_: v[idx] for k_, v in extra.items()}
+                num_tokens = np.float32(max(part_traj.response_mask.sum(), 1.0))
+                part["num_tokens"] = np.full((len(idx),), num_tokens, np.float32)
+                part["row_scale"] = np.full((len(idx),), 1.0 / (len(idx) // micro), np.float32)
+                stacked = _stack_micro(self._put_rows((part_traj, part)), len(idx) // micro)
+                self.state, out = self.policy_update(self.state, self._scalars_per_micro(stacked))
+                self._record_step(out, "policy", agg)
+        return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
+
+    @staticmethod
+    def _scalars_per_micro(stacked):
+        """num_tokens / row_scale are per-row copies; the losses want one scalar per micro-batch."""
+        traj, extra = stacked
+        extra = dict(extra)
+        for key in ("num_tokens", "row_scale"):
+            if key in extra:
+                extra[key] = extra[key][:, 0]
+        return traj, extra
+
+    def _prm_step(self, records, rollouts: Traj, logp_old, outcome, keep, ref_logp) -> dict:
+        """One epoch over PRM mini-batches (rePIRL Eq. 3-5, or PRIME's implicit-PRM cross-entropy)."""
+        c, n, k = self.c, self.n, self.k
+        b = len(records)
+        agg: dict = {}
+        use_experts = c.prm.head == "scalar" and c.algo == "repirl"
+        per_prompt = n + (k if use_experts else 0)
+        # Rows grouped by prompt: its n rollouts, then its k demonstrations.
+        if use_experts:
+            e_ids = [ids for r in records for ids in r["expert_ids"]]
+            e_toks, e_mask = pad_right(e_ids, self.R, self.pad_id)
+            pt, pm = self._prompt_arrays(records, k)
+            order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n),
+                                                    b * n + np.arange(i * k, (i + 1) * k)]) for i in range(b)])
+            cat = lambda a, e: np.concatenate([a, e])[order]  # noqa: E731
+            traj = Traj(cat(rollouts.prompt, pt), cat(rollouts.prompt_mask, pm), cat(rollouts.response, e_toks),
+                        cat(rollouts.response_mask, e_mask * np.repeat(keep, k)[:, None]))
+            is_roll = cat(np.ones(b * n), np.zeros(b * k))
+            lp_old = cat(logp_old, np.zeros((b * k, self.R), np.float32))
+            out_all = cat(outcome, np.ones(b * k, np.float32))
+        else:
+            traj, is_roll, lp_old, out_all = rollouts, np.ones(b * n), logp_old, outcome
+        group = np.repeat(np.arange(b), per_prompt).astype(np.int32)
+        row_keep = np.repeat(keep, per_prompt)
+        correct = out_all >= 1.0
+        pos = (((1 - is_roll) > 0) | (is_roll.astype(bool) & correct & bool(c.irl.pseudo_expert))) * row_keep
+        neg = (is_roll.astype(bool) & ~correct) * row_keep
+        micro = c.prm.micro_batch
+        for idx in self._minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts):
+            part = Traj(*(x[idx] for x in traj))
+            n_micro = len(idx) // micro
+            if c.prm.head == "implicit":
+                extra = {"ref_logp": ref_logp[idx], "outcome": out_all[idx].astype(np.float32),
+                         "row_scale": np.full((len(idx),), 1.0 / n_micro, np.float32)}
+            else:
+                if pos[idx].sum() + neg[idx].sum() == 0:
+                    agg["prm_skipped_empty"] = agg.get("prm_skipped_empty", 0) + 1
+                    continue
+                r = self._rewards_in_chunks(part, None)
+                coef, irl = self.irl_coefficients(*self._put_rows((r, part.response_mask, lp_old[idx],
+                                                                   pos[idx].astype(np.float32),
+                                                                   neg[idx].astype(np.float32), group[idx])))
+                for key in ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight"):
+                    agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
+                agg.setdefault("irl_loss", []).append(float(irl.loss))
+                extra = {"coef": np.asarray(coef)}
+            stacked = _stack_micro(self._put_rows((part, extra)), n_micro)
+            self.state, out = self.prm_update(self.state, self._scalars_per_micro(stacked))
+            self._record_step(out, "prm", agg)
+        return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
+
+    def _kto_batch(self, records, rollouts: Traj, outcome, keep):
+        """KTO rows per prompt: its n rollouts (correct: desirable, failed: undesirable) and its k expert
+        demonstrations (desirable), METHOD.md section 4; with reference log-probs of every row."""
+        n, k, b = self.n, self.k, len(records)
+        e_ids = [ids for r in records for ids in r["expert_ids"]]
+        if k and e_ids:
+            e_toks, e_mask = pad_right(e_ids, self.R, self.pad_id)
+            pt, pm = self._prompt_arrays(records, k)
+            order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n),
+                                                    b * n + np.arange(i * k, (i + 1) * k)]) for i in range(b)])
+            cat = lambda a, e: np.concatenate([a, e])[order]  # noqa: E731
+            traj = Traj(cat(rollouts.prompt, pt), cat(rollouts.prompt_mask, pm), cat(rollouts.response, e_toks),
+                        cat(rollouts.response_mask, e_mask * np.repeat(keep, k)[:, None]))
+            desirable = cat((outcome >= 1.0).astype(np.float32), np.ones(b * k, np.float32))
+            undesirable = cat((outcome < 1.0).astype(np.float32), np.zeros(b * k, np.float32))
+            per_prompt = n + k
+        else:
+            traj, per_prompt = rollouts, n
+            desirable, undesirable = (outcome >= 1.0).astype(np.float32), (outcome < 1.0).astype(np.float32)
+        row_keep = np.repeat(keep, per_prompt)
+        extra = {"desirable": desirable * row_keep, "undesirable": undesirable * row_keep,
+                 "ref_logp": np.asarray(self._logp_in_chunks(self.ref, traj))}
+        return traj, extra, per_prompt
+
+    def _bc_iteration(self, records, metrics, timers, t0) -> dict:
+        k = max(self.k, 1)
+        ids = [r["expert_ids"][j] for r in records for j in range(k)]
+        toks, mask = pad_right(ids, self.R, self.pad_id)
+        pt, pm = self._prompt_arrays(records, k)
+        metrics.update(self._policy_step(Traj(pt, pm, toks, mask), {}, rows_per_prompt=k))
+        timers["policy"] = time.perf_counter() - t0
+        metrics.update({f"time_{k_}": v for k_, v in timers.items()})
+        return metrics
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+
+    def evaluate(self, records: list[dict], batch: int) -> dict[str, float]:
+        """Greedy accuracy of the current policy on `records` (already tokenised by `_tokenize_set`)."""
+        scfg = sampling.SamplingConfig(max_new_tokens=self.R, greedy=True, stop_token_ids=(self.eos_id,),
+                                       pad_token_id=self.pad_id)
+        scores = []
+        for s in range(0, len(records), batch):
+            part = records[s:s + batch]
+            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id)
+            out = jax.device_get(sampling.generate(self.state["policy"]["model"], self.cfg,
+                                                   *self._put_rows((toks, mask)), scfg, act=self.act))
+            texts = []
+            for row in range(len(part)):
+                body = out.tokens[row, :out.lengths[row]]
+                if out.finish_reason[row] == sampling.FINISH_STOP:
+                    body = body[:-1]
+                texts.append(self.tokenizer.decode(body.tolist(), skip_special_tokens=True))
+            s_, _ = self.reward_fn(part, texts)
+            scores += list(s_)
+        return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores)}

@@ -22,7 +22,7 @@ def default_config() -> ml_collections.ConfigDict:
         path="",  # "" = the policy's initial parameters (paper: same base checkpoint)
         head="scalar",  # scalar | implicit (PRIME)
         beta=0.05,  # implicit head: r = beta * (log pi_phi - log pi_ref)
-        lr=3e-8, weight_decay=0.0, clip=10.0,
+        lr=3e-8, weight_decay=0.0, clip=10.0, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
         update=True))  # False: a frozen PRM (test-time training)
 
@@ -32,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
         importance_weights=True))  # False: uniform weights (paper Figure 2 ablation)
 
     c.policy = ml_collections.ConfigDict(dict(
-        lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1,
+        lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
         clip_low=0.2, clip_high=0.2, dual_clip=3.0, entropy_coef=0.001, kl_coef=0.0))
 
@@ -58,7 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
         on_bad_row="error",  # error | skip (counted and reported)
         val_limit=256,
         filter=ml_collections.ConfigDict(dict(enabled=True, low=0.2, high=0.8)),
-        synthetic=ml_collections.ConfigDict(dict(n_train=2000, n_val=200, n_test=500, noise=0.0))))
+        synthetic=ml_collections.ConfigDict(dict(n_train=2000, n_val=200, n_test=500, noise=0.0,
+                                                 num_steps=(4, 4), ops="+-*", max_addend=99, max_factor=9,
+                                                 modulus=100))))
 
     c.reward = ml_collections.ConfigDict(dict(kind="math", timeout_s=10.0, workers=2))
 
@@ -68,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
         max_iterations=2, checkpoint_every=50, keep=3, eval_every=50, eval_batch=64,
         logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True))
 
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
     return c
 
 

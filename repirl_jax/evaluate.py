@@ -231,6 +231,48 @@ def results_table(results: dict[str, dict[str, float]], domains: dict[str, str])
     return "\n".join(lines) + "\n"
 
 
+def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int | None = None):
+    """prm_score_fn(prompts, completions) -> per prompt, the mean token reward rbar_phi of each completion
+    under the scalar-head PRM of a training run (`run_dir`, written by repirl_jax.launch)."""
+    import jax
+    import jax.numpy as jnp
+    from repirl_jax import hf, logprobs, sampling
+    trunk, cfg, head, _ = hf.load_training_checkpoint(run_dir, step, which="prm")
+    if head is None:
+        raise ValueError(f"{run_dir}: the PRM has no scalar head (an implicit PRIME PRM cannot score alone)")
+    prm = {"trunk": jax.device_put(trunk), "head": {k: jnp.asarray(v, jnp.float32) for k, v in head.items()}}
+    cfg = cfg.replace(dtype=dtype)
+    rewards = jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
+    max_new = None
+
+    def score(prompts, completions):
+        nonlocal max_new
+        out = []
+        ids = generator.encode(prompts)
+        flat_prompt_ids = [p for p, row in zip(ids, completions) for _ in row]
+        flat = [c for row in completions for c in row]
+        max_new = max_new or max(8, max(len(c.token_ids) for c in flat))
+        size = generator.batch_size
+        scores = []
+        for s in range(0, len(flat), size):
+            part = flat[s:s + size]
+            pt, pm = sampling.pad_prompts(flat_prompt_ids[s:s + size], generator.max_prompt_len, size,
+                                          generator.pad_id, truncate="left")
+            rt = np.zeros((size, max_new), np.int32)
+            rm = np.zeros((size, max_new), np.float32)
+            for i, c in enumerate(part):
+                t = c.token_ids[:max_new]
+                rt[i, :len(t)], rm[i, :len(t)] = t, 1
+            r = np.asarray(rewards(prm, pt, pm, rt, rm))
+            scores += [float((r[i] * rm[i]).sum() / max(rm[i].sum(), 1)) for i in range(len(part))]
+        k = 0
+        for row in completions:
+            out.append(scores[k:k + len(row)])
+            k += len(row)
+        return out
+    return score
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 def _flags():
@@ -247,7 +289,8 @@ def _flags():
     flags.DEFINE_integer("num_samples", 1, "1: greedy pass@1. N > 1: N samples at --temperature.")
     flags.DEFINE_float("temperature", 0.8, "Sampling temperature when --num_samples > 1.")
     flags.DEFINE_list("selection", [], f"With --num_samples > 1: any of {SELECTIONS}.")
-    flags.DEFINE_string("prm_checkpoint", None, "PRM directory for best_of_n and prm_weighted.")
+    flags.DEFINE_string("prm_checkpoint", None, "A training run directory (repirl_jax.launch --workdir) whose "
+                        "PRM scores samples for best_of_n and prm_weighted.")
     return flags.FLAGS
 
 
@@ -297,8 +340,7 @@ def main(argv) -> int:
                                        top_p=cfg.eval.top_p, num_samples=FLAGS.num_samples)
     prm_score_fn = None
     if FLAGS.prm_checkpoint:
-        from repirl_jax.models import heads
-        prm_score_fn = heads.load_prm_scorer(FLAGS.prm_checkpoint, generator, mesh=mesh)
+        prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, cfg.model.dtype)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     scorers = Scorers(cfg.eval.math_timeout_s, cfg.eval.code_timeout_s, cfg.eval.score_workers)
     results, domains = {}, {}

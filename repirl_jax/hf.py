@@ -386,3 +386,42 @@ def export_hf(params: dict, cfg: QwenConfig, dst: str, carry_from: str | None = 
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 json.dump(cfg.to_hf_dict(), f, indent=2)
         save_hf_params(params, cfg, tmp, max_shard_bytes=max_shard_bytes)
+
+
+def load_training_checkpoint(workdir: str, step: int | None = None, which: str = "policy"):
+    """(params, QwenConfig, head or None, step) of a checkpoint written by repirl_jax.launch in `workdir`.
+
+    which="policy": the policy's Qwen parameters; "prm": the PRM's trunk and its scalar head (an implicit
+    PRM is a full Qwen model and comes back with head None)."""
+    from repirl_jax.checkpoint import Checkpointer
+    cfg_file = os.path.join(workdir, "model_config.json")
+    if not os.path.exists(cfg_file):
+        raise CheckpointFormatError(f"{cfg_file}: not found ({workdir} is not a training run directory)")
+    with open(cfg_file) as f:
+        cfg = QwenConfig.from_hf_dict(json.load(f), source=cfg_file)
+    with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
+        step = ckpt.latest_step() if step is None else step
+        state, _ = ckpt.restore(step)
+    if which == "policy":
+        return state["policy"]["model"], cfg, None, step
+    if "prm" not in state:
+        raise CheckpointFormatError(f"{workdir} step {step}: this run has no PRM")
+    prm = state["prm"]
+    if "trunk" in prm:
+        return prm["trunk"], cfg, {k: np.asarray(v).tolist() for k, v in prm["head"].items()}, step
+    return prm, cfg, None, step
+
+
+def checkpoint_to_hf(workdir: str, dst: str, step: int | None = None, which: str = "policy", overwrite: bool = False,
+                     max_shard_bytes: int = 4 * 2**30) -> QwenConfig:
+    """Export a training checkpoint's policy (or PRM trunk + prm_head.json) as an HF directory."""
+    params, cfg, head, step = load_training_checkpoint(workdir, step, which)
+    params = jax.tree.map(np.asarray, params)
+    with atomic_directory(dst, overwrite) as tmp:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(cfg.to_hf_dict(), f, indent=2)
+        save_hf_params(params, cfg, tmp, max_shard_bytes=max_shard_bytes)
+        if head is not None:
+            with open(os.path.join(tmp, "prm_head.json"), "w") as f:
+                json.dump({"step": step, **head}, f)
+    return cfg

@@ -53,7 +53,9 @@ def build_datasets(config, tokenizer):
         from repirl_jax.data import synthetic
         s = config.data.synthetic
         splits = synthetic.make_splits(seed=config.seed, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
-                                       noise=s.noise, experts_per_prompt=max(config.data.experts_per_prompt, 1))
+                                       noise=s.noise, num_steps=tuple(s.num_steps), ops=s.ops,
+                                       max_addend=s.max_addend, max_factor=s.max_factor, modulus=s.modulus,
+                                       num_experts=max(config.data.experts_per_prompt, 1))
         return splits["train"], splits["val"], splits["test"]
     from repirl_jax.data.prompts import load_prompt_set
     d = config.data
@@ -129,7 +131,7 @@ def build_models(config, cfg, mesh, policy_params=None):
         if config.model.path:
             policy_params, _ = hf.load_any(config.model.path, mesh=mesh)
         else:
-            policy_params = jax.jit(qwen.init_params, static_argnums=0)(cfg, jax.random.fold_in(seed, 1))
+            policy_params = qwen.init_params(cfg, jax.random.fold_in(seed, 1))
     policy = {"model": policy_params}
     if config.advantage.estimator == "ppo":
         policy["value"] = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 2))
@@ -190,11 +192,15 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
 
     train.validate(config, jax.device_count())
     os.makedirs(workdir, exist_ok=True)
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    devices = jax.devices()[:config.mesh.devices] if config.mesh.get("devices", 0) else None
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
     tokenizer = build_tokenizer(config)
     train_set, val_set, test_set = build_datasets(config, tokenizer)
     cfg = model_config(config, tokenizer)
     reward_fn, close_reward = build_reward_fn(config)
+    if jax.process_index() == 0:  # what tools/convert_hf.py needs to export any checkpoint of this run
+        with open(os.path.join(workdir, "model_config.json"), "w") as f:
+            json.dump(cfg.to_hf_dict(), f, indent=2)
     started = time.time()
     summary: dict = {"config": config.to_dict(), "model_params": cfg.num_params()}
     try:
@@ -244,6 +250,8 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         summary["nonfinite_updates_skipped"] = trainer.nonfinite_total
         if test:
             summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
+        if test and config.data.train == "synthetic" and "prm" in trainer.state and config.prm.head == "scalar":
+            summary.update(prm_report(config, trainer, test, workdir))
         best = ckpt.best_step() if val else None
         summary.update(final_iteration=config.train.max_iterations, best_step=best,
                        checkpoints=os.path.join(workdir, "checkpoints"), time_total_s=time.time() - started)
@@ -256,6 +264,39 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump({k: v for k, v in summary.items() if k != "trainer"}, f, indent=2, default=str)
     return summary
+
+
+def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int = 128) -> dict:
+    """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures."""
+    import jax
+    from repirl_jax import prm_eval
+    per_call = config.rollout.prompts_per_call
+    records = test[:max(per_call, (min(n_prompts, len(test)) // per_call) * per_call)]
+    from repirl_jax.data import synthetic
+    import numpy as np
+    modulus = config.data.synthetic.modulus
+    ro = trainer.rollouts(records, jax.random.key(config.seed + 7))
+    # Traces: the policy's samples, plus per prompt a clean expert demonstration and one with a single
+    # corrupted step (so both classes of steps exist even when the policy is nearly always right or wrong).
+    rng = np.random.default_rng(config.seed)
+    prompts = [r["prompt"] for r in records for _ in range(trainer.n)]
+    texts = list(ro["texts"])
+    for r in records:
+        clean = r["experts"][0]
+        prompts += [r["prompt"], r["prompt"]]
+        texts += [clean, synthetic.corrupt(clean, rng, modulus=modulus)]
+    rewards = prm_eval.token_rewards(trainer.state["prm"], trainer.cfg, trainer.tokenizer, prompts, texts,
+                                     trainer.P, trainer.R, batch=per_call)
+    n_policy = len(ro["texts"])
+    out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus)
+    pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
+    out.update(auroc_policy_samples=pol["auroc_all_steps"])
+    rows = prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
+    rows += prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], rewards[n_policy:], modulus)
+    html_path, png_path = os.path.join(workdir, "localisation.html"), os.path.join(workdir, "localisation.png")
+    prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path)
+    prm_eval.render_png(rows, png_path)
+    return {f"prm_{k}": v for k, v in out.items()} | {"localisation_html": html_path, "localisation_png": png_path}
 
 
 # --- command line -------------------------------------------------------------------------------------
@@ -280,10 +321,17 @@ def main(argv) -> int:
 
 def _summary_table(summary: dict, workdir: str) -> str:
     lines = ["", "| result | value |", "|---|---|"]
-    for key in ("test_accuracy_start", "test_accuracy_end", "best_step", "time_total_s"):
+    names = {"test_accuracy_start": "test accuracy before RL (after the BC warm-up, if any; greedy)",
+             "test_accuracy_end": f"test accuracy after {summary['config']['algo']} (greedy)",
+             "prm_auroc_all_steps": "PRM step-error AUROC (all steps)",
+             "prm_auroc_first_error": "PRM AUROC, first wrong step vs the steps before it",
+             "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only"}
+    for key in ("test_accuracy_start", "test_accuracy_end", "prm_auroc_all_steps", "prm_auroc_first_error",
+                "prm_auroc_policy_samples", "best_step", "time_total_s", "localisation_png"):
         if key in summary and summary[key] is not None:
             v = summary[key]
-            lines.append(f"| {key} | {v:.3f} |" if isinstance(v, float) else f"| {key} | {v} |")
+            name = names.get(key, key)
+            lines.append(f"| {name} | {v:.3f} |" if isinstance(v, float) else f"| {name} | {v} |")
     lines.append(f"| metrics | {os.path.join(workdir, 'metrics.jsonl')} |")
     lines.append(f"| checkpoints | {summary.get('checkpoints')} |")
     return "\n".join(lines)

@@ -41,6 +41,8 @@ from repirl_jax.sharding import ActivationSharding, logical_sharding, optimizer_
 
 log = logging.getLogger(__name__)
 ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto")
+# Per-micro-batch metrics already divided by the whole mini-batch's token count: they add up.
+_ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll"})
 
 
 class ConfigError(ValueError):
@@ -119,10 +121,14 @@ def validate(config, num_devices: int) -> None:
     if c.algo not in ALGOS:
         raise ConfigError(f"algo={c.algo!r}: expected one of {ALGOS}")
     mesh_size = c.mesh.data * c.mesh.fsdp * c.mesh.tensor
+    if c.mesh.get("devices", 0):
+        if c.mesh.devices > num_devices:
+            raise ConfigError(f"mesh.devices={c.mesh.devices} but only {num_devices} devices are available")
+        num_devices = c.mesh.devices
     if -1 not in (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) and mesh_size != num_devices:
         raise ConfigError(f"mesh (data={c.mesh.data}, fsdp={c.mesh.fsdp}, tensor={c.mesh.tensor}) has {mesh_size} "
                           f"devices but {num_devices} are available: set mesh.data * mesh.fsdp * mesh.tensor = "
-                          f"{num_devices} (or one of them to -1)")
+                          f"{num_devices} (or one of them to -1), or mesh.devices to use fewer")
     b, mb = c.data.prompts_per_iter, c.policy.minibatch_prompts
     if b % mb:
         raise ConfigError(f"policy.minibatch_prompts={mb} does not divide data.prompts_per_iter={b}")
@@ -130,10 +136,11 @@ def validate(config, num_devices: int) -> None:
         raise ConfigError(f"prm.minibatch_prompts={c.prm.minibatch_prompts} does not divide "
                           f"data.prompts_per_iter={b}")
     n = c.rollout.n
-    rows = mb * (n if c.algo != "bc" else max(c.data.experts_per_prompt, 1))
+    per_prompt = {"bc": max(c.data.experts_per_prompt, 1), "kto": n + c.data.experts_per_prompt}.get(c.algo, n)
+    rows = mb * per_prompt
     if rows % c.policy.micro_batch:
         raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} rows does not divide a mini-batch of {rows} "
-                          f"rows (minibatch_prompts={mb} x {'n' if c.algo != 'bc' else 'experts'})")
+                          f"rows (minibatch_prompts={mb} x {per_prompt} rows per prompt)")
     if c.algo not in ("bc", "kto") and c.advantage.estimator in ("rloo", "grpo"):
         if c.policy.micro_batch % n and n % c.policy.micro_batch:
             raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} would split a group of n={n} rollouts "
@@ -160,10 +167,11 @@ def validate(config, num_devices: int) -> None:
                     "weights all use that tempered distribution", c.rollout.temperature, c.rollout.top_p)
 
 
-def make_optimizer(lr: float, weight_decay: float, clip: float, warmup: int = 0):
+def make_optimizer(lr: float, weight_decay: float, clip: float, warmup: int = 0, eps: float = 1e-8):
+    """Global-norm clipping, then AdamW (METHOD.md: weight decay 0, clip 1.0 policy / 10 PRM)."""
     schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
     return optax.chain(optax.clip_by_global_norm(clip),
-                       optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay))
+                       optax.adamw(schedule, b1=0.9, b2=0.999, eps=eps, weight_decay=weight_decay))
 
 
 class Trainer:
@@ -185,7 +193,7 @@ class Trainer:
         hshard = tree_shardings(heads.HEAD_AXES, heads.abstract_scalar_head(self.cfg), mesh)
         self.policy_shardings = {"model": qshard, **({"value": hshard} if "value" in models.policy else {})}
         self.policy_opt = make_optimizer(config.policy.lr, config.policy.weight_decay, config.policy.clip,
-                                         config.policy.warmup_steps)
+                                         config.policy.warmup_steps, config.policy.adam_eps)
         abstract_policy = jax.eval_shape(lambda x: x, models.policy)
         self.policy_opt_shardings = optimizer_shardings(self.policy_opt, self.policy_shardings, abstract_policy, mesh)
         state = {"policy": jax.device_put(models.policy, self.policy_shardings)}
@@ -193,7 +201,8 @@ class Trainer:
         self.state_shardings = {"policy": self.policy_shardings, "policy_opt": self.policy_opt_shardings}
         if models.prm is not None:
             self.prm_shardings = qshard if config.prm.head == "implicit" else {"trunk": qshard, "head": hshard}
-            self.prm_opt = make_optimizer(config.prm.lr, config.prm.weight_decay, config.prm.clip)
+            self.prm_opt = make_optimizer(config.prm.lr, config.prm.weight_decay, config.prm.clip,
+                                          eps=config.prm.adam_eps)
             self.prm_opt_shardings = optimizer_shardings(self.prm_opt, self.prm_shardings,
                                                          jax.eval_shape(lambda x: x, models.prm), mesh)
             state["prm"] = jax.device_put(models.prm, self.prm_shardings)
@@ -234,7 +243,7 @@ class Trainer:
                         "truncated" if c.data.long_prompts == "truncate" else "skipped")
         if not kept:
             raise ConfigError(f"{name}: no usable prompts (all longer than rollout.max_prompt_len={self.P}?)")
-        if self.c.algo in ("repirl", "bc") and self.k and any(not r["expert_ids"] for r in kept):
+        if name == "train" and self.c.algo in ("repirl", "bc") and self.k and any(not r["expert_ids"] for r in kept):
             missing = sum(not r["expert_ids"] for r in kept)
             raise ConfigError(f"{name}: {missing} prompts have no expert demonstrations; algo={self.c.algo} needs them")
         return kept
@@ -275,9 +284,10 @@ class Trainer:
             gnorm = optax.global_norm(grads)
             updates, new_opt = opt.update(grads, opt_state, params)
             new = optax.apply_updates(params, updates)
-            finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+            finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & jnp.isfinite(optax.global_norm(updates))
             keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)  # noqa: E731
-            aux = {k_: (jnp.max(v) if k_.endswith("_max") else jnp.mean(v)) for k_, v in aux.items()}
+            aux = {k_: (jnp.max(v) if k_.endswith("_max") else jnp.sum(v) if k_ in _ADDITIVE else jnp.mean(v))
+                   for k_, v in aux.items()}
             return keep(new, params), keep(new_opt, opt_state), loss, gnorm, finite, aux
 
         # Policy.
@@ -352,14 +362,26 @@ class Trainer:
                                                        c.prm.beta)
             return loss * extra["row_scale"], aux
 
-        def prm_update(state, stacked):
-            fn = prime_micro_loss if c.prm.head == "implicit" else irl_micro_loss
-            new, new_opt, loss, gnorm, finite, aux = accumulate(fn, state["prm"], stacked, self.prm_opt,
-                                                                state["prm_opt"])
-            return {**state, "prm": new, "prm_opt": new_opt}, {"loss": loss, "grad_norm": gnorm, "finite": finite,
-                                                               **aux}
+        def irl_full_loss(prm, mb):
+            """L_phi on a whole mini-batch in one pass (the weights are computed inside, without gradient)."""
+            traj, extra = mb
+            r = token_rewards(prm, traj, None)
+            out = losses.repirl_reward_loss(r, traj.response_mask, extra["logp_old"], extra["pos"], extra["neg"],
+                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights)
+            aux = {f"irl_{k_}": getattr(out, k_) for k_ in ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg")}
+            aux["irl_max_weight"] = out.max_weight
+            return out.loss, aux
 
-        self.prm_update = jax.jit(prm_update, donate_argnums=0, out_shardings=(shard, None))
+        def make_prm_update(fn):
+            def prm_update(state, stacked):
+                new, new_opt, loss, gnorm, finite, aux = accumulate(fn, state["prm"], stacked, self.prm_opt,
+                                                                    state["prm_opt"])
+                return {**state, "prm": new, "prm_opt": new_opt}, {"loss": loss, "grad_norm": gnorm,
+                                                                   "finite": finite, **aux}
+            return jax.jit(prm_update, donate_argnums=0, out_shardings=(shard, None))
+
+        self.prm_update = make_prm_update(prime_micro_loss if c.prm.head == "implicit" else irl_micro_loss)
+        self.prm_update_single_pass = make_prm_update(irl_full_loss)
 
         def irl_coefficients(r, mask, logp_old, pos, neg, group):
             out = losses.repirl_reward_loss(r, mask, logp_old, pos, neg, group, c.irl.weight_scope,
@@ -416,7 +438,7 @@ class Trainer:
         # 1. rollouts
         ro = self.rollouts(records, rng)
         timers["rollout"] = time.perf_counter() - t0
-        gen_tokens = float(ro["mask"].sum())
+        metrics["tokens_per_s"] = float(ro["mask"].sum()) / max(timers["rollout"], 1e-9)
         # 2. outcome rewards
         t = time.perf_counter()
         outcome, reward_stats = self.reward_fn([r for r in records for _ in range(n)], ro["texts"])
@@ -488,7 +510,6 @@ class Trainer:
         timers["policy"] = time.perf_counter() - t
         timers["total"] = time.perf_counter() - t0
         metrics.update({f"time_{k_}": v for k_, v in timers.items()})
-        metrics["tokens_per_s"] = gen_tokens / max(timers["rollout"], 1e-9)
         return metrics
 
     # -- pieces of an iteration ---------------------------------------------------------------------------
@@ -552,6 +573,9 @@ class Trainer:
                 part["row_scale"] = np.full((len(idx),), 1.0 / (len(idx) // micro), np.float32)
                 stacked = _stack_micro(self._put_rows((part_traj, part)), len(idx) // micro)
                 self.state, out = self.policy_update(self.state, self._scalars_per_micro(stacked))
+                if "logp_diff_max" in out:  # meaningful before the first update only (later ones see a new policy)
+                    diff = out.pop("logp_diff_max")
+                    agg.setdefault("logp_diff_sampler_vs_trainer", float(np.asarray(diff)))
                 self._record_step(out, "policy", agg)
         return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
 
@@ -595,6 +619,7 @@ class Trainer:
         micro = c.prm.micro_batch
         for idx in self._minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts):
             part = Traj(*(x[idx] for x in traj))
+            local_group = group[idx] - group[idx].min()  # segment ids must index this mini-batch's rows
             n_micro = len(idx) // micro
             if c.prm.head == "implicit":
                 extra = {"ref_logp": ref_logp[idx], "outcome": out_all[idx].astype(np.float32),
@@ -603,10 +628,20 @@ class Trainer:
                 if pos[idx].sum() + neg[idx].sum() == 0:
                     agg["prm_skipped_empty"] = agg.get("prm_skipped_empty", 0) + 1
                     continue
+                if n_micro == 1:  # one pass: weights and loss from the same forward
+                    extra = {"logp_old": lp_old[idx].astype(np.float32), "pos": pos[idx].astype(np.float32),
+                             "neg": neg[idx].astype(np.float32), "group": local_group}
+                    stacked = _stack_micro(self._put_rows((part, extra)), 1)
+                    self.state, out = self.prm_update_single_pass(self.state, stacked)
+                    for key in [k_ for k_ in out if k_.startswith("irl_")]:
+                        agg.setdefault(key, []).append(float(np.asarray(out.pop(key))))
+                    agg.setdefault("irl_loss", []).append(float(np.asarray(out["loss"])))
+                    self._record_step(out, "prm", agg)
+                    continue
                 r = self._rewards_in_chunks(part, None)
                 coef, irl = self.irl_coefficients(*self._put_rows((r, part.response_mask, lp_old[idx],
                                                                    pos[idx].astype(np.float32),
-                                                                   neg[idx].astype(np.float32), group[idx])))
+                                                                   neg[idx].astype(np.float32), local_group)))
                 for key in ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight"):
                     agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
                 agg.setdefault("irl_loss", []).append(float(irl.loss))

@@ -315,3 +315,13 @@ def test_micro_batch_accumulation_with_fixed_coefficients_equals_the_full_loss_g
         return jnp.sum(c_part * losses.trajectory_scores(r_part, m_part)[1])
     parts = [jax.grad(micro)(r[s:s + 2], m[s:s + 2], coef[s:s + 2]) for s in range(0, 8, 2)]
     np.testing.assert_allclose(np.concatenate(parts), np.asarray(full), rtol=1e-5, atol=1e-7)
+
+
+def test_auroc_matches_pairwise_definition():
+    from repirl_jax.prm_eval import auroc
+    scores = RNG.normal(size=40).round(1)  # rounding makes ties
+    labels = RNG.rand(40) > 0.4
+    pos, neg = scores[labels], scores[~labels]
+    pairwise = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert auroc(scores, labels) == pytest.approx(pairwise)
+    assert np.isnan(auroc([1.0, 2.0], [True, True]))

@@ -2,6 +2,10 @@
 
     python tools/convert_hf.py --direction=hf_to_orbax --src=HF_DIR --dst=OUR_DIR
     python tools/convert_hf.py --direction=orbax_to_hf --src=OUR_DIR --dst=HF_DIR [--max_shard_gb=4]
+    python tools/convert_hf.py --direction=checkpoint_to_hf --src=WORKDIR [--step=N] [--which=policy|prm] --dst=HF_DIR
+
+`checkpoint_to_hf` exports a training checkpoint (WORKDIR/checkpoints, written by repirl_jax.launch): the
+policy, or the PRM's trunk (`--which=prm`; its scalar head goes to prm_head.json beside the weights).
 
 Tensors keep their dtype (the round trip is bit-identical); config.json, generation_config.json and
 tokenizer files are carried through. The destination appears only when complete (atomic rename).
@@ -15,7 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-flags.DEFINE_enum("direction", None, ["hf_to_orbax", "orbax_to_hf"], "Conversion direction.")
+flags.DEFINE_enum("direction", None, ["hf_to_orbax", "orbax_to_hf", "checkpoint_to_hf"], "Conversion direction.")
+flags.DEFINE_integer("step", None, "checkpoint_to_hf: the step to export (default: the latest).")
+flags.DEFINE_enum("which", "policy", ["policy", "prm"], "checkpoint_to_hf: which model to export.")
 flags.DEFINE_string("src", None, "Source directory.")
 flags.DEFINE_string("dst", None, "Destination directory (must not exist unless --overwrite).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
@@ -32,6 +38,9 @@ def main(argv):
     try:
         if FLAGS.direction == "hf_to_orbax":
             cfg = hf.hf_to_params_dir(FLAGS.src, FLAGS.dst, overwrite=FLAGS.overwrite)
+        elif FLAGS.direction == "checkpoint_to_hf":
+            cfg = hf.checkpoint_to_hf(FLAGS.src, FLAGS.dst, step=FLAGS.step, which=FLAGS.which,
+                                      overwrite=FLAGS.overwrite, max_shard_bytes=int(FLAGS.max_shard_gb * 2**30))
         else:
             cfg = hf.params_dir_to_hf(FLAGS.src, FLAGS.dst, overwrite=FLAGS.overwrite,
                                       max_shard_bytes=int(FLAGS.max_shard_gb * 2**30))

@@ -235,8 +235,22 @@ def _dummy_inputs():
 
 
 def init_params(cfg: QwenConfig, rng: jax.Array) -> Params:
-    """Random parameters (normal(0.02) matrices, unit norms, zero biases) as a plain nested dict."""
-    return nn.unbox(Qwen(cfg).init(rng, *_dummy_inputs())["params"])
+    """Random parameters as a plain nested dict: normal(0.02) matrices, unit norm scales, zero biases.
+
+    Built leaf by leaf from `abstract_params` (the module's own description), so no forward pass is traced
+    or compiled."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(cfg))
+    keys = jax.random.split(rng, len(leaves))
+    out = []
+    for (path, leaf), key in zip(leaves, keys):
+        name = jax.tree_util.keystr(path)
+        if name.endswith("['scale']"):
+            out.append(jnp.ones(leaf.shape, leaf.dtype))
+        elif "bias" in name:
+            out.append(jnp.zeros(leaf.shape, leaf.dtype))
+        else:
+            out.append((0.02 * jax.random.normal(key, leaf.shape, jnp.float32)).astype(leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def abstract_params(cfg: QwenConfig) -> Params:

@@ -1,0 +1,180 @@
+"""The training loop: every algorithm runs, resumes exactly after SIGKILL, validates its config, exports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from repirl_jax import launch, logprobs, train
+from repirl_jax.metrics import read_metrics
+from tests.train_config import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ("time_", "tokens_per_s")
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
+
+
+@pytest.mark.parametrize("algo", ["repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto"])
+def test_two_iterations_of_every_algorithm(tmp_path, algo):
+    summary = launch.run(tiny_config(algo), str(tmp_path), progress_bar=False)
+    rows = read_metrics(str(tmp_path))
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for r in rows:
+        assert all(np.isfinite(v) for v in r.values() if isinstance(v, float)), r
+        assert "val_accuracy" in r and "policy_grad_norm" in r
+    if algo != "bc":
+        assert {"rollout_acc", "response_len", "time_rollout", "tokens_per_s"} <= set(rows[0])
+    if algo not in ("bc", "kto"):
+        assert rows[0]["logp_diff_sampler_vs_trainer"] < 1e-4  # sampler and trainer log-probs agree
+    if algo == "repirl":  # the synthetic task's PRM report: AUROC and the error-localisation pictures
+        assert 0.0 <= summary["prm_auroc_all_steps"] <= 1.0 and summary["prm_steps"] > 0
+        assert os.path.getsize(summary["localisation_png"]) > 1000
+        assert "wrong traces" in open(summary["localisation_html"]).read()
+        assert {"irl_ess", "irl_num_pos", "irl_num_neg", "irl_rbar_pos", "irl_rbar_neg", "prm_grad_norm"} <= set(rows[0])
+        assert rows[0]["irl_num_pos"] >= 8  # 4 prompts x 2 expert demonstrations at least
+    if algo == "ppo":
+        assert "policy_value_loss" in rows[0]
+    assert summary["final_iteration"] == 2 and summary["nonfinite_updates_skipped"] == 0
+
+
+def test_prm_micro_batch_accumulation_equals_single_pass(tmp_path):
+    """The two-pass PRM step (weights first, then accumulated gradients) and the one-pass step give the
+    same PRM after an iteration."""
+    results = []
+    for micro in (16, 4):  # 4 prompts x (2 rollouts + 2 experts) = 16 rows: one pass, then 4 micro-batches
+        # adam_eps = 1 makes the first update ~lr * g, linear in the gradient: the bias gradient is 0 up to
+        # rounding (sum_N w_hat - 1 = 0), and with the default eps Adam would turn that rounding into +-lr.
+        c = tiny_config("repirl", **{"prm.micro_batch": micro, "train.max_iterations": 1, "prm.adam_eps": 1.0})
+        s = launch.run(c, str(tmp_path / f"m{micro}"), progress_bar=False)
+        results.append(jax.tree.map(np.asarray, s["trainer"].state["prm"]))
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+def _launch_cmd(workdir, *extra):
+    return [sys.executable, "-m", "repirl_jax.launch", "--config=tests/train_config.py", f"--workdir={workdir}",
+            *extra]
+
+
+def test_sigkill_and_relaunch_ends_with_the_same_metrics(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": ""}
+    over = ["--config.train.max_iterations=5", "--config.train.async_checkpoint=True"]
+    ref = subprocess.run(_launch_cmd(tmp_path / "ref", *over), cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_launch_cmd(run, *over), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len((run / "metrics.jsonl").read_text().splitlines())
+    assert killed_at < 5, "the run finished before it could be killed"
+    again = subprocess.run(_launch_cmd(run, *over), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr
+    assert _without_timing(read_metrics(str(run))) == _without_timing(read_metrics(str(tmp_path / "ref")))
+
+
+def test_config_overrides_on_the_command_line(tmp_path):
+    r = subprocess.run(_launch_cmd(tmp_path, "--config.train.max_iterations=1", "--config.algo=rloo"), cwd=REPO,
+                       env={**os.environ, "XLA_FLAGS": ""}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_metrics(str(tmp_path))
+    assert len(rows) == 1 and "irl_ess" not in rows[0]
+    assert json.load(open(tmp_path / "summary.json"))["config"]["algo"] == "rloo"
+    assert "| checkpoints |" in r.stdout
+
+
+def test_checkpoint_written_by_the_trainer_exports_to_hf(tmp_path):
+    import transformers
+    launch.run(tiny_config("repirl", **{"train.max_iterations": 1}), str(tmp_path / "run"), progress_bar=False)
+    for which in ("policy", "prm"):
+        dst = tmp_path / f"hf_{which}"
+        r = subprocess.run([sys.executable, "tools/convert_hf.py", "--direction=checkpoint_to_hf",
+                            f"--src={tmp_path / 'run'}", f"--dst={dst}", f"--which={which}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "XLA_FLAGS": ""})
+        assert r.returncode == 0, r.stderr[-2000:]
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(dst))
+        assert model.config.model_type == "qwen3"
+    assert json.load(open(tmp_path / "hf_prm" / "prm_head.json"))["step"] == 1
+
+
+def test_startup_validation_says_what_to_change():
+    cases = [
+        ({"policy.minibatch_prompts": 3}, "policy.minibatch_prompts=3 does not divide data.prompts_per_iter=4"),
+        ({"policy.micro_batch": 3}, "policy.micro_batch=3 rows does not divide"),
+        ({"rollout.n": 3, "policy.micro_batch": 2, "prm.micro_batch": 5}, "would split a group of n=3"),
+        ({"mesh.data": 3}, "needs|has 3 devices"),
+        ({"rollout.max_response_len": 200}, "the KV cache cannot hold it"),
+        ({"algo": "repirl", "data.experts_per_prompt": 0}, "needs expert demonstrations"),
+        ({"algo": "sft"}, "algo='sft'"),
+    ]
+    for over, message in cases:
+        with pytest.raises(train.ConfigError, match=message):
+            train.validate(tiny_config(**over), num_devices=8 if "mesh.data" not in over else 1)
+
+
+def test_nonfinite_updates_are_skipped_then_the_run_stops(tmp_path):
+    c = tiny_config("rloo", **{"policy.lr": float("nan"), "train.max_nonfinite_in_a_row": 3,
+                               "train.max_iterations": 3})
+    with pytest.raises(FloatingPointError, match="3 non-finite policy updates in a row"):
+        launch.run(c, str(tmp_path), progress_bar=False)
+
+
+def test_bad_training_rows_are_named_or_skipped_and_counted(tmp_path):
+    from repirl_jax.data.prompts import PromptDataError, load_prompt_set
+    rows = [{"prompt": "1+1=?", "ground_truth": "2", "experts": ["1+1=2\n#2"]},
+            {"prompt": "2+2=?", "ground_truth": "4"},
+            {"prompt": "3+3=?", "ground_truth": "6", "experts": [""]},
+            {"prompt": "4+4=?", "ground_truth": "8", "experts": ["4+4=8\n#8"]}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(PromptDataError, match=r"train.jsonl line 2: missing field 'experts'"):
+        load_prompt_set(str(path))
+    records, report = load_prompt_set(str(path), on_bad_row="skip")
+    assert [r["prompt"] for r in records] == ["1+1=?", "4+4=?"]
+    assert report.rows == 4 and report.kept == 2 and sum(report.skipped.values()) == 2
+    assert any("line 3: field 'experts'[0] is an empty" in e for e in report.first_errors)
+
+
+def test_long_prompts_are_skipped_and_counted(tmp_path):
+    c = tiny_config("rloo", **{"rollout.max_prompt_len": 10, "train.max_iterations": 1,
+                               "data.synthetic.num_steps": (1, 2)})
+    s = launch.run(c, str(tmp_path), progress_bar=False)
+    report = s["data_report"]
+    assert report["train_long_prompts"] > 0 and report["train_prompts_skipped"] == report["train_long_prompts"]
+
+
+def test_chunked_log_probs_equal_unchunked():
+    rng = np.random.RandomState(0)
+    h = jnp.asarray(rng.normal(size=(3, 13, 16)).astype(np.float32))
+    head = jnp.asarray(rng.normal(size=(16, 50)).astype(np.float32))
+    targets = jnp.asarray(rng.randint(0, 50, size=(3, 13)))
+    logits = jnp.einsum("bte,ev->btv", h, head)
+    full_lp = jax.nn.log_softmax(logits)
+    ref_lp = jnp.take_along_axis(full_lp, targets[..., None], -1)[..., 0]
+    ref_ent = -(jnp.exp(full_lp) * full_lp).sum(-1)
+    for chunk in (1, 4, 5, 13, 64):
+        lp, ent = logprobs.chunked_logprobs(h, head, targets, chunk)
+        np.testing.assert_allclose(np.asarray(lp), np.asarray(ref_lp), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(ent), np.asarray(ref_ent), atol=1e-5)
+    # Gradients through the rematerialised chunks equal the plain ones.
+    g1 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head, targets, 4)[0].sum())(h)
+    g2 = jax.grad(lambda h: jnp.take_along_axis(jax.nn.log_softmax(jnp.einsum("bte,ev->btv", h, head)),
+                                                targets[..., None], -1).sum())(h)
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-5)

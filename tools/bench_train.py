@@ -1,0 +1,145 @@
+"""Training-step speed: our jitted policy step against a PyTorch step of the transformers model, one run.
+
+    python tools/bench_train.py --size=XS|S [--batch=8 --seq=512] [--demo_iterations=0]
+
+Both sides run the same model (random weights, copied from the torch model into ours), the same batch
+(8 x 512 tokens), the same loss (token-mean next-token cross-entropy over all but the first position:
+the shape of every policy loss here) and AdamW, in float32 on this machine's 2 cores, each timed after
+a warm-up (best of --repeats). The last line is `ratio_vs_torch=<torch seconds / our seconds>`.
+
+--demo_iterations=N also times N iterations of configs/demo.py as rePIRL and as RLOO (after one warm-up
+iteration each, the BC warm-up skipped) and prints seconds per iteration and where the time goes.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_enum("size", "XS", ["XS", "S"], "Model shape (as in bench_sampler.py).")
+flags.DEFINE_integer("batch", 8, "Rows.")
+flags.DEFINE_integer("seq", 512, "Tokens per row.")
+flags.DEFINE_integer("repeats", 3, "Timed steps per side (best is reported).")
+flags.DEFINE_integer("logp_chunk", 128, "Our log-prob chunk (positions per chunk).")
+flags.DEFINE_integer("demo_iterations", 0, "Also time this many demo iterations, rePIRL vs RLOO.")
+FLAGS = flags.FLAGS
+
+SHAPES = {
+    "XS": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+               intermediate_size=768),
+    "S": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
+              intermediate_size=2048),
+}
+
+
+def _best(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_step():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import torch
+    import transformers
+    from repirl_jax import hf, logprobs
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(vocab_size=32000, tie_word_embeddings=True, max_position_embeddings=2048,
+                                      **SHAPES[FLAGS.size])
+    model = transformers.Qwen2ForCausalLM(config).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        params, cfg = hf.load_hf_params(tmp)
+    b, t = FLAGS.batch, FLAGS.seq
+    tokens = np.random.RandomState(0).randint(0, 32000, size=(b, t)).astype(np.int32)
+
+    # Ours: the trainer's layout (1 prompt token, t - 1 response tokens), chunked log-probs, AdamW.
+    opt = optax.adamw(1e-5)
+    prompt, pmask = jnp.asarray(tokens[:, :1]), jnp.ones((b, 1), jnp.int32)
+    resp, rmask = jnp.asarray(tokens[:, 1:]), jnp.ones((b, t - 1), jnp.float32)
+
+    def loss_fn(p):
+        lp, _ = logprobs.response_logprobs(p, cfg, prompt, pmask, resp, rmask, chunk=FLAGS.logp_chunk,
+                                           with_entropy=False)
+        return -(lp * rmask).sum() / rmask.sum()
+
+    @jax.jit
+    def step(p, s):
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    state = {"p": params, "s": opt.init(params)}
+
+    def ours():
+        state["p"], state["s"], loss = step(state["p"], state["s"])
+        loss.block_until_ready()
+
+    topt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    ids = torch.tensor(tokens, dtype=torch.long)
+
+    def theirs():
+        topt.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+        (-lp.mean()).backward()
+        topt.step()
+
+    t_ours = _best(ours, FLAGS.repeats)
+    t_torch = _best(theirs, FLAGS.repeats)
+    print(f"shape {FLAGS.size}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens")
+    print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s); torch: {t_torch:.2f} s/step "
+          f"({b * t / t_torch:.0f} tok/s)")
+    return t_torch / t_ours
+
+
+def bench_demo(n):
+    import importlib.util
+    import json
+    import numpy as np
+    from repirl_jax import launch
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(os.path.dirname(__file__), "..", "configs",
+                                                                      "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    out = {}
+    for algo in ("repirl", "rloo"):
+        c = demo.get_config()
+        c.algo, c.advantage.c = algo, (c.advantage.c if algo == "repirl" else 0.0)
+        c.warmup_bc.steps = 0
+        c.train.update(max_iterations=n + 1, eval_every=10**6, checkpoint_every=10**6)
+        with tempfile.TemporaryDirectory() as wd:
+            launch.run(c, wd, progress_bar=False)
+            rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))][1:]
+        phases = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.startswith("time_")}
+        out[algo] = phases
+        print(f"demo {algo}: {phases['time_total']:.2f} s/iteration; " +
+              ", ".join(f"{k[5:]} {v:.2f}" for k, v in phases.items() if k != "time_total"))
+    print(f"demo rePIRL / RLOO seconds per iteration: {out['repirl']['time_total'] / out['rloo']['time_total']:.2f}")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    ratio = bench_step()
+    if FLAGS.demo_iterations:
+        bench_demo(FLAGS.demo_iterations)
+    print(f"ratio_vs_torch={ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

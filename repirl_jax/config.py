@@ -98,9 +98,9 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
     c.train.max_iterations, c.train.checkpoint_every, c.train.eval_every = 110, 10, 10
     c.data.train, c.data.val = "", ""  # local JSONL/Parquet: prompt, ground_truth, experts
     c.reward.kind, c.data.prompt_format, c.data.domain = "math", "chat_math", "math"
-    # Two stages: math, then code starting from the math model (paper section 4.1).
+    # Two stages: math, then code starting from the math model (paper section 4.1); launch.run_stages.
     c.stages = ml_collections.ConfigDict(dict(
-        enabled=False,
+        enabled=False,  # True: WORKDIR/math with data.train, then WORKDIR/code with stages.code_train
         code_train="", code_val="",  # the code stage's data (fields as for math; ground_truth = tests)
     ))
     if algo == "ppo":

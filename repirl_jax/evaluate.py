@@ -102,6 +102,10 @@ class Scorers:
 
     def score(self, domain: str, responses: list[str], ground_truths: list[Any]) -> tuple[list[float], list, dict]:
         """(scores, extracted answers or None, counts) for a batch."""
+        if domain == "synthetic":
+            from repirl_jax.data import synthetic
+            scores = [synthetic.score(r, g) for r, g in zip(responses, ground_truths)]
+            return scores, [synthetic.extract_answer(r) for r in responses], {}
         if domain == "math":
             res = self.math.score_batch(responses, ground_truths)
             return res.scores, res.answers, res.stats.as_dict()
@@ -199,8 +203,12 @@ def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Score
                 if prm is not None:
                     row["prm_scores"] = [float(s) for s in prm[i]]
                 if n > 1 and selections:
-                    labels = group_answers(answers[sl], scorers.math.equivalent_batch) \
-                        if rec["domain"] == "math" else list(range(n))
+                    if rec["domain"] == "math":
+                        labels = group_answers(answers[sl], scorers.math.equivalent_batch)
+                    elif rec["domain"] == "synthetic":
+                        labels = group_answers(answers[sl], lambda pairs: [a == b for a, b in pairs])
+                    else:
+                        labels = list(range(n))
                     row["selected"] = {m: scores[sl][select(m, labels, answers[sl], row.get("prm_scores"))]
                                        for m in selections}
                 f.write(json.dumps(row) + "\n")
@@ -231,9 +239,56 @@ def results_table(results: dict[str, dict[str, float]], domains: dict[str, str])
     return "\n".join(lines) + "\n"
 
 
-def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int | None = None):
+def _run_config(path: str) -> dict | None:
+    """The config of a training run directory (written by repirl_jax.launch), or None for model dirs."""
+    file = os.path.join(path, "config.json")
+    if os.path.exists(os.path.join(path, "model_config.json")) and os.path.exists(file):
+        with open(file) as f:
+            return json.load(f)
+    return None
+
+
+def _synthetic_records(run_config: dict | None, limit: int | None) -> list[dict]:
+    """The synthetic task's test split, built with the training run's task settings."""
+    from repirl_jax.data import synthetic
+    if run_config is None or run_config["data"]["train"] != "synthetic":
+        raise ValueError("--benchmarks=synthetic needs --checkpoint=<a training run on the synthetic task>")
+    s = run_config["data"]["synthetic"]
+    splits = synthetic.make_splits(seed=run_config["seed"], n_train=s["n_train"], n_val=s["n_val"],
+                                   n_test=s["n_test"], num_steps=tuple(s["num_steps"]), ops=s["ops"],
+                                   max_addend=s["max_addend"], max_factor=s["max_factor"], modulus=s["modulus"],
+                                   num_experts=1)
+    return [{**r, "domain": "synthetic", "modulus": s["modulus"]} for r in splits["test"][:limit]]
+
+
+def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_config, stem, dtype="float32"):
+    """Error-localisation pictures (STEM.html, STEM.png) of the first sample of each evaluated problem."""
+    from repirl_jax import prm_eval
+    from repirl_jax.generation import Completion
+    done = _read_done(out_path)
+    rows = [done[r["id"]] for r in records if r["id"] in done][:48]
+    by_id = {r["id"]: r for r in records}
+    prompts = [prompt_fn(by_id[row["id"]]) for row in rows]
+    comps = [[Completion(row["responses"][0], generator.encode([row["responses"][0]])[0], [], "stop")]
+             for row in rows]
+    scorer = make_prm_scorer(prm_dir, generator, dtype, token_level=True)
+    rewards = [r[0] for r in scorer(prompts, comps)]
+    texts = [row["responses"][0] for row in rows]
+    if records and records[0]["domain"] == "synthetic":
+        pics = prm_eval.localisation_rows(prompts, texts, rewards, records[0]["modulus"])
+    else:  # no step labels: columns by outcome, no first-error box
+        pics = [{"prompt": p, "response": t, "rewards": list(map(float, r)), "first_error_span": None,
+                 "correct": row["scores"][0] >= 1.0} for p, t, r, row in zip(prompts, texts, rewards, rows)]
+    prm_eval.render_html(pics, stem + ".html")
+    prm_eval.render_png(pics, stem + ".png")
+    print(f"error localisation: {stem}.html, {stem}.png", file=sys.stderr)
+
+
+def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int | None = None,
+                    token_level: bool = False):
     """prm_score_fn(prompts, completions) -> per prompt, the mean token reward rbar_phi of each completion
-    under the scalar-head PRM of a training run (`run_dir`, written by repirl_jax.launch)."""
+    (token_level: the per-token rewards) under the scalar-head PRM of a training run (`run_dir`, written by
+    repirl_jax.launch)."""
     import jax
     import jax.numpy as jnp
     from repirl_jax import hf, logprobs, sampling
@@ -251,7 +306,7 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
         ids = generator.encode(prompts)
         flat_prompt_ids = [p for p, row in zip(ids, completions) for _ in row]
         flat = [c for row in completions for c in row]
-        max_new = max_new or max(8, max(len(c.token_ids) for c in flat))
+        max_new = max(max_new or 8, max(len(c.token_ids) for c in flat))
         size = generator.batch_size
         scores = []
         for s in range(0, len(flat), size):
@@ -264,7 +319,10 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
                 t = c.token_ids[:max_new]
                 rt[i, :len(t)], rm[i, :len(t)] = t, 1
             r = np.asarray(rewards(prm, pt, pm, rt, rm))
-            scores += [float((r[i] * rm[i]).sum() / max(rm[i].sum(), 1)) for i in range(len(part))]
+            if token_level:
+                scores += [r[i, :int(rm[i].sum())] for i in range(len(part))]
+            else:
+                scores += [float((r[i] * rm[i]).sum() / max(rm[i].sum(), 1)) for i in range(len(part))]
         k = 0
         for row in completions:
             out.append(scores[k:k + len(row)])
@@ -280,7 +338,8 @@ def _flags():
     from ml_collections import config_flags
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config_flags.DEFINE_config_file("config", os.path.join(here, "configs", "eval.py"), "Config file.")
-    flags.DEFINE_string("checkpoint", None, "Our params directory (tools/convert_hf.py or training export).")
+    flags.DEFINE_string("checkpoint", None, "Our params directory (tools/convert_hf.py), or a training run "
+                        "directory (repirl_jax.launch --workdir: its latest policy).")
     flags.DEFINE_string("hf_dir", None, "An HF model directory.")
     flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: the model directory).")
     flags.DEFINE_list("benchmarks", ["math500"], "Short names (see data/benchmarks.py) or file paths.")
@@ -289,6 +348,8 @@ def _flags():
     flags.DEFINE_integer("num_samples", 1, "1: greedy pass@1. N > 1: N samples at --temperature.")
     flags.DEFINE_float("temperature", 0.8, "Sampling temperature when --num_samples > 1.")
     flags.DEFINE_list("selection", [], f"With --num_samples > 1: any of {SELECTIONS}.")
+    flags.DEFINE_bool("localisation", False, "With --prm_checkpoint: also write error-localisation pictures "
+                      "(token rewards of the first sample of each problem) as <benchmark>_localisation.html/png.")
     flags.DEFINE_string("prm_checkpoint", None, "A training run directory (repirl_jax.launch --workdir) whose "
                         "PRM scores samples for best_of_n and prm_weighted.")
     return flags.FLAGS
@@ -322,9 +383,20 @@ def main(argv) -> int:
         return 2
     model_dir = FLAGS.checkpoint or FLAGS.hf_dir
     mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    params, model_cfg = hf.load_any(model_dir, mesh=mesh)
+    run_config = _run_config(model_dir)
+    if run_config is not None:  # a training run directory (repirl_jax.launch --workdir): its latest policy
+        params, model_cfg, _, step = hf.load_training_checkpoint(model_dir, which="policy")
+        params = jax.device_put(params)
+        print(f"policy of {model_dir} at step {step}", file=sys.stderr)
+    else:
+        params, model_cfg = hf.load_any(model_dir, mesh=mesh)
     model_cfg = model_cfg.replace(dtype=cfg.model.dtype)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(FLAGS.tokenizer or model_dir)
+    tok_path = FLAGS.tokenizer or (run_config["data"]["tokenizer"] if run_config else model_dir)
+    if tok_path == "synthetic":
+        from repirl_jax.data import synthetic
+        tokenizer = synthetic.CharTokenizer()
+    else:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_path)
     n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = -(-cfg.eval.batch_size // n_dev) * n_dev
     try:
@@ -348,14 +420,21 @@ def main(argv) -> int:
     start = time.time()
     try:
         for name in FLAGS.benchmarks:
-            records = benchmarks.load(name, limit=FLAGS.limit)
+            if name == "synthetic":
+                records = _synthetic_records(run_config, FLAGS.limit)
+                prompt_fn = lambda r: r["prompt"]  # noqa: E731
+            else:
+                records = benchmarks.load(name, limit=FLAGS.limit)
+                prompt_fn = lambda r: benchmarks.build_prompt(r, tokenizer if tokenizer.chat_template else None)  # noqa: E731
             if not records:
                 continue
             domains[name] = records[0]["domain"]
-            results[name] = evaluate_benchmark(
-                name, records, generator, scorers, os.path.join(FLAGS.output_dir, f"{name}.jsonl"), scfg, rng,
-                lambda r: benchmarks.build_prompt(r, tokenizer if tokenizer.chat_template else None),
-                FLAGS.selection, prm_score_fn)
+            out_path = os.path.join(FLAGS.output_dir, f"{name}.jsonl")
+            results[name] = evaluate_benchmark(name, records, generator, scorers, out_path, scfg, rng, prompt_fn,
+                                               FLAGS.selection, prm_score_fn)
+            if FLAGS.localisation and FLAGS.prm_checkpoint:
+                write_localisation(FLAGS.prm_checkpoint, generator, records, out_path, prompt_fn, run_config,
+                                   os.path.join(FLAGS.output_dir, f"{name}_localisation"), cfg.model.dtype)
     finally:
         scorers.close()
     table = results_table(results, domains)

@@ -321,6 +321,7 @@ def is_params_dir(path: str) -> bool:
 def load_params_dir(src: str, mesh: Mesh | None = None, cfg: QwenConfig | None = None) -> tuple[dict, QwenConfig]:
     """Restore our params directory onto `mesh` (any mesh: orbax reshards), checking shapes against config."""
     import orbax.checkpoint as ocp
+    src = os.path.abspath(src)  # orbax reads metadata only from absolute paths
     if not is_params_dir(src):
         raise CheckpointFormatError(f"{src}: not a repirl_jax params directory (no {FORMAT_FILE})")
     cfg = cfg or QwenConfig.from_hf_dir(src)
@@ -394,6 +395,7 @@ def load_training_checkpoint(workdir: str, step: int | None = None, which: str =
     which="policy": the policy's Qwen parameters; "prm": the PRM's trunk and its scalar head (an implicit
     PRM is a full Qwen model and comes back with head None)."""
     from repirl_jax.checkpoint import Checkpointer
+    workdir = os.path.abspath(workdir)
     cfg_file = os.path.join(workdir, "model_config.json")
     if not os.path.exists(cfg_file):
         raise CheckpointFormatError(f"{cfg_file}: not found ({workdir} is not a training run directory)")

@@ -49,13 +49,15 @@ def format_prompt(config, tokenizer, problem: str) -> str:
 
 def build_datasets(config, tokenizer):
     """(train records, validation records, test records or None)."""
-    if config.data.train == "synthetic":
+    if config.data.train in ("synthetic", "synthetic:test"):
         from repirl_jax.data import synthetic
         s = config.data.synthetic
         splits = synthetic.make_splits(seed=config.seed, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
                                        noise=s.noise, num_steps=tuple(s.num_steps), ops=s.ops,
                                        max_addend=s.max_addend, max_factor=s.max_factor, modulus=s.modulus,
                                        num_experts=max(config.data.experts_per_prompt, 1))
+        if config.data.train == "synthetic:test":  # test-time training: the test prompts are the training set
+            return splits["test"], splits["val"], splits["test"]
         return splits["train"], splits["val"], splits["test"]
     from repirl_jax.data.prompts import load_prompt_set
     d = config.data
@@ -109,7 +111,10 @@ def build_reward_fn(config):
 def model_config(config, tokenizer):
     from repirl_jax.models.config import QwenConfig, preset
     m = config.model
-    if m.path:
+    if m.path and os.path.exists(os.path.join(m.path, "model_config.json")):  # a training run directory
+        with open(os.path.join(m.path, "model_config.json")) as f:
+            cfg = QwenConfig.from_hf_dict(json.load(f), source=os.path.join(m.path, "model_config.json"))
+    elif m.path:
         cfg = QwenConfig.from_hf_dir(m.path)
     else:
         over = {k: v for k, v in dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
@@ -122,13 +127,19 @@ def model_config(config, tokenizer):
     return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
 
 
+def _is_run_dir(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "model_config.json")) and os.path.isdir(os.path.join(path, "checkpoints"))
+
+
 def build_models(config, cfg, mesh, policy_params=None):
     import jax
     from repirl_jax import hf, train
     from repirl_jax.models import heads, qwen
     seed = jax.random.key(config.seed)
     if policy_params is None:
-        if config.model.path:
+        if config.model.path and _is_run_dir(config.model.path):  # a training run: its latest policy
+            policy_params = jax.device_put(hf.load_training_checkpoint(config.model.path)[0])
+        elif config.model.path:
             policy_params, _ = hf.load_any(config.model.path, mesh=mesh)
         else:
             policy_params = qwen.init_params(cfg, jax.random.fold_in(seed, 1))
@@ -137,10 +148,16 @@ def build_models(config, cfg, mesh, policy_params=None):
         policy["value"] = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 2))
     prm = None
     if train.needs_prm(config):
-        trunk = hf.load_any(config.prm.path, mesh=mesh)[0] if config.prm.path else policy_params
+        head = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 3))
+        if config.prm.path and _is_run_dir(config.prm.path):  # a training run's learned PRM, head included
+            trunk, _, saved_head, _ = hf.load_training_checkpoint(config.prm.path, which="prm")
+            trunk = jax.device_put(trunk)
+            if saved_head is not None:
+                head = {k: jax.numpy.asarray(v, jax.numpy.float32) for k, v in saved_head.items()}
+        else:
+            trunk = hf.load_any(config.prm.path, mesh=mesh)[0] if config.prm.path else policy_params
         trunk = jax.tree.map(lambda x: x.copy(), trunk)
-        prm = trunk if config.prm.head == "implicit" else \
-            {"trunk": trunk, "head": heads.init_scalar_head(cfg, jax.random.fold_in(seed, 3))}
+        prm = trunk if config.prm.head == "implicit" else {"trunk": trunk, "head": head}
     ref = jax.tree.map(lambda x: x.copy(), policy_params) if train.needs_ref(config) else None
     return train.Models(cfg, policy, prm, ref)
 
@@ -191,6 +208,7 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
     from repirl_jax.sharding import make_mesh
 
     train.validate(config, jax.device_count())
+    workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     devices = jax.devices()[:config.mesh.devices] if config.mesh.get("devices", 0) else None
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
@@ -198,9 +216,11 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
     train_set, val_set, test_set = build_datasets(config, tokenizer)
     cfg = model_config(config, tokenizer)
     reward_fn, close_reward = build_reward_fn(config)
-    if jax.process_index() == 0:  # what tools/convert_hf.py needs to export any checkpoint of this run
+    if jax.process_index() == 0:  # what tools/convert_hf.py and evaluate need to use this run's checkpoints
         with open(os.path.join(workdir, "model_config.json"), "w") as f:
             json.dump(cfg.to_hf_dict(), f, indent=2)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2, default=str)
     started = time.time()
     summary: dict = {"config": config.to_dict(), "model_params": cfg.num_params()}
     try:
@@ -299,6 +319,33 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
     return {f"prm_{k}": v for k, v in out.items()} | {"localisation_html": html_path, "localisation_png": png_path}
 
 
+def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:
+    """The paper's schedule (section 4.1): a math stage, then a code stage that starts from the math stage's
+    final policy (exported to WORKDIR/math/final_policy). Each stage is a resumable run in its own
+    sub-directory; a finished math stage is not run again."""
+    from repirl_jax import hf
+    math_dir, code_dir = os.path.join(workdir, "math"), os.path.join(workdir, "code")
+    final = os.path.join(math_dir, "final_policy")
+    math_cfg = config.copy_and_resolve_references()
+    math_cfg.stages.enabled = False
+    summaries = {}
+    if not os.path.exists(final):
+        summaries["math"] = {k: v for k, v in run(math_cfg, math_dir, progress_bar).items() if k != "trainer"}
+        hf.checkpoint_to_hf(math_dir, final)
+        for name in hf.CARRIED_FILES[2:]:  # the tokenizer files, so the next stage can load them from here
+            src = os.path.join(config.data.tokenizer or config.model.path or "", name)
+            if os.path.exists(src):
+                import shutil
+                shutil.copy2(src, os.path.join(final, name))
+    code_cfg = math_cfg.copy_and_resolve_references()
+    code_cfg.model.path = final
+    code_cfg.data.train, code_cfg.data.val = config.stages.code_train, config.stages.code_val
+    code_cfg.data.tokenizer = config.data.tokenizer or config.model.path
+    code_cfg.data.prompt_format, code_cfg.data.domain, code_cfg.reward.kind = "chat_code", "code", "code"
+    summaries["code"] = {k: v for k, v in run(code_cfg, code_dir, progress_bar).items() if k != "trainer"}
+    return {"stages": summaries, "checkpoints": os.path.join(code_dir, "checkpoints")}
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 def main(argv) -> int:
@@ -311,18 +358,25 @@ def main(argv) -> int:
     config = FLAGS.config
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
     try:
-        summary = run(config, workdir)
+        if config.get("stages") is not None and config.stages.enabled:
+            summary = run_stages(config, workdir)
+        else:
+            summary = run(config, workdir)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(_summary_table(summary, workdir))
+    if "stages" in summary:
+        for name, stage in summary["stages"].items():
+            print(f"\nstage {name}:" + _summary_table(stage, os.path.join(workdir, name)))
+    else:
+        print(_summary_table(summary, workdir))
     return 0
 
 
 def _summary_table(summary: dict, workdir: str) -> str:
     lines = ["", "| result | value |", "|---|---|"]
     names = {"test_accuracy_start": "test accuracy before RL (after the BC warm-up, if any; greedy)",
-             "test_accuracy_end": f"test accuracy after {summary['config']['algo']} (greedy)",
+             "test_accuracy_end": f"test accuracy after {summary.get('config', {}).get('algo', 'RL')} (greedy)",
              "prm_auroc_all_steps": "PRM step-error AUROC (all steps)",
              "prm_auroc_first_error": "PRM AUROC, first wrong step vs the steps before it",
              "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only"}

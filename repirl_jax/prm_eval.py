@@ -170,9 +170,13 @@ def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards"
 
 
 def localisation_rows(prompts, responses, rewards, modulus: int) -> list[dict]:
+    """Rows for the pictures, one per distinct (prompt, response)."""
     from repirl_jax.data import synthetic
-    rows = []
+    rows, seen = [], set()
     for p, resp, r in zip(prompts, responses, rewards):
+        if (p, resp) in seen:
+            continue
+        seen.add((p, resp))
         labels = synthetic.label_steps(p, resp, modulus)
         span = None
         if labels.first_error is not None and labels.first_error < len(labels.steps):

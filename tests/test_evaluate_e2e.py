@@ -71,3 +71,30 @@ def test_bad_arguments_are_refused(model_dir, tmp_path):
     assert r.returncode == 2 and "needs --prm_checkpoint" in r.stderr
     r = _evaluate(model_dir, tmp_path / "x", "--benchmarks=gsm8k", "--selection=majority")
     assert r.returncode == 2 and "needs --num_samples > 1" in r.stderr
+
+
+def test_prm_selection_and_localisation_with_a_training_run(tmp_path):
+    """evaluate on a training run directory: its policy samples, its PRM ranks (best-of-N, PRM-weighted
+    vote) and draws the error-localisation pictures."""
+    from repirl_jax import launch
+    from tests.train_config import tiny_config
+    run = tmp_path / "run"
+    launch.run(tiny_config("repirl", **{"train.max_iterations": 1}), str(run), progress_bar=False)
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "repirl_jax.evaluate", f"--checkpoint={run}", "--benchmarks=synthetic",
+           f"--output_dir={out}", "--limit=4", "--num_samples=4", "--temperature=1.0",
+           "--selection=majority,best_of_n,prm_weighted", f"--prm_checkpoint={run}", "--localisation",
+           "--config.eval.max_new_tokens=24", "--config.eval.max_prompt_len=12", "--config.eval.batch_size=4",
+           "--config.model.dtype=float32"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "XLA_FLAGS": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = (out / "results.md").read_text()
+    for metric in ("pass@4", "majority@4", "best_of_n@4", "prm_weighted@4"):
+        assert metric in table
+    row = json.loads((out / "synthetic.jsonl").read_text().splitlines()[0])
+    assert len(row["prm_scores"]) == 4 and set(row["selected"]) == {"majority", "best_of_n", "prm_weighted"}
+    # best-of-N picks the sample with the highest PRM score.
+    best = max(range(4), key=lambda i: row["prm_scores"][i])
+    assert row["selected"]["best_of_n"] == row["scores"][best]
+    assert (out / "synthetic_localisation.png").stat().st_size > 1000
+    assert "PRM token rewards" in (out / "synthetic_localisation.html").read_text()

@@ -173,3 +173,10 @@ def test_convert_and_check_logits_tools(tmp_path, hf_checkpoints):
     # An impossible tolerance makes the tool fail: the check can fail.
     r = _run(["tools/check_logits.py", f"--hf_dir={back}", "--tolerance=0"])
     assert r.returncode == 1 and r.stdout.strip().splitlines()[-1].startswith("max_abs_diff=")
+
+
+def test_params_dir_loads_from_a_relative_path(tmp_path, hf_checkpoints, monkeypatch):
+    hf.hf_to_params_dir(hf_checkpoints["qwen2_tied"], str(tmp_path / "ours"))
+    monkeypatch.chdir(tmp_path)
+    params, cfg = hf.load_params_dir("ours")
+    assert params["embed"].shape == (cfg.vocab_size, cfg.hidden_size)

@@ -1,0 +1,26 @@
+"""Test-time training on the demo task (METHOD.md section 5): starting from a finished demo run, train the
+policy on the TEST prompts with process rewards only (outcome weight 0, so no answer is used by the update)
+from the run's frozen PRM, then measure greedy test accuracy.
+
+    python -m repirl_jax.launch --config=configs/demo_ttt.py --config.model.path=runs/demo \
+        --config.prm.path=runs/demo --workdir=runs/demo_ttt
+
+(The rollout accuracy in the metrics is computed with the answers for logging only.)
+"""
+
+import importlib.util
+import os
+
+
+def get_config():
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(os.path.dirname(__file__), "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    c = demo.get_config()
+    c.data.train = "synthetic:test"
+    c.warmup_bc.steps = 0
+    c.prm.update = False
+    c.advantage.outcome_weight = 0.0
+    c.advantage.c = 1.0  # the process reward is the only signal
+    c.train.update(max_iterations=30, eval_every=10, checkpoint_every=30)
+    return c

@@ -1,0 +1,146 @@
+"""Miniature reproduction: every method on the demo task with the same compute budget, over several seeds.
+
+    python tools/reproduce.py [--seeds=0,1,2] [--iterations=60] [--methods=...] [--out=results]
+
+Each seed behaviour-clones once (configs/demo.py's warm start) and every method starts from that policy,
+then runs the same number of iterations on the same prompts. Writes OUT/table.md (mean +- std over seeds of
+the final greedy test accuracy, and the step-error AUROC of methods that learn a scalar PRM),
+OUT/runs.jsonl (one line per run) and OUT/accuracy.png (validation accuracy against iteration). Runs that
+already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+METHODS = {
+    "bc": {"algo": "bc"},
+    "rloo": {"algo": "rloo", "advantage.c": 0.0},
+    "grpo": {"algo": "grpo", "advantage.estimator": "grpo", "advantage.c": 0.0},
+    "ppo": {"algo": "ppo", "advantage.estimator": "ppo", "advantage.c": 0.0},
+    "prime": {"algo": "prime", "prm.head": "implicit"},
+    "kto": {"algo": "kto"},
+    "repirl": {"algo": "repirl"},
+    "repirl_no_iw": {"algo": "repirl", "irl.importance_weights": False},
+    "repirl_no_pseudo_expert": {"algo": "repirl", "irl.pseudo_expert": False},
+    "prm_only": {"algo": "repirl", "advantage.outcome_weight": 0.0},
+}
+
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+flags.DEFINE_integer("iterations", 60, "RL iterations per run (the compute budget).")
+flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
+flags.DEFINE_string("out", "results", "Output directory.")
+FLAGS = flags.FLAGS
+
+
+def demo_config():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py")
+    spec = importlib.util.spec_from_file_location("demo_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def configure(method: str, seed: int, iterations: int):
+    c = demo_config()
+    c.seed = seed
+    c.train.max_iterations = iterations
+    c.train.checkpoint_every = iterations
+    for key, value in METHODS[method].items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    if c.algo == "prime":
+        c.prm.micro_batch = 128  # its PRM sees rollouts only: 32 prompts x 4
+    return c
+
+
+def run_one(method, seed, out):
+    from repirl_jax import launch
+    from repirl_jax.metrics import read_metrics
+    wd = os.path.join(out, "runs", f"{method}_s{seed}")
+    done = os.path.join(wd, "summary.json")
+    if os.path.exists(done):
+        return json.load(open(done)), read_metrics(wd)
+    warm = os.path.join(out, "warmup", f"s{seed}")
+    os.makedirs(wd, exist_ok=True)
+    if os.path.exists(warm) and not os.path.exists(os.path.join(wd, "warmup")):
+        shutil.copytree(warm, os.path.join(wd, "warmup"))
+    summary = launch.run(configure(method, seed, FLAGS.iterations), wd, progress_bar=False)
+    if not os.path.exists(warm):
+        shutil.copytree(os.path.join(wd, "warmup"), warm)
+    summary = {k: v for k, v in summary.items() if k != "trainer"}
+    return summary, read_metrics(wd)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import jax
+    import numpy as np
+    os.makedirs(FLAGS.out, exist_ok=True)
+    # Every run compiles the same few programs: keep them in a persistent cache across runs.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(FLAGS.out, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    results: dict[str, list] = {}
+    curves: dict[str, list] = {}
+    with open(os.path.join(FLAGS.out, "runs.jsonl"), "w") as log:
+        for seed in map(int, FLAGS.seeds):
+            for method in FLAGS.methods:
+                summary, rows = run_one(method, seed, FLAGS.out)
+                row = {"method": method, "seed": seed,
+                       **{k: summary.get(k) for k in ("test_accuracy_start", "test_accuracy_end",
+                                                      "prm_auroc_all_steps", "prm_auroc_first_error",
+                                                      "time_total_s")}}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                results.setdefault(method, []).append(row)
+                curves.setdefault(method, []).append([(r["iteration"], r["val_accuracy"]) for r in rows
+                                                      if "val_accuracy" in r])
+                print(f"{method} seed {seed}: test {row['test_accuracy_start']:.3f} -> {row['test_accuracy_end']:.3f}",
+                      flush=True)
+
+    def fmt(vals):
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        if not vals:
+            return "-"
+        return f"{100 * np.mean(vals):.1f} ± {100 * np.std(vals):.1f}"
+
+    lines = [f"Same budget per method: BC warm start (shared per seed), then {FLAGS.iterations} iterations of "
+             f"32 prompts x 4 rollouts; seeds {','.join(FLAGS.seeds)}; mean ± std over seeds (%).", "",
+             "| method | test accuracy before RL | test accuracy after | PRM step-error AUROC | AUROC first error |",
+             "|---|---|---|---|---|"]
+    for method, rows in results.items():
+        lines.append(f"| {method} | {fmt([r['test_accuracy_start'] for r in rows])} | "
+                     f"{fmt([r['test_accuracy_end'] for r in rows])} | {fmt([r['prm_auroc_all_steps'] for r in rows])} | "
+                     f"{fmt([r['prm_auroc_first_error'] for r in rows])} |")
+    table = "\n".join(lines) + "\n"
+    open(os.path.join(FLAGS.out, "table.md"), "w").write(table)
+    print(table)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for method, runs in curves.items():
+        its = sorted({i for run in runs for i, _ in run})
+        mean = [np.mean([a for run in runs for i, a in run if i == it]) for it in its]
+        ax.plot(its, mean, marker="o", label=method)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation accuracy (greedy), mean over seeds")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.savefig(os.path.join(FLAGS.out, "accuracy.png"), dpi=110, bbox_inches="tight")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -270,7 +270,7 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         summary["nonfinite_updates_skipped"] = trainer.nonfinite_total
         if test:
             summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
-        if test and config.data.train == "synthetic" and "prm" in trainer.state and config.prm.head == "scalar":
+        if test and config.data.train == "synthetic" and "prm" in trainer.state:
             summary.update(prm_report(config, trainer, test, workdir))
         best = ckpt.best_step() if val else None
         summary.update(final_iteration=config.train.max_iterations, best_step=best,
@@ -284,6 +284,21 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump({k: v for k, v in summary.items() if k != "trainer"}, f, indent=2, default=str)
     return summary
+
+
+def _trace_rewards(config, trainer, prompts, texts):
+    """Token rewards of the run's PRM for each (prompt, response): the scalar head's r_phi, or PRIME's
+    implicit beta * (log pi_phi - log pi_ref)."""
+    from repirl_jax import sampling, train
+    tok = trainer.tokenizer
+    p_ids = [tok.encode(p, add_special_tokens=False) for p in prompts]
+    r_ids = [tok.encode(t, add_special_tokens=False)[:trainer.R] for t in texts]
+    pt, pm = sampling.pad_prompts(p_ids, trainer.P, pad_token_id=trainer.pad_id, truncate="left")
+    rt, rm = train.pad_right(r_ids, trainer.R, trainer.pad_id)
+    traj = train.Traj(pt, pm, rt, rm)
+    ref_logp = trainer._logp_in_chunks(trainer.ref, traj) if config.prm.head == "implicit" else None
+    r = trainer._rewards_in_chunks(traj, ref_logp)
+    return [r[i, :len(r_ids[i])] for i in range(len(texts))]
 
 
 def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int = 128) -> dict:
@@ -305,8 +320,7 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
         clean = r["experts"][0]
         prompts += [r["prompt"], r["prompt"]]
         texts += [clean, synthetic.corrupt(clean, rng, modulus=modulus)]
-    rewards = prm_eval.token_rewards(trainer.state["prm"], trainer.cfg, trainer.tokenizer, prompts, texts,
-                                     trainer.P, trainer.R, batch=per_call)
+    rewards = _trace_rewards(config, trainer, prompts, texts)
     n_policy = len(ro["texts"])
     out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus)
     pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)

@@ -36,10 +36,11 @@ def test_two_iterations_of_every_algorithm(tmp_path, algo):
         assert {"rollout_acc", "response_len", "time_rollout", "tokens_per_s"} <= set(rows[0])
     if algo not in ("bc", "kto"):
         assert rows[0]["logp_diff_sampler_vs_trainer"] < 1e-4  # sampler and trainer log-probs agree
-    if algo == "repirl":  # the synthetic task's PRM report: AUROC and the error-localisation pictures
+    if algo in ("repirl", "prime"):  # the synthetic task's PRM report: AUROC and the localisation pictures
         assert 0.0 <= summary["prm_auroc_all_steps"] <= 1.0 and summary["prm_steps"] > 0
         assert os.path.getsize(summary["localisation_png"]) > 1000
         assert "wrong traces" in open(summary["localisation_html"]).read()
+    if algo == "repirl":
         assert {"irl_ess", "irl_num_pos", "irl_num_neg", "irl_rbar_pos", "irl_rbar_neg", "prm_grad_norm"} <= set(rows[0])
         assert rows[0]["irl_num_pos"] >= 8  # 4 prompts x 2 expert demonstrations at least
     if algo == "ppo":

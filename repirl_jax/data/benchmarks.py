@@ -58,6 +58,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from repirl_jax.rewards.math import last_boxed  # the one \boxed{} extractor (re-exported)
+
 __all__ = [
     "BenchmarkDataError",
     "MATH_INSTRUCTION",
@@ -197,52 +199,6 @@ def _id_text(value: Any, key: str, where: _Where) -> str:
     return text
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last top-level \\boxed{...} (or \\fbox{...}) in `text`; None when there is none.
-
-    Braces nest (\\boxed{\\frac{1}{2}} -> \\frac{1}{2}); escaped braces \\{ \\} do not count. The brace-less
-    form `\\boxed 5` gives the following token. A \\boxed without a closing brace is ignored.
-    """
-    found = None
-    pos = 0
-    pattern = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-    while True:
-        m = pattern.search(text, pos)
-        if m is None:
-            return found
-        i = m.end()
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j, start = 0, i, i + 1
-            end = None
-            while j < len(text):
-                c = text[j]
-                if c == "\\":
-                    j += 2
-                    continue
-                if c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        end = j
-                        break
-                j += 1
-            if end is None:  # unbalanced: nothing usable after this point
-                return found
-            found = text[start:end].strip()
-            pos = end + 1
-        else:
-            # brace-less form "\boxed 5": needs the space (without it the next token belongs to the macro)
-            token = re.match(r"[^\s$]+", text[i:]) if i > m.end() else None
-            if token is not None:
-                found = token.group(0)
-                pos = i + token.end()
-            else:
-                pos = m.end()
-
-
 def _after_hashes(text: str, key: str, where: _Where) -> str:
     if "####" not in text:
         raise where.error(f"field '{key}' has no '####' marker before the final answer")
@@ -256,7 +212,7 @@ def _boxed_answer(text: str, key: str, where: _Where) -> str:
     answer = last_boxed(text)
     if answer is None:
         raise where.error(f"field '{key}' has no \\boxed{{...}} answer")
-    return answer
+    return answer.strip()
 
 
 # --------------------------------------------------------------------------------------------- code helpers

@@ -8,15 +8,13 @@ from the run's frozen PRM, then measure greedy test accuracy.
 (The rollout accuracy in the metrics is computed with the answers for logging only.)
 """
 
-import importlib.util
 import os
+
+from repirl_jax.config import load_config_file
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(os.path.dirname(__file__), "demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    c = demo.get_config()
+    c = load_config_file(os.path.join(os.path.dirname(__file__), "demo.py"))
     c.data.train = "synthetic:test"
     c.warmup_bc.steps = 0
     c.prm.update = False

@@ -4,7 +4,18 @@ Config files in configs/ start from `default_config()` and change what they need
 overridden on the command line: `--config.policy.lr=1e-6`.
 """
 
+import importlib.util
+import os
+
 import ml_collections
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file (configs/NAME.py), as `--config=path` would give it."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -16,7 +16,6 @@ unbiased estimator over the N samples.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os

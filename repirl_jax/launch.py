@@ -14,8 +14,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 log = logging.getLogger("repirl_jax")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,7 +178,6 @@ def _warmup_config(config):
 def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar=True):
     """Behaviour cloning on the experts of the first `warmup_bc.prompts` train prompts; saved once to
     WORKDIR/warmup (a rerun loads it instead of training again)."""
-    import jax
     from repirl_jax import hf, metrics as metrics_lib, train
     path = os.path.join(workdir, "warmup")
     if hf.is_params_dir(path):

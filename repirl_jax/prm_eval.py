@@ -1,7 +1,6 @@
 """Using a learned PRM: token rewards of traces, step-error AUROC, and error localisation pictures.
 
-    rewards = token_rewards(prm, cfg, tokenizer, prompts, responses, max_prompt_len, max_response_len)
-    value   = step_error_auroc(prompts, responses, rewards, modulus)       # synthetic task only
+    value   = step_error_auroc(prompts, responses, rewards, modulus)       # rewards: per-token arrays
     render_html(rows, "loc.html"); render_png(rows, "loc.png")            # tokens coloured by reward
 
 AUROC: each step of each trace gets the mean PRM reward of its tokens; the AUROC is the probability that
@@ -16,11 +15,7 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
-import jax
 import numpy as np
-
-from repirl_jax import logprobs, sampling
-from repirl_jax.train import pad_right
 
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
@@ -40,23 +35,6 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
         ranks[order[i:j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def token_rewards(prm, cfg, tokenizer, prompts: Sequence[str], responses: Sequence[str], max_prompt_len: int,
-                  max_response_len: int, batch: int = 64) -> list[np.ndarray]:
-    """Scalar-head PRM reward of every response token (eos excluded), one array per trace."""
-    fn = jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
-    pad = tokenizer.pad_token_id or 0
-    out = []
-    for s in range(0, len(prompts), batch):
-        p_ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[s:s + batch]]
-        r_ids = [tokenizer.encode(r, add_special_tokens=False)[:max_response_len] for r in responses[s:s + batch]]
-        n = len(p_ids)
-        pt, pm = sampling.pad_prompts(p_ids + [[]] * (batch - n), max_prompt_len, batch, pad, truncate="left")
-        rt, rm = pad_right(r_ids + [[]] * (batch - n), max_response_len, pad)
-        r = np.asarray(fn(prm, pt, pm, rt, rm))
-        out += [r[i, :len(r_ids[i])] for i in range(n)]
-    return out
 
 
 def step_error_auroc(prompts, responses, rewards, modulus: int, reduce: str = "mean") -> dict:

@@ -21,10 +21,8 @@ prompt; k = data.experts_per_prompt demonstrations per prompt; a mini-batch of `
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
-import os
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -37,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from repirl_jax import logprobs, losses, sampling
 from repirl_jax.models import heads, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding, logical_sharding, optimizer_shardings, tree_shardings
+from repirl_jax.sharding import ActivationSharding, optimizer_shardings, tree_shardings
 
 log = logging.getLogger(__name__)
 ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto")
@@ -424,7 +422,7 @@ class Trainer:
 
     def iteration(self, it: int) -> dict[str, float]:
         """Run iteration `it` (1-based) of Algorithm 1; returns its metrics."""
-        c, n, k = self.c, self.n, self.k
+        c, n = self.c, self.n
         timers, metrics = {}, {}
         t0 = time.perf_counter()
         rng = jax.random.fold_in(jax.random.key(c.seed), it)
@@ -477,16 +475,10 @@ class Trainer:
             extra["ref_logp"] = ref_logp
         est = c.advantage.estimator
         m = rollouts.response_mask
+        policy_traj, rows_per_prompt = rollouts, n
         if c.algo == "kto":
-            kto_traj, kto_extra, per_prompt = self._kto_batch(records, rollouts, outcome, keep)
-            timers["advantage"] = time.perf_counter() - t
-            t = time.perf_counter()
-            metrics.update(self._policy_step(kto_traj, kto_extra, rows_per_prompt=per_prompt))
-            timers["policy"] = time.perf_counter() - t
-            timers["total"] = time.perf_counter() - t0
-            metrics.update({f"time_{k_}": v for k_, v in timers.items()})
-            return metrics
-        if est == "ppo":
+            policy_traj, extra, rows_per_prompt = self._kto_batch(records, rollouts, outcome, keep)
+        elif est == "ppo":
             old_values = np.asarray(self._values_in_chunks(rollouts))
             rew = losses.token_rewards(outcome, process, m, c.advantage.c, c.advantage.outcome_weight)
             adv, ret = losses.gae_advantages(rew, old_values, m, c.ppo.gamma, c.ppo.lam)
@@ -506,7 +498,7 @@ class Trainer:
         timers["advantage"] = time.perf_counter() - t
         # 7. policy step
         t = time.perf_counter()
-        metrics.update(self._policy_step(rollouts, extra, rows_per_prompt=n))
+        metrics.update(self._policy_step(policy_traj, extra, rows_per_prompt=rows_per_prompt))
         timers["policy"] = time.perf_counter() - t
         timers["total"] = time.perf_counter() - t0
         metrics.update({f"time_{k_}": v for k_, v in timers.items()})
@@ -598,14 +590,7 @@ class Trainer:
         per_prompt = n + (k if use_experts else 0)
         # Rows grouped by prompt: its n rollouts, then its k demonstrations.
         if use_experts:
-            e_ids = [ids for r in records for ids in r["expert_ids"]]
-            e_toks, e_mask = pad_right(e_ids, self.R, self.pad_id)
-            pt, pm = self._prompt_arrays(records, k)
-            order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n),
-                                                    b * n + np.arange(i * k, (i + 1) * k)]) for i in range(b)])
-            cat = lambda a, e: np.concatenate([a, e])[order]  # noqa: E731
-            traj = Traj(cat(rollouts.prompt, pt), cat(rollouts.prompt_mask, pm), cat(rollouts.response, e_toks),
-                        cat(rollouts.response_mask, e_mask * np.repeat(keep, k)[:, None]))
+            traj, cat = self._with_experts(records, rollouts, keep)
             is_roll = cat(np.ones(b * n), np.zeros(b * k))
             lp_old = cat(logp_old, np.zeros((b * k, self.R), np.float32))
             out_all = cat(outcome, np.ones(b * k, np.float32))
@@ -651,19 +636,26 @@ class Trainer:
             self._record_step(out, "prm", agg)
         return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
 
+    def _with_experts(self, records, rollouts: Traj, keep):
+        """Rollouts and demonstrations grouped by prompt (its n rollouts, then its k demonstrations), and
+        `cat(rollout_rows, expert_rows)` that puts any per-row array into the same order."""
+        n, k, b = self.n, self.k, len(records)
+        e_toks, e_mask = pad_right([ids for r in records for ids in r["expert_ids"]], self.R, self.pad_id)
+        pt, pm = self._prompt_arrays(records, k)
+        order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n),
+                                                b * n + np.arange(i * k, (i + 1) * k)]) for i in range(b)])
+        cat = lambda a, e: np.concatenate([a, e])[order]  # noqa: E731
+        traj = Traj(cat(rollouts.prompt, pt), cat(rollouts.prompt_mask, pm), cat(rollouts.response, e_toks),
+                    cat(rollouts.response_mask, e_mask * np.repeat(keep, k)[:, None]))
+        return traj, cat
+
     def _kto_batch(self, records, rollouts: Traj, outcome, keep):
         """KTO rows per prompt: its n rollouts (correct: desirable, failed: undesirable) and its k expert
         demonstrations (desirable), METHOD.md section 4; with reference log-probs of every row."""
         n, k, b = self.n, self.k, len(records)
         e_ids = [ids for r in records for ids in r["expert_ids"]]
         if k and e_ids:
-            e_toks, e_mask = pad_right(e_ids, self.R, self.pad_id)
-            pt, pm = self._prompt_arrays(records, k)
-            order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n),
-                                                    b * n + np.arange(i * k, (i + 1) * k)]) for i in range(b)])
-            cat = lambda a, e: np.concatenate([a, e])[order]  # noqa: E731
-            traj = Traj(cat(rollouts.prompt, pt), cat(rollouts.prompt_mask, pm), cat(rollouts.response, e_toks),
-                        cat(rollouts.response_mask, e_mask * np.repeat(keep, k)[:, None]))
+            traj, cat = self._with_experts(records, rollouts, keep)
             desirable = cat((outcome >= 1.0).astype(np.float32), np.ones(b * k, np.float32))
             undesirable = cat((outcome < 1.0).astype(np.float32), np.zeros(b * k, np.float32))
             per_prompt = n + k

@@ -204,3 +204,4 @@ def test_paper_recipe_runs_on_a_tiny_standin_checkpoint(tmp_path):
     assert "reward_no_answer" in math_rows[0] and "reward_no_code" in code_rows[0]  # math-verify, then sandbox
     assert math_rows[0]["irl_num_pos"] == 4 and math_rows[0]["irl_num_neg"] + 4 * math_rows[0]["rollout_acc"] * 4 == 16
     assert os.path.exists(tmp_path / "run" / "math" / "final_policy" / "model.safetensors")
+

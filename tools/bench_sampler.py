@@ -12,11 +12,11 @@ measured memory bandwidth and FLOPs over measured matmul peak), and as its last 
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
+from bench_common import SHAPES, best_time  # noqa: E402
 
 flags.DEFINE_enum("size", "S", ["XS", "S"], "XS: hidden 256, 4 layers; S: ~100M parameters.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights and compute dtype on both sides.")
@@ -27,42 +27,23 @@ flags.DEFINE_integer("new_tokens", 128, "Generated tokens per row.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per side (best is reported).")
 FLAGS = flags.FLAGS
 
-SHAPES = {
-    "XS": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-               intermediate_size=768),
-    "S": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
-              intermediate_size=2048),
-}
-
-
-def _best(fn, repeats):
-    fn()  # warm-up (compilation, allocator)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure_machine():
     """(memory bandwidth bytes/s, matmul peak FLOP/s) of this machine, measured with XLA itself."""
     import jax
     import jax.numpy as jnp
     x = jnp.ones((64 * 2**20,), jnp.float32)  # 256 MiB, far beyond the caches
     total = jax.jit(jnp.sum)
-    t = _best(lambda: total(x).block_until_ready(), 5)
+    t = best_time(lambda: total(x).block_until_ready(), 5)
     bandwidth = x.nbytes / t
     a = jnp.ones((2048, 2048), jnp.float32)
     mm = jax.jit(lambda a: a @ a)
-    t = _best(lambda: mm(a).block_until_ready(), 5)
+    t = best_time(lambda: mm(a).block_until_ready(), 5)
     return bandwidth, 2 * 2048**3 / t
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
@@ -99,8 +80,8 @@ def main(argv):
         print("peer=tunix: the comparison with google-tunix's sampler is not implemented yet", file=sys.stderr)
         return 2
 
-    t_ours = _best(ours, FLAGS.repeats)
-    t_hf = _best(theirs, FLAGS.repeats)
+    t_ours = best_time(ours, FLAGS.repeats)
+    t_hf = best_time(theirs, FLAGS.repeats)
     same = bool((np.asarray(ours()) == theirs()[:, p:].numpy()).mean() > 0.9) if FLAGS.dtype == "float32" else None
     bandwidth, peak = measure_machine()
     n_params = cfg.num_params()

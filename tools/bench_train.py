@@ -14,11 +14,11 @@ iteration each, the BC warm-up skipped) and prints seconds per iteration and whe
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
+from bench_common import SHAPES, best_time  # noqa: E402
 
 flags.DEFINE_enum("size", "XS", ["XS", "S"], "Model shape (as in bench_sampler.py).")
 flags.DEFINE_integer("batch", 8, "Rows.")
@@ -27,24 +27,6 @@ flags.DEFINE_integer("repeats", 3, "Timed steps per side (best is reported).")
 flags.DEFINE_integer("logp_chunk", 128, "Our log-prob chunk (positions per chunk).")
 flags.DEFINE_integer("demo_iterations", 0, "Also time this many demo iterations, rePIRL vs RLOO.")
 FLAGS = flags.FLAGS
-
-SHAPES = {
-    "XS": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-               intermediate_size=768),
-    "S": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
-              intermediate_size=2048),
-}
-
-
-def _best(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
 
 def bench_step():
     import jax
@@ -98,8 +80,8 @@ def bench_step():
         (-lp.mean()).backward()
         topt.step()
 
-    t_ours = _best(ours, FLAGS.repeats)
-    t_torch = _best(theirs, FLAGS.repeats)
+    t_ours = best_time(ours, FLAGS.repeats)
+    t_torch = best_time(theirs, FLAGS.repeats)
     print(f"shape {FLAGS.size}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens")
     print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s); torch: {t_torch:.2f} s/step "
           f"({b * t / t_torch:.0f} tok/s)")
@@ -107,17 +89,13 @@ def bench_step():
 
 
 def bench_demo(n):
-    import importlib.util
     import json
     import numpy as np
     from repirl_jax import launch
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(os.path.dirname(__file__), "..", "configs",
-                                                                      "demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    from repirl_jax.config import load_config_file
     out = {}
     for algo in ("repirl", "rloo"):
-        c = demo.get_config()
+        c = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py"))
         c.algo, c.advantage.c = algo, (c.advantage.c if algo == "repirl" else 0.0)
         c.warmup_bc.steps = 0
         c.train.update(max_iterations=n + 1, eval_every=10**6, checkpoint_every=10**6)

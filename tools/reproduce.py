@@ -9,7 +9,6 @@ OUT/runs.jsonl (one line per run) and OUT/accuracy.png (validation accuracy agai
 already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -39,16 +38,9 @@ flags.DEFINE_string("out", "results", "Output directory.")
 FLAGS = flags.FLAGS
 
 
-def demo_config():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py")
-    spec = importlib.util.spec_from_file_location("demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def configure(method: str, seed: int, iterations: int):
-    c = demo_config()
+    from repirl_jax.config import load_config_file
+    c = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py"))
     c.seed = seed
     c.train.max_iterations = iterations
     c.train.checkpoint_every = iterations

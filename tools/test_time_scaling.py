@@ -36,7 +36,7 @@ def main(argv):
         subprocess.run(cmd, check=True, capture_output=True)
         runs = [json.loads(line) for line in open(os.path.join(out, "synthetic.jsonl"))]
         row = {"n": n, "pass@1": sum(sum(r["scores"]) / n for r in runs) / len(runs),
-               f"pass@n": sum(max(r["scores"]) for r in runs) / len(runs),
+               "pass@n": sum(max(r["scores"]) for r in runs) / len(runs),
                **{m: sum(r["selected"][m] for r in runs) / len(runs) for m in METHODS}}
         rows.append(row)
         print(row, flush=True)

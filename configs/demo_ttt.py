@@ -17,7 +17,7 @@ def get_config():
     c = load_config_file(os.path.join(os.path.dirname(__file__), "demo.py"))
     c.data.train = "synthetic:test"
     c.warmup_bc.steps = 0
-    c.prm.update = False
+    c.prm.frozen = True
     c.advantage.outcome_weight = 0.0
     c.advantage.c = 1.0  # the process reward is the only signal
     c.train.update(max_iterations=30, eval_every=10, checkpoint_every=30)

@@ -35,7 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
         beta=0.05,  # implicit head: r = beta * (log pi_phi - log pi_ref)
         lr=3e-8, weight_decay=0.0, clip=10.0, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
-        update=True))  # False: a frozen PRM (test-time training)
+        frozen=False))  # True: no PRM updates (test-time training). Not "update": ConfigDict has that method
 
     c.irl = ml_collections.ConfigDict(dict(
         pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)

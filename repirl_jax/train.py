@@ -462,7 +462,7 @@ class Trainer:
         # 4-5. PRM step, then process rewards from the updated PRM
         if needs_prm(c):
             t = time.perf_counter()
-            if c.prm.update:
+            if not c.prm.frozen:
                 metrics.update(self._prm_step(records, rollouts, ro["logp"], outcome, keep, ref_logp))
             process = self._rewards_in_chunks(rollouts, ref_logp)
             metrics["process_reward_mean"] = float((process * rollouts.response_mask).sum()

@@ -205,3 +205,13 @@ def test_paper_recipe_runs_on_a_tiny_standin_checkpoint(tmp_path):
     assert math_rows[0]["irl_num_pos"] == 4 and math_rows[0]["irl_num_neg"] + 4 * math_rows[0]["rollout_acc"] * 4 == 16
     assert os.path.exists(tmp_path / "run" / "math" / "final_policy" / "model.safetensors")
 
+
+def test_frozen_prm_is_not_updated(tmp_path):
+    c = tiny_config("repirl", **{"prm.frozen": True, "train.max_iterations": 1})
+    before = jax.tree.map(np.asarray, launch.build_models(c, launch.model_config(c, launch.build_tokenizer(c)),
+                                                          None).prm)
+    s = launch.run(c, str(tmp_path), progress_bar=False)
+    after = jax.tree.map(np.asarray, s["trainer"].state["prm"])
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
+    assert "prm_grad_norm" not in read_metrics(str(tmp_path))[0]

@@ -266,25 +266,38 @@ def save_hf_params(params: dict, cfg: QwenConfig, out_dir: str, max_shard_bytes:
 
 @contextlib.contextmanager
 def atomic_directory(dst: str, overwrite: bool = False) -> Iterator[str]:
-    """Yields a temporary sibling of `dst` to fill; renamed to `dst` only if the block succeeds."""
+    """Yields a temporary sibling of `dst` to fill; renamed to `dst` only if the block succeeds.
+
+    Multi-process (a shared file system): every process gets the same temporary directory, process 0
+    creates and renames it, and the processes meet at barriers before and after the block."""
+    from repirl_jax import distributed
     dst = os.path.abspath(dst)
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"{dst}: already exists (pass overwrite to replace it)")
     parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(dst)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
+    multi, main = jax.process_count() > 1, distributed.is_main()
+    suffix = "shared" if multi else uuid.uuid4().hex[:8]
+    tmp = os.path.join(parent, f".{os.path.basename(dst)}.tmp-{suffix}")
+    if main:
+        os.makedirs(parent, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a multi-process leftover of a crashed run
+        os.makedirs(tmp)
+    distributed.sync(f"atomic_directory:start:{dst}")
     try:
         yield tmp
-        if os.path.exists(dst):
-            old = tmp + ".old"
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
+        distributed.sync(f"atomic_directory:filled:{dst}")
+        if main:
+            if os.path.exists(dst):
+                old = tmp + ".old"
+                os.replace(dst, old)
+                os.replace(tmp, dst)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dst)
+        distributed.sync(f"atomic_directory:done:{dst}")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -302,16 +315,18 @@ def save_params_dir(params: dict, cfg: QwenConfig, dst: str, carry_from: str | N
     """Write our params directory (orbax + config + carried files) atomically."""
     import orbax.checkpoint as ocp
     with atomic_directory(dst, overwrite) as tmp:
-        if carry_from:
+        main = jax.process_index() == 0  # small files from process 0; the orbax save is collective
+        if carry_from and main:
             _carry_files(carry_from, tmp)
-        if not os.path.exists(os.path.join(tmp, "config.json")):
+        if main and not os.path.exists(os.path.join(tmp, "config.json")):
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 json.dump(cfg.to_hf_dict(), f, indent=2)
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(tmp, PARAMS_SUBDIR), params)
             ckptr.wait_until_finished()
-        with open(os.path.join(tmp, FORMAT_FILE), "w") as f:
-            json.dump({"format": "repirl_jax.params", "version": 1}, f)
+        if main:
+            with open(os.path.join(tmp, FORMAT_FILE), "w") as f:
+                json.dump({"format": "repirl_jax.params", "version": 1}, f)
 
 
 def is_params_dir(path: str) -> bool:

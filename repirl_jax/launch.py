@@ -325,8 +325,9 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
     rows = prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
     rows += prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], rewards[n_policy:], modulus)
     html_path, png_path = os.path.join(workdir, "localisation.html"), os.path.join(workdir, "localisation.png")
-    prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path)
-    prm_eval.render_png(rows, png_path)
+    if jax.process_index() == 0:
+        prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path)
+        prm_eval.render_png(rows, png_path)
     return {f"prm_{k}": v for k, v in out.items()} | {"localisation_html": html_path, "localisation_png": png_path}
 
 
@@ -366,6 +367,8 @@ def main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
+    from repirl_jax import distributed
+    multi = distributed.initialize()  # before any other JAX call; a no-op for a single process
     config = FLAGS.config
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
     try:
@@ -374,14 +377,36 @@ def main(argv) -> int:
         else:
             summary = run(config, workdir)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        if multi:
+            _stop_job(e)
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BaseException as e:
+        if multi:
+            _stop_job(e)
+        raise
+    if multi and not distributed.is_main():
+        return 0
     if "stages" in summary:
         for name, stage in summary["stages"].items():
             print(f"\nstage {name}:" + _summary_table(stage, os.path.join(workdir, name)))
     else:
         print(_summary_table(summary, workdir))
     return 0
+
+
+def _stop_job(e: BaseException) -> None:
+    """A failed process of a multi-process job: say which and why, then exit at once. A normal exit would
+    wait in jax.distributed's shutdown barrier for processes that are themselves waiting for this one in a
+    collective; exiting makes the coordination service notice the missing heartbeat and stop every other
+    process with an error instead of a hang (after REPIRL_HEARTBEAT_TIMEOUT_S)."""
+    import traceback
+    import jax
+    traceback.print_exception(e)
+    print(f"error: process {jax.process_index()} of {jax.process_count()} failed ({type(e).__name__}: {e}); "
+          f"stopping the job", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def _summary_table(summary: dict, workdir: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from repirl_jax.models import qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding
+from repirl_jax.sharding import ActivationSharding, constrain
 
 FINISH_STOP, FINISH_LENGTH = 0, 1
 
@@ -39,6 +39,7 @@ class SamplingConfig:
     stop_token_ids: tuple[int, ...] = ()
     num_samples: int = 1  # samples per prompt; rows b*n .. b*n+n-1 belong to prompt b
     pad_token_id: int = 0
+    prefill_chunk: int = 512  # prompt tokens per prefill pass (bounds the [rows, heads, chunk, P] scores)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -98,18 +99,53 @@ def _is_stop(token, cfg: SamplingConfig):
     return jnp.isin(token, jnp.asarray(cfg.stop_token_ids, jnp.int32))
 
 
+def _prefill(params, cfg: QwenConfig, tokens, mask, chunk: int, act):
+    """Run the left-padded prompts [B, P] through the model in chunks of `chunk` tokens (the largest
+    divisor of P that is <= chunk; a scan, so one chunk's program), writing a P-slot cache.
+    Returns the last position's hidden state [B, E] and the cache."""
+    b, p = tokens.shape
+    c = max(d for d in range(1, min(chunk, p) + 1) if p % d == 0)
+    positions = qwen.positions_from_mask(mask)
+    cache = qwen.init_cache(cfg, b, p)
+    if c == p:
+        hidden, cache = qwen.forward(params, cfg, tokens, positions, mask, cache, act=act)
+        return hidden[:, -1], cache
+
+    def step(cache, xs):
+        tok, pos, m = xs
+        hidden, cache = qwen.forward(params, cfg, tok, pos, m, cache, act=act)
+        return cache, hidden[:, -1]
+
+    split = lambda x: x.reshape(b, p // c, c).swapaxes(0, 1)  # noqa: E731 - [chunks, B, c]
+    cache, last = jax.lax.scan(step, cache, (split(tokens), split(positions), split(mask)))
+    return last[-1], cache
+
+
+def _expand(x, n: int, slot_axis: int, extra: int):
+    """Repeat rows n times (sample copies of a prompt's cache) and append `extra` empty slots."""
+    x = jnp.repeat(x, n, axis=0)
+    pad = [(0, 0)] * x.ndim
+    pad[slot_axis] = (0, extra)
+    return jnp.pad(x, pad)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "scfg", "act"))
 def _generate(params, prompt_tokens, prompt_mask, rng, *, cfg: QwenConfig, scfg: SamplingConfig,
               act: ActivationSharding | None):
     n = scfg.num_samples
-    tokens = jnp.repeat(prompt_tokens, n, axis=0)
-    mask = jnp.repeat(prompt_mask, n, axis=0).astype(jnp.int32)
-    b, p = tokens.shape
     steps = scfg.max_new_tokens
     head = qwen.lm_head_weight(params, cfg)  # hoisted: a tied head is transposed once, not every step
-    cache = qwen.init_cache(cfg, b, p + steps)
-    hidden, cache = qwen.forward(params, cfg, tokens, qwen.positions_from_mask(mask), mask, cache, act=act)
-    logits = qwen.lm_logits(params, cfg, hidden[:, -1:], act=act, head_ev=head)[:, 0]
+    # Prefill each distinct prompt once, into a prompt-sized cache, then give every sample its own copy
+    # of that cache with room for the response.
+    hidden_last, cache = _prefill(params, cfg, prompt_tokens, prompt_mask.astype(jnp.int32), scfg.prefill_chunk, act)
+    cache = qwen.KVCache(
+        k=tuple(_expand(x, n, 3, steps) for x in cache.k), v=tuple(_expand(x, n, 2, steps) for x in cache.v),
+        valid=_expand(cache.valid, n, 1, steps), index=jnp.repeat(cache.index, n, axis=0))
+    cache = qwen.KVCache(tuple(constrain(x, qwen.CACHE_AXES, act) for x in cache.k),
+                         tuple(constrain(x, qwen.V_CACHE_AXES, act) for x in cache.v), cache.valid, cache.index)
+    mask = jnp.repeat(prompt_mask, n, axis=0).astype(jnp.int32)
+    b = mask.shape[0]
+    logits = qwen.lm_logits(params, cfg, jnp.repeat(hidden_last, n, axis=0)[:, None], act=act, head_ev=head)[:, 0]
     prompt_len = mask.sum(axis=1)
 
     token, logp = sample_logits(logits, jax.random.fold_in(rng, 0), scfg)

@@ -32,10 +32,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from repirl_jax import logprobs, losses, sampling
+from repirl_jax import distributed, logprobs, losses, sampling
 from repirl_jax.models import heads, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding, optimizer_shardings, tree_shardings
+from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical_sharding, optimizer_shardings,
+                                 tree_shardings)
 
 log = logging.getLogger(__name__)
 ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto")
@@ -156,6 +157,8 @@ def validate(config, num_devices: int) -> None:
                           f"max_positions={c.model.max_positions} (the KV cache cannot hold it)")
     if c.data.filter.enabled and not 0 <= c.data.filter.low <= c.data.filter.high <= 1:
         raise ConfigError(f"data.filter low={c.data.filter.low}, high={c.data.filter.high}: need 0 <= low <= high <= 1")
+    if c.rollout.get("weights", "train") not in ("train", "replicated", "tensor"):
+        raise ConfigError(f"rollout.weights={c.rollout.weights!r}: expected train, replicated or tensor")
     if c.advantage.estimator not in ("rloo", "grpo", "ppo"):
         raise ConfigError(f"advantage.estimator={c.advantage.estimator!r}: expected rloo, grpo or ppo")
     if c.algo == "ppo" and c.advantage.estimator != "ppo":
@@ -175,16 +178,28 @@ def make_optimizer(lr: float, weight_decay: float, clip: float, warmup: int = 0,
 class Trainer:
     """Holds the models, optimisers, jitted steps and data of one run (see module docstring)."""
 
-    def __init__(self, config, mesh, models: Models, tokenizer, reward_fn: Callable, train_set: list[dict]):
+    def __init__(self, config, mesh, models: Models, tokenizer, reward_fn: Callable, train_set: list[dict],
+                 abstract: bool = False):
+        """abstract=True: `models` hold ShapeDtypeStructs, the state stays abstract (shapes, dtypes and
+        shardings; nothing allocated) and there is no data: the jitted steps can then be lowered and
+        compiled ahead of time for any mesh (tools/memory_plan.py)."""
         self.c, self.mesh, self.tokenizer, self.reward_fn = config, mesh, tokenizer, reward_fn
         self.cfg = models.cfg
         self.act = ActivationSharding(mesh)
         self.P, self.R = config.rollout.max_prompt_len, config.rollout.max_response_len
         self.n, self.k = config.rollout.n, config.data.experts_per_prompt
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.row_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-        self.scalar = NamedSharding(mesh, P())
+        self.eos_id = tokenizer.eos_token_id if tokenizer is not None else 0
+        self.pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+
+        def place(tree, shardings):
+            if abstract:
+                return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), tree, shardings)
+            return distributed.put_tree(tree, shardings)
+
+        def init_opt(opt, params, shardings):
+            if abstract:
+                return place(jax.eval_shape(opt.init, params), shardings)
+            return jax.jit(opt.init, out_shardings=shardings)(params)
 
         # Parameters and optimiser states, sharded by the one rules table.
         qshard = qwen.param_shardings(self.cfg, mesh)
@@ -194,8 +209,8 @@ class Trainer:
                                          config.policy.warmup_steps, config.policy.adam_eps)
         abstract_policy = jax.eval_shape(lambda x: x, models.policy)
         self.policy_opt_shardings = optimizer_shardings(self.policy_opt, self.policy_shardings, abstract_policy, mesh)
-        state = {"policy": jax.device_put(models.policy, self.policy_shardings)}
-        state["policy_opt"] = jax.jit(self.policy_opt.init, out_shardings=self.policy_opt_shardings)(state["policy"])
+        state = {"policy": place(models.policy, self.policy_shardings)}
+        state["policy_opt"] = init_opt(self.policy_opt, state["policy"], self.policy_opt_shardings)
         self.state_shardings = {"policy": self.policy_shardings, "policy_opt": self.policy_opt_shardings}
         if models.prm is not None:
             self.prm_shardings = qshard if config.prm.head == "implicit" else {"trunk": qshard, "head": hshard}
@@ -203,15 +218,15 @@ class Trainer:
                                           eps=config.prm.adam_eps)
             self.prm_opt_shardings = optimizer_shardings(self.prm_opt, self.prm_shardings,
                                                          jax.eval_shape(lambda x: x, models.prm), mesh)
-            state["prm"] = jax.device_put(models.prm, self.prm_shardings)
-            state["prm_opt"] = jax.jit(self.prm_opt.init, out_shardings=self.prm_opt_shardings)(state["prm"])
+            state["prm"] = place(models.prm, self.prm_shardings)
+            state["prm_opt"] = init_opt(self.prm_opt, state["prm"], self.prm_opt_shardings)
             self.state_shardings.update(prm=self.prm_shardings, prm_opt=self.prm_opt_shardings)
         self.state = state
-        self.ref = jax.device_put(models.ref, qshard) if models.ref is not None else None
+        self.ref = place(models.ref, qshard) if models.ref is not None else None
 
         # Data: tokenise once, up front (errors and counts surface at start-up, not mid-run).
         self.data_report: dict[str, int] = {}
-        self.train_set = self._tokenize_set(train_set, "train")
+        self.train_set = [] if abstract else self._tokenize_set(train_set, "train")
         self._build_steps()
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -261,8 +276,19 @@ class Trainer:
         toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records], self.P, pad_token_id=self.pad_id)
         return np.repeat(toks, repeat, 0), np.repeat(mask, repeat, 0)
 
-    def _put_rows(self, tree):
-        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), self.row_sharding), tree)
+    def _put_rows(self, tree, stacked: bool = False):
+        """Host arrays -> global arrays whose rows (axis 0, or axis 1 of stacked micro-batches) are split over
+        the data and fsdp mesh axes (replicated where they do not divide); each process sends its rows."""
+        return jax.tree.map(lambda x: distributed.global_rows(x, self.rows_sharding(np.shape(x), stacked)), tree)
+
+    def rows_sharding(self, shape, stacked: bool = False) -> NamedSharding:
+        lead = 1 if stacked else 0
+        return logical_sharding(tuple("batch" if i == lead else None for i in range(len(shape))), shape, self.mesh)
+
+    def _put_micro(self, tree, n_micro: int):
+        """[rows, ...] host arrays -> [n_micro, rows / n_micro, ...] global arrays for the accumulation scan
+        (each micro-batch split over the devices; per-row scalars reduced to one per micro-batch)."""
+        return self._put_rows(self._scalars_per_micro(_stack_micro(tree, n_micro)), stacked=True)
 
     # -- jitted steps -------------------------------------------------------------------------------------
 
@@ -323,6 +349,22 @@ class Trainer:
 
         self.policy_update = jax.jit(policy_update, donate_argnums=0, out_shardings=(shard, None))
 
+        # The sampler's copy of the policy weights (rollout.weights), made on the devices.
+        if c.rollout.weights == "train":
+            self.sampler_shardings = None
+            self.sampler_params = lambda params: params
+        else:
+            abstract = qwen.abstract_params(cfg)
+            if c.rollout.weights == "tensor":  # the rules table without fsdp: weights split over tensor only
+                rules = tuple((k_, None if k_ == "embed" else v) for k_, v in LOGICAL_AXIS_RULES)
+                target = tree_shardings(qwen.param_axes(cfg), abstract, self.mesh, rules)
+            else:
+                target = jax.tree.map(lambda _: NamedSharding(self.mesh, P()), abstract)
+            # Cast on the shards first (elementwise, no communication), then a device-to-device reshard: a
+            # single jitted cast-and-gather would hold the whole model gathered in float32 as a temporary.
+            self.sampler_shardings = target
+            self.sampler_params = lambda params: jax.device_put(qwen.inference_params(params, cfg), target)
+
         # Log-probs of a frozen model (reference) or of the rollouts under the current policy.
         self.logp = jax.jit(lambda params, traj: logprobs.response_logprobs(
             params, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0])
@@ -346,10 +388,16 @@ class Trainer:
                 return logprobs.prm_token_rewards(prm, cfg, *traj, act=act)
         self.prm_rewards = jax.jit(token_rewards)
 
+        def shift_invariant(prm):
+            """L_phi is unchanged by adding a constant to every token reward, so the head's bias gets a zero
+            gradient up to rounding; it is held fixed (at its zero init) rather than letting Adam turn that
+            rounding into steps of ~lr whose sign depends on the reduction order (mesh, micro-batching)."""
+            return {**prm, "head": {**prm["head"], "bias": jax.lax.stop_gradient(prm["head"]["bias"])}}
+
         def irl_micro_loss(prm, mb):
             """sum_j coef_j rbar_j: with coef = w_hat on N and -1/|P| on P this is L_phi (weights are constants)."""
             traj, extra = mb
-            r = token_rewards(prm, traj, None)
+            r = token_rewards(shift_invariant(prm), traj, None)
             _, rbar = losses.trajectory_scores(r, traj.response_mask)
             return jnp.sum(extra["coef"] * rbar), {}
 
@@ -363,7 +411,7 @@ class Trainer:
         def irl_full_loss(prm, mb):
             """L_phi on a whole mini-batch in one pass (the weights are computed inside, without gradient)."""
             traj, extra = mb
-            r = token_rewards(prm, traj, None)
+            r = token_rewards(shift_invariant(prm), traj, None)
             out = losses.repirl_reward_loss(r, traj.response_mask, extra["logp_old"], extra["pos"], extra["neg"],
                                             extra["group"], c.irl.weight_scope, c.irl.importance_weights)
             aux = {f"irl_{k_}": getattr(out, k_) for k_ in ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg")}
@@ -393,32 +441,70 @@ class Trainer:
 
     # -- one iteration ----------------------------------------------------------------------------------
 
-    def rollouts(self, records: list[dict], rng) -> dict:
-        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts."""
+    def rollouts(self, records: list[dict], rng, score: bool = False) -> dict:
+        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts.
+
+        With `score`, also the outcome rewards ("outcome", "reward_stats", "reward_s"): each chunk is scored
+        while the devices sample the next one (sampling is dispatched asynchronously), and each process
+        scores only its own share of the rows (`distributed.process_rows`)."""
         c = self.c
         scfg = sampling.SamplingConfig(max_new_tokens=self.R, temperature=c.rollout.temperature,
                                        top_p=c.rollout.top_p, num_samples=self.n,
                                        stop_token_ids=(self.eos_id,), pad_token_id=self.pad_id)
         per_call = c.rollout.prompts_per_call
-        outs = []
+        outs, texts, scores, stats, reward_s = [], [], [], {}, 0.0
+
+        def collect(out, chunk):
+            nonlocal reward_s
+            out = distributed.to_host(out)
+            outs.append(out)
+            chunk_texts = self._decode(out)
+            texts.extend(chunk_texts)
+            if score:
+                t = time.perf_counter()
+                s_, st = self.score([r for r in chunk for _ in range(self.n)], chunk_texts)
+                scores.append(s_)
+                for k_, v in st.items():
+                    stats[k_] = stats.get(k_, 0) + v
+                reward_s += time.perf_counter() - t
+
+        params = self.sampler_params(self.state["policy"]["model"])
+        pending = None
         for s in range(0, len(records), per_call):
-            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records[s:s + per_call]], self.P,
-                                              pad_token_id=self.pad_id)
-            out = sampling.generate(self.state["policy"]["model"], self.cfg, *self._put_rows((toks, mask)), scfg,
-                                    jax.random.fold_in(rng, s), act=self.act)
-            outs.append(jax.device_get(out))
-        tokens = np.concatenate([o.tokens for o in outs])
+            chunk = records[s:s + per_call]
+            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in chunk], self.P, pad_token_id=self.pad_id)
+            out = sampling.generate(params, self.cfg, *self._put_rows((toks, mask)), scfg, jax.random.fold_in(rng, s),
+                                    act=self.act)
+            if pending is not None:  # the previous chunk is decoded and scored while this one samples
+                collect(*pending)
+            pending = (out, chunk)
+        collect(*pending)
         lengths = np.concatenate([o.lengths for o in outs])
-        finish = np.concatenate([o.finish_reason for o in outs])
-        logp = np.concatenate([o.log_probs for o in outs])
-        mask = (np.arange(self.R)[None, :] < lengths[:, None]).astype(np.float32)
+        result = {"tokens": np.concatenate([o.tokens for o in outs]), "lengths": lengths,
+                  "mask": (np.arange(self.R)[None, :] < lengths[:, None]).astype(np.float32),
+                  "logp": np.concatenate([o.log_probs for o in outs]),
+                  "finish": np.concatenate([o.finish_reason for o in outs]), "texts": texts}
+        if score:
+            result.update(outcome=np.concatenate(scores).astype(np.float32), reward_stats=stats, reward_s=reward_s)
+        return result
+
+    def _decode(self, out) -> list[str]:
+        """Response texts of a host-side SampleOutput (the stop token removed)."""
         texts = []
-        for row in range(tokens.shape[0]):
-            body = tokens[row, :lengths[row]]
-            if finish[row] == sampling.FINISH_STOP:
+        for row in range(out.tokens.shape[0]):
+            body = out.tokens[row, :out.lengths[row]]
+            if out.finish_reason[row] == sampling.FINISH_STOP:
                 body = body[:-1]
             texts.append(self.tokenizer.decode(body.tolist(), skip_special_tokens=True))
-        return {"tokens": tokens, "mask": mask, "logp": logp, "lengths": lengths, "finish": finish, "texts": texts}
+        return texts
+
+    def score(self, records: list[dict], texts: list[str]):
+        """Outcome rewards of (record, response) pairs: this process scores its share, then all shares are
+        gathered, so every process returns the same [len(texts)] scores (and summed counters)."""
+        rows = distributed.process_rows(len(texts))
+        local, stats = self.reward_fn(records[rows], texts[rows])
+        scores = distributed.allgather_rows(np.asarray(local, np.float32).reshape(-1), len(texts))
+        return scores, distributed.allgather_stats(stats)
 
     def iteration(self, it: int) -> dict[str, float]:
         """Run iteration `it` (1-based) of Algorithm 1; returns its metrics."""
@@ -433,15 +519,12 @@ class Trainer:
         if c.algo == "bc":
             return self._bc_iteration(records, metrics, timers, t0)
 
-        # 1. rollouts
-        ro = self.rollouts(records, rng)
-        timers["rollout"] = time.perf_counter() - t0
+        # 1-2. rollouts and their outcome rewards (scored chunk by chunk, overlapped with sampling)
+        ro = self.rollouts(records, rng, score=True)
+        timers["rollout"] = time.perf_counter() - t0  # wall time of sampling and scoring together
+        timers["reward"] = ro["reward_s"]  # of which spent scoring (all but the last chunk's overlapped)
         metrics["tokens_per_s"] = float(ro["mask"].sum()) / max(timers["rollout"], 1e-9)
-        # 2. outcome rewards
-        t = time.perf_counter()
-        outcome, reward_stats = self.reward_fn([r for r in records for _ in range(n)], ro["texts"])
-        outcome = np.asarray(outcome, np.float32)
-        timers["reward"] = time.perf_counter() - t
+        outcome, reward_stats = ro["outcome"], ro["reward_stats"]
         acc = outcome.reshape(b, n).mean(axis=1)
         metrics.update({"rollout_acc": float(outcome.mean()), "response_len": float(ro["lengths"].mean()),
                         "truncated_frac": float((ro["finish"] == sampling.FINISH_LENGTH).mean()),
@@ -519,7 +602,7 @@ class Trainer:
         outs = []
         for s in range(0, rows, size):
             part = jax.tree.map(lambda x: x[s:s + size], (traj, *args))
-            outs.append(np.asarray(fn(*self._put_rows(part))))
+            outs.append(distributed.to_host(fn(*self._put_rows(part))))
         return np.concatenate(outs)
 
     def _logp_in_chunks(self, params, traj):
@@ -563,8 +646,9 @@ class Trainer:
                 num_tokens = np.float32(max(part_traj.response_mask.sum(), 1.0))
                 part["num_tokens"] = np.full((len(idx),), num_tokens, np.float32)
                 part["row_scale"] = np.full((len(idx),), 1.0 / (len(idx) // micro), np.float32)
-                stacked = _stack_micro(self._put_rows((part_traj, part)), len(idx) // micro)
-                self.state, out = self.policy_update(self.state, self._scalars_per_micro(stacked))
+                stacked = self._put_micro((part_traj, part), len(idx) // micro)
+                self.state, out = self.policy_update(self.state, stacked)
+                out = distributed.to_host(out)
                 if "logp_diff_max" in out:  # meaningful before the first update only (later ones see a new policy)
                     diff = out.pop("logp_diff_max")
                     agg.setdefault("logp_diff_sampler_vs_trainer", float(np.asarray(diff)))
@@ -616,23 +700,25 @@ class Trainer:
                 if n_micro == 1:  # one pass: weights and loss from the same forward
                     extra = {"logp_old": lp_old[idx].astype(np.float32), "pos": pos[idx].astype(np.float32),
                              "neg": neg[idx].astype(np.float32), "group": local_group}
-                    stacked = _stack_micro(self._put_rows((part, extra)), 1)
+                    stacked = self._put_micro((part, extra), 1)
                     self.state, out = self.prm_update_single_pass(self.state, stacked)
+                    out = distributed.to_host(out)
                     for key in [k_ for k_ in out if k_.startswith("irl_")]:
                         agg.setdefault(key, []).append(float(np.asarray(out.pop(key))))
                     agg.setdefault("irl_loss", []).append(float(np.asarray(out["loss"])))
                     self._record_step(out, "prm", agg)
                     continue
                 r = self._rewards_in_chunks(part, None)
-                coef, irl = self.irl_coefficients(*self._put_rows((r, part.response_mask, lp_old[idx],
-                                                                   pos[idx].astype(np.float32),
-                                                                   neg[idx].astype(np.float32), local_group)))
+                inputs = (r, part.response_mask, lp_old[idx], pos[idx].astype(np.float32),
+                          neg[idx].astype(np.float32), local_group)
+                coef, irl = distributed.to_host(self.irl_coefficients(*self._put_rows(inputs)))
                 for key in ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight"):
                     agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
                 agg.setdefault("irl_loss", []).append(float(irl.loss))
                 extra = {"coef": np.asarray(coef)}
-            stacked = _stack_micro(self._put_rows((part, extra)), n_micro)
-            self.state, out = self.prm_update(self.state, self._scalars_per_micro(stacked))
+            stacked = self._put_micro((part, extra), n_micro)
+            self.state, out = self.prm_update(self.state, stacked)
+            out = distributed.to_host(out)
             self._record_step(out, "prm", agg)
         return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
 
@@ -684,17 +770,12 @@ class Trainer:
         scfg = sampling.SamplingConfig(max_new_tokens=self.R, greedy=True, stop_token_ids=(self.eos_id,),
                                        pad_token_id=self.pad_id)
         scores = []
+        params = self.sampler_params(self.state["policy"]["model"])
         for s in range(0, len(records), batch):
             part = records[s:s + batch]
             toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id)
-            out = jax.device_get(sampling.generate(self.state["policy"]["model"], self.cfg,
-                                                   *self._put_rows((toks, mask)), scfg, act=self.act))
-            texts = []
-            for row in range(len(part)):
-                body = out.tokens[row, :out.lengths[row]]
-                if out.finish_reason[row] == sampling.FINISH_STOP:
-                    body = body[:-1]
-                texts.append(self.tokenizer.decode(body.tolist(), skip_special_tokens=True))
-            s_, _ = self.reward_fn(part, texts)
+            out = distributed.to_host(sampling.generate(params, self.cfg, *self._put_rows((toks, mask)), scfg,
+                                                        act=self.act))
+            s_, _ = self.score(part, self._decode(out)[:len(part)])
             scores += list(s_)
         return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores)}

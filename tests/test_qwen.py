@@ -173,3 +173,41 @@ def test_config_errors_name_file_and_field(tmp_path):
         QwenConfig.from_hf_dir(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="unknown model preset"):
         preset("qwen9-1t")
+
+
+def test_inference_params_give_the_same_logits():
+    """The sampler's weight copy (compute dtype for what the forward casts, norm scales as stored) gives
+    bit-identical hidden states with bfloat16 compute and float32 storage."""
+    q = qwen
+    cfg = preset("tiny-qwen3", dtype="bfloat16", param_dtype="float32")
+    params = q.init_params(cfg, jax.random.key(0))
+    copy = q.inference_params(params, cfg)
+    assert copy["layer_0"]["attn"]["q_kernel"].dtype == jnp.bfloat16
+    assert copy["layer_0"]["input_norm"]["scale"].dtype == jnp.float32
+    tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, cfg.vocab_size)
+    pos = jnp.broadcast_to(jnp.arange(9), (2, 9))
+    mask = jnp.ones((2, 9), jnp.int32)
+    fwd = jax.jit(lambda p: q.forward(p, cfg, tokens, pos, mask)[0])
+    a, b = fwd(params), fwd(copy)
+    np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_blockwise_attention_equals_whole_attention():
+    """Query blocks of 4 over a 10-token, left-padded batch (10 is not a multiple of 4): the same hidden
+    states and the same parameter gradients as attention over all rows at once."""
+    cfg = preset("tiny-qwen3", dtype="float32")
+    params = qwen.init_params(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (3, 10), 0, cfg.vocab_size)
+    mask = jnp.asarray([[1] * 10, [0] * 3 + [1] * 7, [0] * 9 + [1]], jnp.int32)
+    pos = qwen.positions_from_mask(mask)
+
+    def loss(p, c):
+        h, _ = qwen.forward(p, c, tokens, pos, mask)
+        return jnp.sum(jnp.sin(h) * mask[..., None]), h
+
+    whole = jax.jit(jax.value_and_grad(lambda p: loss(p, cfg.replace(attn_block=0)), has_aux=True))(params)
+    blocks = jax.jit(jax.value_and_grad(lambda p: loss(p, cfg.replace(attn_block=4)), has_aux=True))(params)
+    np.testing.assert_allclose(np.asarray(blocks[0][1]), np.asarray(whole[0][1]), atol=2e-5)
+    for a, b in zip(jax.tree.leaves(blocks[1]), jax.tree.leaves(whole[1])):
+        scale = float(np.abs(np.asarray(b)).max())  # float32 rounding relative to the leaf's gradients
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4 * max(scale, 1.0), rtol=1e-4)

@@ -16,13 +16,15 @@ from repirl_jax.sampling import SamplingConfig
 PROMPTS = [[5, 17, 33, 2, 9, 100, 41, 7, 77, 12], [64, 3, 19, 250], [8], [200, 201, 202, 203, 204, 205]]
 
 
-@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen3_qknorm", "qwen2_tied"])
-def test_greedy_equals_transformers_generate(hf_checkpoints, variant):
+# prefill_chunk 4: the 12-token prompts are prefilled in a scan of 3 chunks (512: one pass).
+@pytest.mark.parametrize("variant,prefill_chunk", [("qwen2_untied_bias", 512), ("qwen3_qknorm", 512),
+                                                   ("qwen2_tied", 512), ("qwen3_qknorm", 4)])
+def test_greedy_equals_transformers_generate(hf_checkpoints, variant, prefill_chunk):
     path = hf_checkpoints[variant]
     params, cfg = hf.load_hf_params(path)
     tokens, mask = sampling.pad_prompts(PROMPTS, max_prompt_len=12)
     out = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask),
-                            SamplingConfig(max_new_tokens=40, greedy=True))
+                            SamplingConfig(max_new_tokens=40, greedy=True, prefill_chunk=prefill_chunk))
     ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         expected = ref.generate(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask),
@@ -44,13 +46,14 @@ def _full_forward_logp(params, cfg, tokens, mask, out, temperature=1.0):
     return np.asarray(qwen.token_log_probs(logits, jnp.asarray(out.tokens))) * np.asarray(out.mask)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_log_probs_equal_a_full_forward_pass(hf_checkpoints, temperature):
+@pytest.mark.parametrize("temperature,prefill_chunk", [(1.0, 512), (0.7, 3)])
+def test_log_probs_equal_a_full_forward_pass(hf_checkpoints, temperature, prefill_chunk):
     params, cfg = hf.load_hf_params(hf_checkpoints["qwen3_qknorm"])
     tokens, mask = sampling.pad_prompts(PROMPTS, max_prompt_len=12)
     out = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask),
                             SamplingConfig(max_new_tokens=24, temperature=temperature, num_samples=3,
-                                           stop_token_ids=(3, 4, 5)), jax.random.key(1))
+                                           stop_token_ids=(3, 4, 5), prefill_chunk=prefill_chunk),
+                            jax.random.key(1))
     expected = _full_forward_logp(params, cfg, tokens, mask, out, temperature)
     np.testing.assert_allclose(np.asarray(out.log_probs), expected, atol=1e-4)
     assert out.tokens.shape == (12, 24)

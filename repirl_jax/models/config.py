@@ -42,6 +42,7 @@ class QwenConfig:
     dtype: str = "float32"  # compute dtype: float32 | bfloat16
     param_dtype: str = "float32"  # dtype of parameters created by init
     remat: str = "none"  # none | full | dots  (rematerialisation per decoder layer)
+    attn_block: int = 1024  # query rows per attention block in full-sequence passes (0: all at once)
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:

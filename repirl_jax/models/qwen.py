@@ -53,7 +53,8 @@ def init_cache(cfg: QwenConfig, batch: int, length: int, dtype=None) -> KVCache:
     )
 
 
-CACHE_AXES = ("batch", "act_kv_heads", "head_dim", "cache_length")  # k; v swaps the last two
+CACHE_AXES = ("batch", "act_kv_heads", "head_dim", "cache_length")  # k
+V_CACHE_AXES = ("batch", "act_kv_heads", "cache_length", "head_dim")  # v
 
 
 def _param(module: nn.Module, name: str, shape, axes, init=nn.initializers.normal(0.02)):
@@ -94,6 +95,31 @@ def _write_rows(buf, new, index, axis):
     return jax.vmap(one)(buf, new, index)
 
 
+def _attend(q, k, v, mask, dt):
+    """Softmax attention. q [B, T, K, G, D] (pre-scaled), k/v [B, S, K, D], mask [B, T, S] -> [B, T, K, G, D]."""
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v)
+
+
+def blockwise_attention(q, k, v, mask, block: int, dt):
+    """`_attend` over blocks of `block` query rows (a scan whose body is rematerialised), so the float32
+    scores are [B, heads, block, S] rather than [B, heads, T, S], forward and backward. Exact: each query
+    row's softmax is over all its keys either way. T is padded to a multiple of `block` (padded rows are
+    masked and dropped)."""
+    b, t = q.shape[:2]
+    if block <= 0 or t <= block:
+        return _attend(q, k, v, mask, dt)
+    nb = -(-t // block)
+    pad = nb * block - t
+    qb = jnp.pad(q, ((0, 0), (0, pad)) + ((0, 0),) * 3).reshape((b, nb, block) + q.shape[2:]).swapaxes(0, 1)
+    mb = jnp.pad(mask, ((0, 0), (0, pad), (0, 0))).reshape(b, nb, block, -1).swapaxes(0, 1)
+    body = jax.checkpoint(lambda xs: _attend(xs[0], k, v, xs[1], dt))
+    out = jax.lax.map(body, (qb, mb))  # [nb, B, block, K, G, D]
+    return out.swapaxes(0, 1).reshape((b, nb * block) + q.shape[2:])[:, :t]
+
+
 class Attention(nn.Module):
     cfg: QwenConfig
     act: ActivationSharding | None = None
@@ -126,23 +152,19 @@ class Attention(nn.Module):
         b, t = x.shape[:2]
         q = q.reshape(b, t, k, cfg.num_groups, d) * jnp.asarray(d ** -0.5, dt)
         if layer_cache is None:
-            scores = jnp.einsum("btkgd,bskd->bkgts", q, kk, preferred_element_type=jnp.float32)
+            out = blockwise_attention(q, kk, vv, kv_mask, cfg.attn_block, dt)
             new_cache = None
         else:
             ck, cv = layer_cache
             ck = _write_rows(ck, kk.transpose(0, 2, 3, 1), cache_index, axis=3)  # [B, K, D, S]
             cv = _write_rows(cv, vv.transpose(0, 2, 1, 3), cache_index, axis=2)  # [B, K, S, D]
             ck = constrain(ck, CACHE_AXES, self.act)
-            cv = constrain(cv, ("batch", "act_kv_heads", "cache_length", "head_dim"), self.act)
+            cv = constrain(cv, V_CACHE_AXES, self.act)
             new_cache = (ck, cv)
-            kk, vv = ck, cv
             scores = jnp.einsum("btkgd,bkds->bkgts", q, ck.astype(dt), preferred_element_type=jnp.float32)
-        scores = jnp.where(kv_mask[:, None, None, :, :], scores, _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        if layer_cache is None:
-            out = jnp.einsum("bkgts,bskd->btkgd", probs, vv)
-        else:
-            out = jnp.einsum("bkgts,bksd->btkgd", probs, vv.astype(dt))
+            scores = jnp.where(kv_mask[:, None, None, :, :], scores, _MASK_VALUE)
+            probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+            out = jnp.einsum("bkgts,bksd->btkgd", probs, cv.astype(dt))
         out = out.reshape(b, t, h, d)
         y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
         if cfg.o_bias:
@@ -201,7 +223,10 @@ class Qwen(nn.Module):
 
     def __call__(self, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None):
         dt = jnp.dtype(self.cfg.dtype)
-        x = jnp.take(self.embed, tokens_bt, axis=0).astype(dt)
+        # Vocab-parallel lookup: the table is gathered over fsdp first (as every fsdp weight is), so the rows
+        # come out whole and the batch constraint below is a local slice, not a full rematerialisation.
+        table = constrain(self.embed, ("vocab", None), self.act)
+        x = jnp.take(table, tokens_bt, axis=0).astype(dt)
         x = constrain(x, ("batch", "length", "act_embed"), self.act)
         t = tokens_bt.shape[1]
         mask_bt = mask_bt.astype(bool)
@@ -277,6 +302,15 @@ def forward(params: Params, cfg: QwenConfig, tokens_bt, positions_bt, mask_bt, c
             act: ActivationSharding | None = None):
     """Final hidden states [B, T, E] (after the last RMSNorm) and the updated cache (None without one)."""
     return Qwen(cfg, act).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache)
+
+
+def inference_params(params: Params, cfg: QwenConfig) -> Params:
+    """The parameters as the forward pass uses them: every matrix and bias in the compute dtype (the forward
+    casts them to it anyway), norm scales as stored (the forward reads them in float32). Outputs equal the
+    original's exactly; with float32 storage and bfloat16 compute the copy is half the size."""
+    dt = jnp.dtype(cfg.dtype)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x if jax.tree_util.keystr(path).endswith("['scale']") else x.astype(dt), params)
 
 
 def lm_head_weight(params: Params, cfg: QwenConfig) -> jax.Array:

@@ -1,0 +1,299 @@
+"""Per-device memory of a training config, from ahead-of-time compiles on simulated devices.
+
+    python tools/memory_plan.py --config=configs/qwen25_3b.py --devices=8 [--mesh=data,fsdp,tensor]
+    python tools/memory_plan.py --config=configs/qwen3_4b.py --devices=8 --search   # which mesh/micro fit
+
+The trainer is built with abstract state (ShapeDtypeStructs with shardings: no weights allocated), then
+the programs of one iteration are lowered and compiled for the config's real shapes: the sampler (one
+call of rollout.prompts_per_call prompts x n samples, with its weight copy per rollout.weights as an input), the PRM's token-reward forward, the PRM update and
+the policy update (one mini-batch of micro-batches each), and the reference log-probs when a loss needs
+them. For each it prints XLA's per-device argument, output, alias and temporary bytes and the
+collectives in the compiled program.
+
+A program's peak = the run's resident state (every parameter and optimiser tree, whether or not the
+program reads it) + its inputs that are not state + its outputs that do not alias an input + its
+temporaries. The last line is `peak_bytes_per_device=<max over programs>`.
+
+Compiled by the CPU backend (the only one here): its buffer assignment is not the GPU's, and it may keep
+bfloat16 intermediates in float32, so read the figures as an estimate of the same program on a GPU,
+not a measurement of one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import time
+
+
+def _devices_from_argv(argv) -> int:
+    for a in argv:
+        if a.startswith("--devices="):
+            return int(a.split("=", 1)[1])
+    return 8
+
+
+if __name__ == "__main__":  # simulated devices must be set before jax is imported
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={_devices_from_argv(sys.argv)}").strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+GiB = 1024 ** 3
+
+
+def fmt(b: int) -> str:
+    return f"{b / GiB:.2f} GiB" if b >= GiB / 10 else f"{b / 1024 ** 2:.2f} MiB"
+REAL_QWEN_VOCAB = 151936  # the embedding rows of the released Qwen2.5 / Qwen3 checkpoints
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def shard_bytes(tree) -> int:
+    """Bytes one device holds of a tree of ShapeDtypeStructs/arrays with shardings (max over devices)."""
+    import jax
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape) if getattr(x, "sharding", None) is not None else x.shape
+        total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def collectives(hlo_text: str) -> dict[str, int]:
+    """How many of each collective op the compiled (partitioned) HLO contains."""
+    out = {}
+    for name in COLLECTIVES:
+        n = len(re.findall(rf"= [^=\n]*\b{name}(-start)?\(", hlo_text))
+        if n:
+            out[name] = n
+    return out
+
+
+def model_config_for_plan(config):
+    """The config's QwenConfig: from model.path's config.json, else the preset, with the real Qwen
+    vocabulary unless model.vocab_size says otherwise (no tokenizer is loaded)."""
+    from repirl_jax.models.config import QwenConfig, preset
+    m = config.model
+    if m.path:
+        cfg = QwenConfig.from_hf_dir(m.path)
+    else:
+        over = {k: v for k, v in dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+                                      num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+                                      head_dim=m.head_dim, intermediate_size=m.intermediate_size).items() if v}
+        vocab = m.vocab_size or (REAL_QWEN_VOCAB if m.preset.startswith("qwen") else 0)
+        cfg = preset(m.preset, **over, **({"vocab_size": vocab} if vocab else {}))
+    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+
+
+def abstract_models(config, cfg):
+    from repirl_jax import train
+    from repirl_jax.models import heads, qwen
+    params = qwen.abstract_params(cfg)
+    policy = {"model": params}
+    if config.advantage.estimator == "ppo":
+        policy["value"] = heads.abstract_scalar_head(cfg)
+    prm = None
+    if train.needs_prm(config):
+        prm = params if config.prm.head == "implicit" else {"trunk": params, "head": heads.abstract_scalar_head(cfg)}
+    ref = params if train.needs_ref(config) else None
+    return train.Models(cfg, policy, prm, ref)
+
+
+def _abstract(tree):
+    import jax
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _traj(rows, P, R):
+    from repirl_jax.train import Traj
+    return Traj(np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32), np.zeros((rows, R), np.int32),
+                np.ones((rows, R), np.float32))
+
+
+def programs(trainer):
+    """[(name, jitted fn, abstract args, names of the state trees it takes)] for one iteration."""
+    import jax
+    from repirl_jax import sampling, train
+    c, n, k, P, R = trainer.c, trainer.n, trainer.k, trainer.P, trainer.R
+    state = trainer.state
+    out = []
+
+    # Sampler: one call of prompts_per_call prompts, n samples each, greedy=False as in rollouts.
+    rows = c.rollout.prompts_per_call
+    toks, mask = trainer._put_rows((np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32)))
+    scfg = sampling.SamplingConfig(max_new_tokens=R, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
+                                   num_samples=n, stop_token_ids=(0,), pad_token_id=0)
+    gen = jax.jit(lambda params, t, m, key: sampling._generate(params, t, m, key, cfg=trainer.cfg, scfg=scfg,
+                                                               act=trainer.act))
+    weights, weight_state = state["policy"]["model"], ("policy.model",)
+    if c.rollout.weights != "train":  # the sampler's own copy (rollout.weights): an input of the sampler
+        from repirl_jax.models import qwen
+        weights = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                               jax.eval_shape(lambda p: qwen.inference_params(p, trainer.cfg), weights),
+                               trainer.sampler_shardings)
+        weight_state = ()
+    out.append(("sampler", gen, (weights, _abstract(toks), _abstract(mask),
+                                 jax.eval_shape(lambda: jax.random.key(0))), weight_state))
+
+    # Row-chunked forwards (as Trainer._chunks): PRM token rewards, reference log-probs.
+    rows_iter = c.data.prompts_per_iter * n
+    unit = np.gcd(rows_iter, np.gcd(c.policy.micro_batch, c.prm.micro_batch))
+    chunk = next(unit * m for m in range(c.train.inference_batch_multiple, 0, -1) if rows_iter % (unit * m) == 0)
+    chunk_traj = _abstract(trainer._put_rows(_traj(chunk, P, R)))
+    if train.needs_prm(c):
+        ref_lp = _abstract(trainer._put_rows(np.zeros((chunk, R), np.float32))) if c.prm.head == "implicit" else None
+        out.append(("prm_token_rewards", trainer.prm_rewards, (state["prm"], chunk_traj, ref_lp), ("prm",)))
+    if train.needs_ref(c):
+        out.append(("reference_logprobs", trainer.logp, (trainer.ref, chunk_traj), ("ref",)))
+
+    # PRM update: one mini-batch of PRM micro-batches (rollouts + demonstrations per prompt for rePIRL).
+    if train.needs_prm(c):
+        experts = k if (c.algo == "repirl" and c.prm.head == "scalar") else 0
+        mb_rows = c.prm.minibatch_prompts * (n + experts)
+        n_micro = mb_rows // c.prm.micro_batch
+        traj = _traj(mb_rows, P, R)
+        if c.prm.head == "implicit":
+            extra = {"ref_logp": np.zeros((mb_rows, R), np.float32), "outcome": np.zeros(mb_rows, np.float32),
+                     "row_scale": np.ones(mb_rows, np.float32)}
+            fn = trainer.prm_update
+        elif n_micro == 1:
+            extra = {"logp_old": np.zeros((mb_rows, R), np.float32), "pos": np.zeros(mb_rows, np.float32),
+                     "neg": np.zeros(mb_rows, np.float32), "group": np.zeros(mb_rows, np.int32)}
+            fn = trainer.prm_update_single_pass
+        else:
+            extra = {"coef": np.zeros(mb_rows, np.float32)}
+            fn = trainer.prm_update
+        stacked = _abstract(trainer._put_micro((traj, extra), n_micro))
+        out.append((f"prm_update ({n_micro} micro-batches of {c.prm.micro_batch})", fn, (state, stacked),
+                    tuple(state)))
+
+    # Policy update: one mini-batch of policy micro-batches.
+    per_prompt = {"bc": max(k, 1), "kto": n + k}.get(c.algo, n)
+    mb_rows = c.policy.minibatch_prompts * per_prompt
+    n_micro = mb_rows // c.policy.micro_batch
+    z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    extra = {"num_tokens": np.ones(mb_rows, np.float32), "row_scale": np.ones(mb_rows, np.float32)}
+    if c.algo == "kto":
+        extra.update(ref_logp=z(mb_rows, R), desirable=z(mb_rows), undesirable=z(mb_rows))
+    elif c.algo != "bc":
+        extra.update(logp_old=z(mb_rows, R), adv=z(mb_rows, R))
+        if c.policy.kl_coef > 0:
+            extra["ref_logp"] = z(mb_rows, R)
+        if c.advantage.estimator == "ppo":
+            extra.update(old_values=z(mb_rows, R), returns=z(mb_rows, R))
+    stacked = _abstract(trainer._put_micro((_traj(mb_rows, P, R), extra), n_micro))
+    out.append((f"policy_update ({n_micro} micro-batches of {c.policy.micro_batch})", trainer.policy_update,
+                (state, stacked), tuple(state)))
+    return out
+
+
+def _state_bytes(trainer, names) -> int:
+    total = 0
+    for name in names:
+        node = {"ref": trainer.ref, **trainer.state}
+        for part in name.split("."):
+            node = node[part]
+        total += shard_bytes(node)
+    return total
+
+
+def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flush=True), only=()) -> dict:
+    """Compile every program of one iteration for `devices` simulated devices; returns the figures."""
+    import jax
+    from repirl_jax import train
+    from repirl_jax.sharding import make_mesh
+    if mesh_shape:
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+    config.mesh.devices = devices
+    train.validate(config, jax.device_count())
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
+    cfg = model_config_for_plan(config)
+    trainer = train.Trainer(config, mesh, abstract_models(config, cfg), None, None, [], abstract=True)
+    resident = {name: shard_bytes(tree) for name, tree in {**trainer.state, "ref": trainer.ref}.items()
+                if tree is not None}
+    resident_total = sum(resident.values())
+    log(f"model {cfg.model_type} hidden={cfg.hidden_size} layers={cfg.num_hidden_layers} vocab={cfg.vocab_size}: "
+        f"{cfg.num_params() / 1e9:.3f}B parameters ({cfg.param_dtype} stored, {cfg.dtype} compute, remat={cfg.remat})")
+    log(f"mesh data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']} on {devices} devices; "
+        f"prompt {trainer.P} + response {trainer.R} tokens; n={trainer.n}")
+    log("resident state per device: " + ", ".join(f"{k} {fmt(v)}" for k, v in resident.items()) +
+        f" = {fmt(resident_total)}")
+    figures = {"params": cfg.num_params(), "resident_bytes": resident_total, "programs": {}}
+    for name, fn, args, state_names in programs(trainer):
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        t = time.time()
+        compiled = fn.lower(*args).compile()
+        ma = compiled.memory_analysis()
+        arg, outb, alias, temp = (int(ma.argument_size_in_bytes), int(ma.output_size_in_bytes),
+                                  int(ma.alias_size_in_bytes), int(ma.temp_size_in_bytes))
+        state_in = _state_bytes(trainer, state_names)
+        peak = resident_total + (arg - state_in) + (outb - alias) + temp
+        coll = collectives(compiled.as_text())
+        figures["programs"][name] = dict(argument=arg, output=outb, alias=alias, temp=temp, peak=peak, collectives=coll)
+        log(f"{name}: argument {fmt(arg)}, output {fmt(outb)} (aliased {fmt(alias)}), temp {fmt(temp)} "
+            f"-> peak {fmt(peak)}  [compiled in {time.time() - t:.0f} s]")
+        log("    collectives: " + (", ".join(f"{k} x{v}" for k, v in coll.items()) or "none"))
+    figures["peak"] = max(p["peak"] for p in figures["programs"].values())
+    return figures
+
+
+def _candidates(devices: int):
+    for tensor in (1, 2, 4, 8):
+        for fsdp in (devices // tensor, 1):
+            if devices % tensor == 0 and fsdp >= 1 and devices % (tensor * fsdp) == 0:
+                yield (devices // (tensor * fsdp), fsdp, tensor)
+
+
+def main(argv) -> int:
+    from absl import flags
+    FLAGS = flags.FLAGS
+    config = FLAGS.config
+    mesh_shape = tuple(int(x) for x in FLAGS.mesh.split(",")) if FLAGS.mesh else None
+    if mesh_shape and len(mesh_shape) != 3:
+        print(f"--mesh={FLAGS.mesh}: expected data,fsdp,tensor", file=sys.stderr)
+        return 2
+    budget = FLAGS.budget_gib * GiB
+    if FLAGS.search:
+        fits = []
+        for shape in sorted(set(_candidates(FLAGS.devices))):
+            for rows_per_device in (1, 2, 4):  # a micro-batch's rows are split over data x fsdp
+                c = config.copy_and_resolve_references()
+                c.policy.micro_batch = c.prm.micro_batch = rows_per_device * shape[0] * shape[1]
+                try:
+                    f = plan(c, FLAGS.devices, shape, log=lambda *_: None)
+                except Exception as e:  # noqa: BLE001 - a candidate that does not validate or compile
+                    print(f"mesh {shape} micro_batch {c.policy.micro_batch}: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                ok = f["peak"] <= budget
+                print(f"mesh {shape} micro_batch {c.policy.micro_batch}: peak {f['peak'] / GiB:.2f} GiB "
+                      f"{'fits' if ok else 'does not fit'} {FLAGS.budget_gib} GiB", flush=True)
+                if ok:
+                    fits.append((shape, c.policy.micro_batch, f["peak"]))
+        if fits:
+            shape, micro, peak = max(fits, key=lambda x: (x[1], -x[2]))
+            print(f"largest micro-batch that fits: --config.mesh.data={shape[0]} --config.mesh.fsdp={shape[1]} "
+                  f"--config.mesh.tensor={shape[2]} --config.policy.micro_batch={micro} --config.prm.micro_batch={micro}")
+        print(f"peak_bytes_per_device={min((p for *_, p in fits), default=-1)}")
+        return 0 if fits else 1
+    f = plan(config, FLAGS.devices, mesh_shape, only=tuple(p for p in FLAGS.programs.split(",") if p))
+    verdict = "fits" if f["peak"] <= budget else "DOES NOT FIT"
+    print(f"peak per device {f['peak'] / GiB:.2f} GiB: {verdict} a budget of {FLAGS.budget_gib} GiB")
+    print(f"peak_bytes_per_device={f['peak']}")
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=False)
+    flags.DEFINE_integer("devices", 8, "Simulated devices to compile for.")
+    flags.DEFINE_string("mesh", "", "data,fsdp,tensor (default: the config's mesh).")
+    flags.DEFINE_float("budget_gib", 44.0, "Per-device budget the plan is checked against.")
+    flags.DEFINE_string("programs", "", "Comma-separated name prefixes of the programs to compile (default all).")
+    flags.DEFINE_bool("search", False, "Try meshes and micro-batch sizes; print which fit the budget.")
+    flags.mark_flag_as_required("config")
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -298,6 +298,12 @@ def _trace_rewards(config, trainer, prompts, texts):
     return [r[i, :len(r_ids[i])] for i in range(len(texts))]
 
 
+def step_reduce(algo: str) -> str:
+    """How a step's score is read from token rewards: the step-end token's value for Math-Shepherd (its PRM is
+    trained there alone), the mean over the step's tokens for the dense-reward PRMs."""
+    return "last" if algo == "math_shepherd" else "mean"
+
+
 def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int = 128) -> dict:
     """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures."""
     import jax
@@ -319,8 +325,9 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
         texts += [clean, synthetic.corrupt(clean, rng, modulus=modulus)]
     rewards = _trace_rewards(config, trainer, prompts, texts)
     n_policy = len(ro["texts"])
-    out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus)
-    pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
+    reduce = step_reduce(config.algo)
+    out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, reduce)
+    pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus, reduce)
     out.update(auroc_policy_samples=pol["auroc_all_steps"])
     rows = prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
     rows += prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], rewards[n_policy:], modulus)

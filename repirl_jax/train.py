@@ -452,11 +452,14 @@ class Trainer:
 
     # -- one iteration ----------------------------------------------------------------------------------
 
-    def rollouts(self, records: list[dict], rng) -> dict:
-        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts."""
+    def rollouts(self, records: list[dict], rng, num_samples: int | None = None,
+                 temperature: float | None = None) -> dict:
+        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts
+        (num_samples / temperature: other than rollout.n / rollout.temperature, e.g. for reranking)."""
         c = self.c
-        scfg = sampling.SamplingConfig(max_new_tokens=self.R, temperature=c.rollout.temperature,
-                                       top_p=c.rollout.top_p, num_samples=self.n,
+        scfg = sampling.SamplingConfig(max_new_tokens=self.R,
+                                       temperature=c.rollout.temperature if temperature is None else temperature,
+                                       top_p=c.rollout.top_p, num_samples=num_samples or self.n,
                                        stop_token_ids=(self.eos_id,), pad_token_id=self.pad_id)
         per_call = c.rollout.prompts_per_call
         outs = []

@@ -12,9 +12,9 @@ BC and KTO use the same loop with their own losses. The other process-reward met
 change steps 4-6 only: airl_dense trains the scalar-head PRM as a token-wise expert-vs-policy discriminator
 and uses its group-normalised, discounted logits as the advantage; prl needs no PRM (its process reward is
 the outcome advantage minus the policy/reference log-ratio to go, at step ends); math_shepherd labels each
-step of the rollouts by k completions from its prefix and trains the PRM by per-step BCE. Every array has a fixed shape per config, so each
-jitted step compiles once; mini-batches are split into micro-batches whose gradients are accumulated
-inside one jitted `lax.scan`.
+step of the rollouts by k completions from its prefix and trains the PRM by per-step BCE.
+Every array has a fixed shape per config, so each jitted step compiles once; mini-batches are split into
+micro-batches whose gradients are accumulated inside one jitted `lax.scan`.
 
 Batch terms (README, "Batch terms"): prompts_per_iter prompts per iteration; n = rollout.n rollouts per
 prompt; k = data.experts_per_prompt demonstrations per prompt; a mini-batch of `minibatch_prompts` prompts
@@ -544,8 +544,9 @@ class Trainer:
             policy_traj, extra, rows_per_prompt = self._airl_policy_batch(records, rollouts, ro["logp"], outcome,
                                                                           keep, process, extra)
         elif c.algo == "prl":
-            extra["adv"] = np.asarray(losses.prl_advantages(outcome, ro["logp"], ref_logp, m, self._step_ends(rollouts),
-                                                            group, c.prl.eta, c.advantage.outcome_weight))
+            extra["adv"] = np.asarray(losses.prl_advantages(outcome, ro["logp"], ref_logp, m,
+                                                            self._step_ends(rollouts), group, c.prl.eta,
+                                                            c.advantage.outcome_weight))
         elif est == "ppo":
             old_values = np.asarray(self._values_in_chunks(rollouts))
             rew = losses.token_rewards(outcome, process, m, c.advantage.c, c.advantage.outcome_weight)
@@ -836,7 +837,8 @@ class Trainer:
                 for q in range(kk):
                     i = j * kk + q
                     sampled += int(out.lengths[i])
-                    body = rollouts.response[row, :t + 1].tolist() + out.tokens[i, :min(out.lengths[i], self.R - t - 1)].tolist()
+                    kept = min(int(out.lengths[i]), self.R - t - 1)  # the whole response stays within R
+                    body = rollouts.response[row, :t + 1].tolist() + out.tokens[i, :kept].tolist()
                     texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
                     recs.append(records[row // n])
             scores, _ = self.reward_fn(recs, texts)

@@ -21,7 +21,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.algo = "repirl"  # repirl | rloo | grpo | ppo | prime | bc | kto
+    c.algo = "repirl"  # repirl | rloo | grpo | ppo | prime | bc | kto | airl_dense | prl | math_shepherd
 
     # Policy model: a local HF or repirl_jax directory, or (path "") a random init of `preset`.
     c.model = ml_collections.ConfigDict(dict(
@@ -52,6 +52,25 @@ def default_config() -> ml_collections.ConfigDict:
         process_mode="token",  # token | sequence
         c=0.05,  # process-reward coefficient (0.05 Qwen2.5-3B, 0.1 Qwen3-4B; 0 = plain RLOO)
         outcome_weight=1.0))  # 0 = PRM-only training (paper section 4.4)
+
+    # Reasoning steps (PRL, Math-Shepherd, min-step reranking): a step ends at a response token equal to
+    # `delimiter` (one token of the tokenizer), or with every > 0 at every `every`-th token; always at the
+    # last response token.
+    c.steps = ml_collections.ConfigDict(dict(delimiter="\n", every=0))
+    # Dense reasoning reward by adversarial IRL (papers/dense_reasoning_reward_airl_2510.01857.txt): the
+    # discriminator is the scalar-head PRM (prm.* sets its optimiser and batches).
+    c.airl = ml_collections.ConfigDict(dict(
+        label_smoothing=0.1,
+        reward_min=-10.0, reward_max=10.0,  # the discriminator logit is clipped to this range as a reward
+        gamma=0.9,  # discounted suffix sum of the group-normalised token rewards
+        std_eps=1e-4,
+        perturbed_negatives=False,  # + one-step-corrupted demonstrations as negatives (synthetic task only)
+        experts_in_group=False))  # demonstrations join each prompt's policy group (and the policy step)
+    c.prl = ml_collections.ConfigDict(dict(eta=200.0))  # papers/prl_2601.10201.txt; steps from c.steps
+    c.shepherd = ml_collections.ConfigDict(dict(
+        k=4,  # completions per step prefix, sampled by the current policy
+        label="soft",  # soft: fraction of correct completions | hard: any correct
+        prefixes_per_call=32))  # step prefixes per sampler call (each with k samples)
 
     c.ppo = ml_collections.ConfigDict(dict(gamma=1.0, lam=1.0, value_clip=0.2, value_coef=0.5, whiten=True))
     c.kto = ml_collections.ConfigDict(dict(beta=0.1))
@@ -128,4 +147,10 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
         c.advantage.c = 0.0  # outcome reward only
     if algo == "prime":
         c.prm.head, c.prm.lr = "implicit", 5e-7
+    if algo == "airl_dense":
+        c.advantage.c, c.advantage.outcome_weight = 1.0, 0.0  # the discriminator's reward alone (the paper)
+    if algo == "prl":
+        c.advantage.c = 0.0
+    if algo == "math_shepherd":
+        c.advantage.c = 0.1
     return c

@@ -3,15 +3,19 @@
     python -m repirl_jax.evaluate [--config=configs/eval.py] (--checkpoint=DIR | --hf_dir=DIR) \
         --benchmarks=math500,aime24,amc23,minerva,olympiadbench,leetcode,livecodebench \
         [--limit=N] [--output_dir=DIR] [--num_samples=N --temperature=0.8 \
-         --selection=majority,best_of_n,prm_weighted --prm_checkpoint=DIR]
+         --selection=majority,best_of_n,prm_weighted,min_step --prm_checkpoint=DIR]
 
 Writes OUTPUT_DIR/<benchmark>.jsonl (one line per problem: responses, extracted answers, scores) as each
 batch finishes, and OUTPUT_DIR/results.md (the table it prints). A rerun skips problems already in the
 JSONL files (resume). With --num_samples=1 (default) decoding is greedy: the paper's evaluation.
 Test-time scaling (METHOD.md section 5): N samples at --temperature; answers grouped by math-verify
-equivalence; `majority` picks the largest group, `best_of_n` the sample with the highest PRM score,
-`prm_weighted` the group with the largest sum of PRM scores (its best-scoring member); pass@k is the
-unbiased estimator over the N samples.
+equivalence; `majority` picks the largest group, `best_of_n` the sample with the highest PRM score (the
+mean token reward rbar_phi: the dense-reward AIRL paper's reranking), `prm_weighted` the group with the
+largest sum of PRM scores (its best-scoring member), `min_step` the sample with the highest minimum step
+score (Math-Shepherd: steps end at the run's steps.delimiter; a step's score is the mean token reward of
+its tokens, or for a math_shepherd run the value at its step-end token); pass@k is the unbiased estimator
+over the N samples. Any training run with a scalar-head PRM or discriminator (rePIRL, AIRL, Math-Shepherd)
+can rerank.
 """
 
 from __future__ import annotations
@@ -26,11 +30,23 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-SELECTIONS = ("majority", "best_of_n", "prm_weighted")
-PRM_SELECTIONS = ("best_of_n", "prm_weighted")
+SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step")
+PRM_SELECTIONS = ("best_of_n", "prm_weighted", "min_step")
 
 
 # --- selection and pass@k (pure functions, unit-tested) ---------------------------------------------
+
+def min_step_scores(rewards_bt, token_ids_bt, mask_bt, delimiter_id: int, every: int = 0,
+                    reduce: str = "mean") -> np.ndarray:
+    """Minimum step score of each trace [B] from its PRM token rewards [B, T]: steps end at `delimiter_id`
+    tokens (or every `every` tokens) and at the last token (losses.step_end_mask); a step's score is the mean
+    of its token rewards (reduce "mean") or the value at its end token ("last"); -inf for an empty trace."""
+    from repirl_jax import losses
+    ends = np.asarray(losses.step_end_mask(np.asarray(token_ids_bt), np.asarray(mask_bt), delimiter_id, every))
+    r = np.asarray(rewards_bt, np.float64)
+    return np.array([losses.min_step_score(r[i][mask_bt[i] > 0], ends[i][mask_bt[i] > 0], reduce)
+                     for i in range(r.shape[0])])
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
@@ -66,10 +82,11 @@ def group_answers(answers: Sequence[str | None], equivalent: Callable[[list[tupl
 
 def select(method: str, labels: Sequence[int], answers: Sequence[str | None],
            prm_scores: Sequence[float] | None = None) -> int:
-    """Index of the chosen sample under `method` (see module docstring)."""
+    """Index of the chosen sample under `method` (see module docstring). `prm_scores`: per sample, the mean
+    token reward (best_of_n, prm_weighted) or the minimum step score (min_step)."""
     n = len(labels)
     has_answer = np.array([a is not None for a in answers])
-    if method == "best_of_n":
+    if method in ("best_of_n", "min_step"):  # rerank: the highest-scoring sample
         return int(np.argmax(np.asarray(prm_scores)))
     weights = np.ones(n) if method == "majority" else np.asarray(prm_scores, float)
     groups = sorted(set(labels))
@@ -200,7 +217,8 @@ def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Score
                        "finish_reasons": [c.finish_reason for c in flat[sl]],
                        "num_tokens": [len(c.token_ids) for c in flat[sl]]}
                 if prm is not None:
-                    row["prm_scores"] = [float(s) for s in prm[i]]
+                    row["prm_scores"] = [float(s) for s, _ in prm[i]]
+                    row["prm_min_step"] = [float(s) for _, s in prm[i]]
                 if n > 1 and selections:
                     if rec["domain"] == "math":
                         labels = group_answers(answers[sl], scorers.math.equivalent_batch)
@@ -208,8 +226,8 @@ def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Score
                         labels = group_answers(answers[sl], lambda pairs: [a == b for a, b in pairs])
                     else:
                         labels = list(range(n))
-                    row["selected"] = {m: scores[sl][select(m, labels, answers[sl], row.get("prm_scores"))]
-                                       for m in selections}
+                    row["selected"] = {m: scores[sl][select(m, labels, answers[sl], row.get(
+                        "prm_min_step" if m == "min_step" else "prm_scores"))] for m in selections}
                 f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -285,9 +303,9 @@ def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_con
 
 def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int | None = None,
                     token_level: bool = False):
-    """prm_score_fn(prompts, completions) -> per prompt, the mean token reward rbar_phi of each completion
-    (token_level: the per-token rewards) under the scalar-head PRM of a training run (`run_dir`, written by
-    repirl_jax.launch)."""
+    """prm_score_fn(prompts, completions) -> per prompt, (mean token reward rbar_phi, minimum step score) of
+    each completion (token_level: the per-token rewards) under the scalar-head PRM of a training run
+    (`run_dir`, written by repirl_jax.launch; its steps.delimiter / steps.every define the steps)."""
     import jax
     import jax.numpy as jnp
     from repirl_jax import hf, logprobs, sampling
@@ -297,6 +315,14 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
     prm = {"trunk": jax.device_put(trunk), "head": {k: jnp.asarray(v, jnp.float32) for k, v in head.items()}}
     cfg = cfg.replace(dtype=dtype)
     rewards = jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
+    run_config = _run_config(run_dir) or {}
+    steps = run_config.get("steps", {"delimiter": "\n", "every": 0})
+    delim = generator.encode([steps["delimiter"]])[0]
+    delim_id = delim[0] if len(delim) == 1 else -1
+    if delim_id < 0 and steps["every"] <= 0:
+        raise ValueError(f"{run_dir}: steps.delimiter={steps['delimiter']!r} is not one token")
+    from repirl_jax.launch import step_reduce
+    reduce = step_reduce(run_config.get("algo", "repirl"))
     max_new = None
 
     def score(prompts, completions):
@@ -321,7 +347,9 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
             if token_level:
                 scores += [r[i, :int(rm[i].sum())] for i in range(len(part))]
             else:
-                scores += [float((r[i] * rm[i]).sum() / max(rm[i].sum(), 1)) for i in range(len(part))]
+                low = min_step_scores(r, rt, rm, delim_id, steps["every"], reduce)
+                scores += [(float((r[i] * rm[i]).sum() / max(rm[i].sum(), 1)), float(low[i]))
+                           for i in range(len(part))]
         k = 0
         for row in completions:
             out.append(scores[k:k + len(row)])

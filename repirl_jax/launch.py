@@ -298,6 +298,12 @@ def _trace_rewards(config, trainer, prompts, texts):
     return [r[i, :len(r_ids[i])] for i in range(len(texts))]
 
 
+def step_reduce(algo: str) -> str:
+    """How a step's score is read from token rewards: the step-end token's value for Math-Shepherd (its PRM is
+    trained there alone), the mean over the step's tokens for the dense-reward PRMs."""
+    return "last" if algo == "math_shepherd" else "mean"
+
+
 def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int = 128) -> dict:
     """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures."""
     import jax
@@ -319,8 +325,9 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
         texts += [clean, synthetic.corrupt(clean, rng, modulus=modulus)]
     rewards = _trace_rewards(config, trainer, prompts, texts)
     n_policy = len(ro["texts"])
-    out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus)
-    pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
+    reduce = step_reduce(config.algo)
+    out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, reduce)
+    pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus, reduce)
     out.update(auroc_policy_samples=pol["auroc_all_steps"])
     rows = prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
     rows += prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], rewards[n_policy:], modulus)
@@ -329,6 +336,40 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
         prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path)
         prm_eval.render_png(rows, png_path)
     return {f"prm_{k}": v for k, v in out.items()} | {"localisation_html": html_path, "localisation_png": png_path}
+
+
+def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature: float = 0.8) -> dict:
+    """Test-time reranking with the run's PRM / discriminator on the synthetic test prompts: max(ns) samples
+    per prompt at `temperature`; for each N the first N are ranked. Per N (fractions of prompts): pass@1 (mean
+    single-sample accuracy), majority vote, best-of-N by mean token reward, best-of-N by minimum step score."""
+    import jax
+    import numpy as np
+    from repirl_jax import evaluate, train
+    from repirl_jax.data import synthetic
+    per_call, big = config.rollout.prompts_per_call, max(ns)
+    records = test[:max(per_call, (len(test) // per_call) * per_call)]
+    ro = trainer.rollouts(records, jax.random.key(config.seed + 11), num_samples=big, temperature=temperature)
+    recs = [r for r in records for _ in range(big)]
+    scores = np.asarray(trainer.reward_fn(recs, ro["texts"])[0], np.float32).reshape(len(records), big)
+    p_toks, p_mask = trainer._prompt_arrays(records, big)
+    r = trainer._rewards_in_chunks(train.Traj(p_toks, p_mask, ro["tokens"], ro["mask"]), None)
+    mean = ((r * ro["mask"]).sum(1) / np.maximum(ro["mask"].sum(1), 1)).reshape(len(records), big)
+    delim = trainer.tokenizer.encode(config.steps.delimiter, add_special_tokens=False)
+    low = evaluate.min_step_scores(r, ro["tokens"], ro["mask"], delim[0] if len(delim) == 1 else -1,
+                                   config.steps.every, step_reduce(config.algo)).reshape(len(records), big)
+    answers = [synthetic.extract_answer(t) for t in ro["texts"]]
+    out = {}
+    for n in ns:
+        acc = {"pass@1": [], "majority": [], "best_of_n": [], "min_step": []}
+        for i in range(len(records)):
+            ans = answers[i * big:i * big + n]
+            labels = evaluate.group_answers(ans, lambda pairs: [a == b for a, b in pairs])
+            acc["pass@1"].append(scores[i, :n].mean())
+            acc["majority"].append(scores[i, evaluate.select("majority", labels, ans)])
+            acc["best_of_n"].append(scores[i, evaluate.select("best_of_n", labels, ans, mean[i, :n])])
+            acc["min_step"].append(scores[i, evaluate.select("min_step", labels, ans, low[i, :n])])
+        out[n] = {k: float(np.mean(v)) for k, v in acc.items()}
+    return out
 
 
 def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _EPS = 1e-8
 
@@ -171,16 +172,21 @@ def rloo_advantages(outcome_b, process_bt, mask_bt, group_b, c: float, outcome_w
     return masked_whiten(g, m) if whiten else g * m
 
 
+def group_stats(s_b, group_b):
+    """Per-row (mean, std) of s over the row's group, std unbiased (ddof 1); a group of size 1 gets mean 0
+    and std 1, so a normalisation (x - mean) / (std + eps) passes its values through."""
+    n = _group_sum(jnp.ones_like(s_b), group_b)
+    mean = _group_sum(s_b, group_b) / n
+    var = _group_sum(jnp.square(s_b - mean), group_b) / jnp.maximum(n - 1, 1.0)
+    return jnp.where(n > 1, mean, 0.0), jnp.where(n > 1, jnp.sqrt(var), 1.0)
+
+
 def grpo_advantages(outcome_b, process_bt, mask_bt, group_b, c: float, outcome_weight: float = 1.0):
     """A_i = (s_i - mean_g s) / (std_g s + 1e-6), s_i = w_o o_i + c R_phi(tau_i); std unbiased (ddof 1);
     a group of size 1 has mean 0 and std 1 (its score passes through)."""
     m = mask_bt.astype(jnp.float32)
     s = outcome_weight * outcome_b.astype(jnp.float32) + c * (process_bt * m).sum(axis=1)
-    n = _group_sum(jnp.ones_like(s), group_b)
-    mean = _group_sum(s, group_b) / n
-    var = _group_sum(jnp.square(s - mean), group_b) / jnp.maximum(n - 1, 1.0)
-    mean = jnp.where(n > 1, mean, 0.0)
-    std = jnp.where(n > 1, jnp.sqrt(var), 1.0)
+    mean, std = group_stats(s, group_b)
     return ((s - mean) / (std + 1e-6))[:, None] * m
 
 
@@ -285,3 +291,138 @@ def kto_loss(logp_bt, logp_ref_bt, mask_bt, desirable_b, undesirable_b, beta: fl
     z0 = jax.lax.stop_gradient(jnp.maximum(jnp.sum(r * used) / jnp.maximum(used.sum(), 1.0), 0.0))
     per = d * lambda_d * (1 - jax.nn.sigmoid(beta * (r - z0))) + u * lambda_u * (1 - jax.nn.sigmoid(beta * (z0 - r)))
     return jnp.sum(per) / jnp.maximum(used.sum(), 1.0), {"kto_z0": z0}
+
+
+# --- 6. the other process-reward methods (METHOD.md section 4) ------------------------------------------
+
+def step_end_mask(tokens_bt, mask_bt, delimiter_id: int = -1, every: int = 0):
+    """1 at the last token of each reasoning step, [B, T] float32: a response token equal to `delimiter_id`
+    (every > 0: instead every `every`-th response token, t + 1 = every, 2 every, ...), and always each row's
+    last response token (so the last step ends there even without a delimiter). 0 off the mask."""
+    m = mask_bt > 0
+    if every > 0:
+        hit = ((jnp.arange(m.shape[1]) + 1) % every == 0)[None, :]
+    else:
+        hit = tokens_bt == delimiter_id
+    return ((hit & m) | (last_token_mask(mask_bt) > 0)).astype(jnp.float32)
+
+
+def fill_back(values_bt, ends_bt, mask_bt):
+    """Each response token takes the value at the first step end at or after it: out[t] = v[e(t)],
+    e(t) = min{s >= t : ends[s] = 1} (0 where there is none, and off the mask). [B, T]."""
+    def step(carry, x):
+        v, e = x
+        carry = jnp.where(e > 0, v, carry)
+        return carry, carry
+    _, out = jax.lax.scan(step, jnp.zeros(values_bt.shape[0], jnp.float32),
+                          (values_bt.astype(jnp.float32).T, ends_bt.T), reverse=True)
+    return out.T * mask_bt
+
+
+def airl_discriminator_loss(logits_bt, mask_bt, label_b, smoothing: float = 0.1, num_tokens=None):
+    """Token-wise binary cross-entropy of the AIRL discriminator D = sigmoid(z) (dense-reward AIRL paper;
+    rePIRL Proposition 3): expert tokens label 1, policy (and perturbed-expert) tokens label 0, smoothed as
+    y = label (1 - smoothing) + smoothing / 2 (two-class label smoothing: 0.95 / 0.05 at 0.1).
+
+        L = sum_{b,t} m[b,t] * -(y_b log sigmoid(z[b,t]) + (1 - y_b) log sigmoid(-z[b,t])) / num_tokens
+
+    logits_bt: [B, T] discriminator logits z (the scalar head's token output); label_b: [B] 0/1;
+    num_tokens: the token count of the whole mini-batch (default: this batch's), so micro-batch losses add up.
+    Returns (loss, {"disc_acc": fraction of tokens on the right side of 0, same denominator})."""
+    m = mask_bt.astype(jnp.float32)
+    denom = jnp.maximum(jnp.sum(m) if num_tokens is None else num_tokens, 1.0)
+    lab = label_b.astype(jnp.float32)[:, None]
+    y = lab * (1.0 - smoothing) + 0.5 * smoothing
+    z = logits_bt.astype(jnp.float32)
+    bce = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
+    acc = ((z > 0) == (lab > 0.5)).astype(jnp.float32)
+    return jnp.sum(bce * m) / denom, {"disc_acc": jnp.sum(acc * m) / denom}
+
+
+def airl_dense_advantages(outcome_b, logits_bt, mask_bt, group_b, c: float = 1.0, outcome_weight: float = 0.0,
+                          clip_min: float = -10.0, clip_max: float = 10.0, gamma: float = 0.9, eps: float = 1e-4):
+    """Dense-reward AIRL policy advantages (Fanconi et al., 2510.01857, policy update: GRPO with dense
+    rewards, normalised per group then a discounted suffix sum). [B, T]:
+
+        r[i,t]  = c * clip(z[i,t], clip_min, clip_max) m[i,t] + w_o o_i [t = last response token of i]
+        rbar_i  = sum_t r[i,t] m[i,t] / sum_t m[i,t]                   (a trajectory's mean token reward)
+        rt[i,t] = (r[i,t] - mean_{j in g(i)} rbar_j) / (std_{j in g(i)} rbar_j + eps)   (std ddof 1)
+        A[i,t]  = sum_{s >= t} gamma^(s - t) rt[i,s] m[i,s]
+
+    z: the discriminator logits (log D - log(1 - D), the AIRL reward); o: outcome rewards [B]; group_b: [B].
+    A group of size 1 has mean 0 and std 1 (its rewards pass through). The local copy of the paper holds
+    only its abstract, so the equation number could not be checked; the formula follows its published
+    description (group-normalised token rewards, discounted suffix sum, gamma 0.9)."""
+    m = mask_bt.astype(jnp.float32)
+    r = (c * jnp.clip(logits_bt.astype(jnp.float32), clip_min, clip_max)
+         + outcome_weight * outcome_b.astype(jnp.float32)[:, None] * last_token_mask(m)) * m
+    _, rbar = trajectory_scores(r, m)
+    mean, std = group_stats(rbar, group_b)
+    return returns_to_go((r - mean[:, None]) / (std[:, None] + eps) * m, m, gamma)
+
+
+def prl_advantages(outcome_b, logp_old_bt, logp_ref_bt, mask_bt, ends_bt, group_b, eta: float = 200.0,
+                   outcome_weight: float = 1.0):
+    """PRL (Yao et al., 2601.10201) process rewards used directly as the advantage, [B, T]:
+
+        A_out,i = (w_o o_i - mean_g(w_o o)) / (std_g(w_o o) + 1e-6)     (group-relative, as grpo_advantages)
+        p[i,t]  = A_out,i - (1 / eta) sum_{j >= t} (logp_old - logp_ref)[i,j] m[i,j]   at step ends t
+        A[i,t]  = p[i, e(t)],  e(t) the first step end at or after t                  (filled back)
+
+    METHOD.md section 4 (the local copy of the paper holds only its abstract). logp_old: the sampling
+    log-probs; logp_ref: the frozen reference's; ends_bt: `step_end_mask`."""
+    m = mask_bt.astype(jnp.float32)
+    s = outcome_weight * outcome_b.astype(jnp.float32)
+    mean, std = group_stats(s, group_b)
+    a_out = (s - mean) / (std + 1e-6)
+    kl_to_go = returns_to_go((logp_old_bt - logp_ref_bt).astype(jnp.float32), m, 1.0)
+    return fill_back(a_out[:, None] - kl_to_go / eta, ends_bt, m)
+
+
+def step_bce_loss(logits_bt, ends_bt, labels_bt, num_steps=None):
+    """Math-Shepherd PRM loss: binary cross-entropy of sigmoid(z) at each step-end token against that step's
+    label (hard 0/1 or soft fraction), averaged over steps:
+
+        L = sum_{b,t} e[b,t] * -(y[b,t] log sigmoid(z[b,t]) + (1 - y[b,t]) log sigmoid(-z[b,t])) / num_steps
+
+    logits_bt / ends_bt / labels_bt: [B, T] (labels are read at the ends only); num_steps: the step count of
+    the whole mini-batch (default: this batch's). Returns (loss, {"step_acc": steps with (z > 0) == (y > 0.5)})."""
+    e = ends_bt.astype(jnp.float32)
+    denom = jnp.maximum(jnp.sum(e) if num_steps is None else num_steps, 1.0)
+    z, y = logits_bt.astype(jnp.float32), labels_bt.astype(jnp.float32)
+    bce = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
+    acc = ((z > 0) == (y > 0.5)).astype(jnp.float32)
+    return jnp.sum(bce * e) / denom, {"step_acc": jnp.sum(acc * e) / denom}
+
+
+# --- host side (numpy): labels and step scores --------------------------------------------------------
+
+def shepherd_labels(correct_pk, mode: str = "soft"):
+    """Math-Shepherd step labels from k completions per step prefix: correct_pk [S, k] 0/1 -> [S] float32,
+    "soft" = fraction of correct completions, "hard" = 1 if any completion is correct."""
+    c = np.asarray(correct_pk, np.float32)
+    if mode == "soft":
+        return c.mean(axis=1) if c.shape[1] else np.zeros(c.shape[0], np.float32)
+    if mode == "hard":
+        return (c.max(axis=1, initial=0.0) > 0).astype(np.float32)
+    raise ValueError(f"label mode {mode!r}: expected soft or hard")
+
+
+def step_scores(rewards_t, ends_t, reduce: str = "mean"):
+    """Per-step scores of one trace: steps are the token spans closed by each step end (`step_end_mask`
+    of the row, [T]); reduce "mean" = mean token reward over the step's tokens (dense PRMs), "last" = the
+    value at the step-end token (Math-Shepherd). Tokens after the last end are ignored. [S] float64."""
+    r, e = np.asarray(rewards_t, np.float64), np.asarray(ends_t) > 0
+    out, start = [], 0
+    for t in np.flatnonzero(e):
+        out.append(r[start:t + 1].mean() if reduce == "mean" else r[t])
+        start = t + 1
+    if reduce not in ("mean", "last"):
+        raise ValueError(f"reduce={reduce!r}: expected mean or last")
+    return np.asarray(out, np.float64)
+
+
+def min_step_score(rewards_t, ends_t, reduce: str = "mean") -> float:
+    """A solution's score under a step-level PRM: its minimum step score (Math-Shepherd); -inf if no step."""
+    s = step_scores(rewards_t, ends_t, reduce)
+    return float(s.min()) if s.size else float("-inf")

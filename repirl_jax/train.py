@@ -8,9 +8,13 @@ One iteration, in METHOD.md's order:
   5. process rewards of the rollouts from the UPDATED PRM
   6. advantages (RLOO token/sequence, GRPO, or GAE with a value head for PPO)
   7. policy step: PPO-clipped surrogate, entropy bonus, optional KL to a frozen reference
-BC and KTO use the same loop with their own losses. Every array has a fixed shape per config, so each
-jitted step compiles once; mini-batches are split into micro-batches whose gradients are accumulated
-inside one jitted `lax.scan`.
+BC and KTO use the same loop with their own losses. The other process-reward methods (METHOD.md section 4)
+change steps 4-6 only: airl_dense trains the scalar-head PRM as a token-wise expert-vs-policy discriminator
+and uses its group-normalised, discounted logits as the advantage; prl needs no PRM (its process reward is
+the outcome advantage minus the policy/reference log-ratio to go, at step ends); math_shepherd labels each
+step of the rollouts by k completions from its prefix and trains the PRM by per-step BCE.
+Every array has a fixed shape per config, so each jitted step compiles once; mini-batches are split into
+micro-batches whose gradients are accumulated inside one jitted `lax.scan`.
 
 Batch terms (README, "Batch terms"): prompts_per_iter prompts per iteration; n = rollout.n rollouts per
 prompt; k = data.experts_per_prompt demonstrations per prompt; a mini-batch of `minibatch_prompts` prompts
@@ -39,9 +43,10 @@ from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical
                                  tree_shardings)
 
 log = logging.getLogger(__name__)
-ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto")
+ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto", "airl_dense", "prl", "math_shepherd")
 # Per-micro-batch metrics already divided by the whole mini-batch's token count: they add up.
-_ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll"})
+_ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll",
+                       "disc_acc", "step_acc"})
 
 
 class ConfigError(ValueError):
@@ -107,11 +112,31 @@ class Models:
 
 
 def needs_prm(config) -> bool:
-    return config.algo in ("repirl", "prime")
+    return config.algo in ("repirl", "prime", "airl_dense", "math_shepherd")
 
 
 def needs_ref(config) -> bool:
-    return config.algo in ("kto", "prime") or config.policy.kl_coef > 0
+    return config.algo in ("kto", "prime", "prl") or config.policy.kl_coef > 0
+
+
+def prm_rows_per_prompt(config) -> int:
+    """Rows per prompt in the PRM's batch: rollouts, plus demonstrations (rePIRL, AIRL) and perturbed
+    demonstrations (AIRL with airl.perturbed_negatives)."""
+    c, n, k = config, config.rollout.n, config.data.experts_per_prompt
+    if c.algo == "repirl":
+        return n + k
+    if c.algo == "airl_dense":
+        return n + k * (2 if c.airl.perturbed_negatives else 1)
+    return n
+
+
+def policy_rows_per_prompt(config) -> int:
+    c, n, k = config, config.rollout.n, config.data.experts_per_prompt
+    if c.algo == "bc":
+        return max(k, 1)
+    if c.algo == "kto" or (c.algo == "airl_dense" and c.airl.experts_in_group):
+        return n + k
+    return n
 
 
 def validate(config, num_devices: int) -> None:
@@ -135,7 +160,7 @@ def validate(config, num_devices: int) -> None:
         raise ConfigError(f"prm.minibatch_prompts={c.prm.minibatch_prompts} does not divide "
                           f"data.prompts_per_iter={b}")
     n = c.rollout.n
-    per_prompt = {"bc": max(c.data.experts_per_prompt, 1), "kto": n + c.data.experts_per_prompt}.get(c.algo, n)
+    per_prompt = policy_rows_per_prompt(c)
     rows = mb * per_prompt
     if rows % c.policy.micro_batch:
         raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} rows does not divide a mini-batch of {rows} "
@@ -145,12 +170,24 @@ def validate(config, num_devices: int) -> None:
             raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} would split a group of n={n} rollouts "
                               f"unevenly; use a multiple or a divisor of n")
     if needs_prm(c):
-        prm_rows = c.prm.minibatch_prompts * (n + (c.data.experts_per_prompt if c.algo == "repirl" else 0))
+        prm_rows = c.prm.minibatch_prompts * prm_rows_per_prompt(c)
         if prm_rows % c.prm.micro_batch:
             raise ConfigError(f"prm.micro_batch={c.prm.micro_batch} does not divide a PRM mini-batch of {prm_rows} "
-                              f"rows (prm.minibatch_prompts x (n + experts_per_prompt))")
-    if c.algo == "repirl" and c.data.experts_per_prompt < 1:
-        raise ConfigError("algo=repirl needs expert demonstrations: set data.experts_per_prompt >= 1")
+                              f"rows (prm.minibatch_prompts x {prm_rows_per_prompt(c)} rows per prompt)")
+    if c.algo in ("repirl", "airl_dense") and c.data.experts_per_prompt < 1:
+        raise ConfigError(f"algo={c.algo} needs expert demonstrations: set data.experts_per_prompt >= 1")
+    if c.algo in ("airl_dense", "math_shepherd") and c.prm.head != "scalar":
+        raise ConfigError(f"algo={c.algo} needs prm.head=scalar (its reward model is the trunk + scalar head)")
+    if c.algo == "airl_dense" and c.airl.perturbed_negatives and c.data.train != "synthetic":
+        raise ConfigError("airl.perturbed_negatives corrupts one step with the synthetic task's `corrupt`: it needs "
+                          "data.train=synthetic (set airl.perturbed_negatives=False for other data)")
+    if c.algo == "math_shepherd":
+        if c.shepherd.label not in ("soft", "hard") or c.shepherd.k < 1:
+            raise ConfigError(f"shepherd.label={c.shepherd.label!r}, shepherd.k={c.shepherd.k}: need soft|hard, k >= 1")
+        if c.rollout.max_prompt_len + 2 * c.rollout.max_response_len > c.model.max_positions:
+            raise ConfigError("algo=math_shepherd completes step prefixes (prompt + up to max_response_len tokens) "
+                              "by up to max_response_len more: max_prompt_len + 2 * max_response_len must not "
+                              f"exceed model.max_positions={c.model.max_positions}")
     if c.rollout.max_prompt_len + c.rollout.max_response_len > c.model.max_positions:
         raise ConfigError(f"rollout.max_prompt_len + rollout.max_response_len = "
                           f"{c.rollout.max_prompt_len + c.rollout.max_response_len} exceeds the model's "
@@ -225,6 +262,13 @@ class Trainer:
         self.ref = place(models.ref, qshard) if models.ref is not None else None
 
         # Data: tokenise once, up front (errors and counts surface at start-up, not mid-run).
+        self.step_delim_id = -1  # PRL / Math-Shepherd: the token that ends a reasoning step
+        if config.algo in ("prl", "math_shepherd") and config.steps.every <= 0:
+            ids = tokenizer.encode(config.steps.delimiter, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ConfigError(f"steps.delimiter={config.steps.delimiter!r} is {len(ids)} tokens for this "
+                                  "tokenizer; use a one-token delimiter or steps.every=K (a step every K tokens)")
+            self.step_delim_id = ids[0]
         self.data_report: dict[str, int] = {}
         self.train_set = [] if abstract else self._tokenize_set(train_set, "train")
         self._build_steps()
@@ -426,7 +470,22 @@ class Trainer:
                                                                    "finite": finite, **aux}
             return jax.jit(prm_update, donate_argnums=0, out_shardings=(shard, None))
 
-        self.prm_update = make_prm_update(prime_micro_loss if c.prm.head == "implicit" else irl_micro_loss)
+        def airl_micro_loss(prm, mb):
+            """Token-wise BCE of the discriminator logits (label: 1 expert, 0 policy / perturbed expert)."""
+            traj, extra = mb
+            z = token_rewards(prm, traj, None)
+            return losses.airl_discriminator_loss(z, traj.response_mask, extra["label"], c.airl.label_smoothing,
+                                                  extra["num_tokens"])
+
+        def shepherd_micro_loss(prm, mb):
+            """Per-step BCE on the step-end logits; num_tokens here counts the mini-batch's step ends."""
+            traj, extra = mb
+            z = token_rewards(prm, traj, None)
+            return losses.step_bce_loss(z, extra["ends"], extra["labels"], extra["num_tokens"])
+
+        prm_losses = {"airl_dense": airl_micro_loss, "math_shepherd": shepherd_micro_loss}
+        self.prm_update = make_prm_update(prm_losses.get(
+            algo, prime_micro_loss if c.prm.head == "implicit" else irl_micro_loss))
         self.prm_update_single_pass = make_prm_update(irl_full_loss)
 
         def irl_coefficients(r, mask, logp_old, pos, neg, group):
@@ -441,15 +500,18 @@ class Trainer:
 
     # -- one iteration ----------------------------------------------------------------------------------
 
-    def rollouts(self, records: list[dict], rng, score: bool = False) -> dict:
-        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts.
+    def rollouts(self, records: list[dict], rng, score: bool = False, num_samples: int | None = None,
+                 temperature: float | None = None) -> dict:
+        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts
+        (num_samples / temperature: other than rollout.n / rollout.temperature, e.g. for reranking).
 
         With `score`, also the outcome rewards ("outcome", "reward_stats", "reward_s"): each chunk is scored
         while the devices sample the next one (sampling is dispatched asynchronously), and each process
         scores only its own share of the rows (`distributed.process_rows`)."""
         c = self.c
-        scfg = sampling.SamplingConfig(max_new_tokens=self.R, temperature=c.rollout.temperature,
-                                       top_p=c.rollout.top_p, num_samples=self.n,
+        scfg = sampling.SamplingConfig(max_new_tokens=self.R,
+                                       temperature=c.rollout.temperature if temperature is None else temperature,
+                                       top_p=c.rollout.top_p, num_samples=num_samples or self.n,
                                        stop_token_ids=(self.eos_id,), pad_token_id=self.pad_id)
         per_call = c.rollout.prompts_per_call
         outs, texts, scores, stats, reward_s = [], [], [], {}, 0.0
@@ -462,7 +524,7 @@ class Trainer:
             texts.extend(chunk_texts)
             if score:
                 t = time.perf_counter()
-                s_, st = self.score([r for r in chunk for _ in range(self.n)], chunk_texts)
+                s_, st = self.score([r for r in chunk for _ in range(scfg.num_samples)], chunk_texts)
                 scores.append(s_)
                 for k_, v in st.items():
                     stats[k_] = stats.get(k_, 0) + v
@@ -546,8 +608,8 @@ class Trainer:
         if needs_prm(c):
             t = time.perf_counter()
             if not c.prm.frozen:
-                metrics.update(self._prm_step(records, rollouts, ro["logp"], outcome, keep, ref_logp))
-            process = self._rewards_in_chunks(rollouts, ref_logp)
+                metrics.update(self._reward_model_step(records, rollouts, ro["logp"], outcome, keep, ref_logp, it))
+            process = self._process_rewards(rollouts, ref_logp)
             metrics["process_reward_mean"] = float((process * rollouts.response_mask).sum()
                                                    / max(rollouts.response_mask.sum(), 1))
             timers["prm"] = time.perf_counter() - t
@@ -561,6 +623,13 @@ class Trainer:
         policy_traj, rows_per_prompt = rollouts, n
         if c.algo == "kto":
             policy_traj, extra, rows_per_prompt = self._kto_batch(records, rollouts, outcome, keep)
+        elif c.algo == "airl_dense":
+            policy_traj, extra, rows_per_prompt = self._airl_policy_batch(records, rollouts, ro["logp"], outcome,
+                                                                          keep, process, extra)
+        elif c.algo == "prl":
+            extra["adv"] = np.asarray(losses.prl_advantages(outcome, ro["logp"], ref_logp, m,
+                                                            self._step_ends(rollouts), group, c.prl.eta,
+                                                            c.advantage.outcome_weight))
         elif est == "ppo":
             old_values = np.asarray(self._values_in_chunks(rollouts))
             rew = losses.token_rewards(outcome, process, m, c.advantage.c, c.advantage.outcome_weight)
@@ -574,7 +643,7 @@ class Trainer:
             extra["adv"] = np.asarray(losses.rloo_advantages(outcome, process, m, group, c.advantage.c,
                                                              c.advantage.outcome_weight, c.advantage.process_mode))
         if "adv" in extra:
-            a = extra["adv"][m > 0]
+            a = extra["adv"][policy_traj.response_mask > 0]
             metrics.update({"adv_mean": float(a.mean()) if a.size else 0.0,
                             "adv_std": float(a.std()) if a.size else 0.0,
                             "adv_abs_max": float(np.abs(a).max()) if a.size else 0.0})
@@ -635,25 +704,36 @@ class Trainer:
         for key, v in out.items():
             agg.setdefault(f"{prefix}_{key}", []).append(float(np.asarray(v)))
 
+    def _updates(self, update, prefix: str, traj: Traj, extra: dict, rows_per_prompt: int, minibatch_prompts: int,
+                 micro: int, agg: dict, count=None) -> dict:
+        """One epoch of optimiser steps (`update`: a jitted policy or PRM update) over mini-batches of
+        `minibatch_prompts` prompts. Each micro-batch gets `num_tokens`, the mini-batch's normaliser (its
+        response tokens, or the sum of the per-row `count`, e.g. step ends), and `row_scale` = 1 / micro-batches."""
+        for idx in self._minibatches(traj.prompt.shape[0], rows_per_prompt, minibatch_prompts):
+            part_traj = Traj(*(x[idx] for x in traj))
+            part = {k_: v[idx] for k_, v in extra.items()}
+            total = part_traj.response_mask.sum() if count is None else count[idx].sum()
+            part["num_tokens"] = np.full((len(idx),), np.float32(max(total, 1.0)), np.float32)
+            part["row_scale"] = np.full((len(idx),), 1.0 / (len(idx) // micro), np.float32)
+            self.state, out = update(self.state, self._put_micro((part_traj, part), len(idx) // micro))
+            out = distributed.to_host(out)
+            if "logp_diff_max" in out:  # meaningful before the first update only (later ones see a new policy)
+                diff = out.pop("logp_diff_max")
+                agg.setdefault("logp_diff_sampler_vs_trainer", float(np.asarray(diff)))
+            self._record_step(out, prefix, agg)
+        return agg
+
+    @staticmethod
+    def _means(agg: dict) -> dict:
+        return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
+
     def _policy_step(self, traj: Traj, extra: dict, rows_per_prompt: int) -> dict:
         c = self.c
         agg: dict = {}
-        micro = c.policy.micro_batch
         for _ in range(c.policy.epochs):
-            for idx in self._minibatches(traj.prompt.shape[0], rows_per_prompt, c.policy.minibatch_prompts):
-                part_traj = Traj(*(x[idx] for x in traj))
-                part = {k_: v[idx] for k_, v in extra.items()}
-                num_tokens = np.float32(max(part_traj.response_mask.sum(), 1.0))
-                part["num_tokens"] = np.full((len(idx),), num_tokens, np.float32)
-                part["row_scale"] = np.full((len(idx),), 1.0 / (len(idx) // micro), np.float32)
-                stacked = self._put_micro((part_traj, part), len(idx) // micro)
-                self.state, out = self.policy_update(self.state, stacked)
-                out = distributed.to_host(out)
-                if "logp_diff_max" in out:  # meaningful before the first update only (later ones see a new policy)
-                    diff = out.pop("logp_diff_max")
-                    agg.setdefault("logp_diff_sampler_vs_trainer", float(np.asarray(diff)))
-                self._record_step(out, "policy", agg)
-        return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
+            self._updates(self.policy_update, "policy", traj, extra, rows_per_prompt, c.policy.minibatch_prompts,
+                          c.policy.micro_batch, agg)
+        return self._means(agg)
 
     @staticmethod
     def _scalars_per_micro(stacked):
@@ -664,6 +744,28 @@ class Trainer:
             if key in extra:
                 extra[key] = extra[key][:, 0]
         return traj, extra
+
+    def _reward_model_step(self, records, rollouts: Traj, logp_old, outcome, keep, ref_logp, it: int) -> dict:
+        """One epoch of the algorithm's reward-model updates (step 4)."""
+        if self.c.algo == "airl_dense":
+            return self._airl_step(records, rollouts, keep, it)
+        if self.c.algo == "math_shepherd":
+            rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.c.seed), it), 1)
+            return self._shepherd_step(records, rollouts, outcome, rng)
+        return self._prm_step(records, rollouts, logp_old, outcome, keep, ref_logp)
+
+    def _process_rewards(self, rollouts: Traj, ref_logp):
+        """Process rewards of the rollouts from the (updated) reward model, [B, R]: token rewards (rePIRL,
+        PRIME; AIRL: the discriminator logits), or for Math-Shepherd the step scores sigmoid(z) at step ends."""
+        r = self._rewards_in_chunks(rollouts, ref_logp)
+        if self.c.algo == "math_shepherd":
+            r = (1.0 / (1.0 + np.exp(-r))) * self._step_ends(rollouts)
+        return r
+
+    def _step_ends(self, traj: Traj):
+        """`losses.step_end_mask` of response rows (steps.delimiter or steps.every), [B, R] float32."""
+        return np.asarray(losses.step_end_mask(traj.response, traj.response_mask, self.step_delim_id,
+                                               self.c.steps.every))
 
     def _prm_step(self, records, rollouts: Traj, logp_old, outcome, keep, ref_logp) -> dict:
         """One epoch over PRM mini-batches (rePIRL Eq. 3-5, or PRIME's implicit-PRM cross-entropy)."""
@@ -720,20 +822,119 @@ class Trainer:
             self.state, out = self.prm_update(self.state, stacked)
             out = distributed.to_host(out)
             self._record_step(out, "prm", agg)
-        return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
+        return self._means(agg)
 
-    def _with_experts(self, records, rollouts: Traj, keep):
-        """Rollouts and demonstrations grouped by prompt (its n rollouts, then its k demonstrations), and
-        `cat(rollout_rows, expert_rows)` that puts any per-row array into the same order."""
+    def _with_experts(self, records, rollouts: Traj, keep, extra_blocks=()):
+        """Rollouts and demonstrations grouped by prompt (its n rollouts, then its k demonstrations, then k
+        responses of each further block, e.g. perturbed demonstrations: lists of b * k token lists), and
+        `cat(rollout_rows, expert_rows, *block_rows)` that puts any per-row array into the same order."""
         n, k, b = self.n, self.k, len(records)
-        e_toks, e_mask = pad_right([ids for r in records for ids in r["expert_ids"]], self.R, self.pad_id)
+        blocks = [[ids for r in records for ids in r["expert_ids"]], *extra_blocks]
+        padded = [pad_right(ids, self.R, self.pad_id) for ids in blocks]
         pt, pm = self._prompt_arrays(records, k)
-        order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n),
-                                                b * n + np.arange(i * k, (i + 1) * k)]) for i in range(b)])
-        cat = lambda a, e: np.concatenate([a, e])[order]  # noqa: E731
-        traj = Traj(cat(rollouts.prompt, pt), cat(rollouts.prompt_mask, pm), cat(rollouts.response, e_toks),
-                    cat(rollouts.response_mask, e_mask * np.repeat(keep, k)[:, None]))
+        order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n)] + [
+            b * n + j * b * k + np.arange(i * k, (i + 1) * k) for j in range(len(blocks))]) for i in range(b)])
+        cat = lambda *arrays: np.concatenate(arrays)[order]  # noqa: E731
+        row_keep = np.repeat(keep, k)[:, None]
+        traj = Traj(cat(rollouts.prompt, *[pt] * len(blocks)), cat(rollouts.prompt_mask, *[pm] * len(blocks)),
+                    cat(rollouts.response, *[t for t, _ in padded]),
+                    cat(rollouts.response_mask, *[mk * row_keep for _, mk in padded]))
         return traj, cat
+
+    # -- dense reasoning reward by adversarial IRL (airl_dense) --------------------------------------
+
+    def _airl_step(self, records, rollouts: Traj, keep, it: int) -> dict:
+        """One discriminator epoch: per prompt its n rollouts (label 0), its k demonstrations (label 1) and,
+        with airl.perturbed_negatives, the k demonstrations with one corrupted step each (label 0)."""
+        c, n, k, b = self.c, self.n, self.k, len(records)
+        blocks = [self._perturbed_expert_ids(records, it)] if c.airl.perturbed_negatives else []
+        traj, cat = self._with_experts(records, rollouts, keep, blocks)
+        label = cat(np.zeros(b * n), np.ones(b * k), *[np.zeros(b * k)] * len(blocks)).astype(np.float32)
+        agg = self._updates(self.prm_update, "prm", traj, {"label": label}, n + k * (1 + len(blocks)),
+                            c.prm.minibatch_prompts, c.prm.micro_batch, {})
+        return self._means(agg)
+
+    def _perturbed_expert_ids(self, records, it: int) -> list:
+        """Each prompt's k demonstrations with one step's result changed (synthetic.corrupt), token ids."""
+        from repirl_jax.data import synthetic
+        rng = np.random.default_rng([self.c.seed, it])
+        texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=self.c.data.synthetic.modulus)
+                 for r in records for j in range(self.k)]
+        return encode_responses(self.tokenizer, texts, self.R, self.eos_id)[0]
+
+    def _airl_policy_batch(self, records, rollouts: Traj, logp_old, outcome, keep, logits, extra: dict):
+        """Rows and advantages of the AIRL policy step: `losses.airl_dense_advantages` of the discriminator
+        logits over each prompt's group, the n rollouts or (airl.experts_in_group) the rollouts and the k
+        demonstrations (outcome 1; their logp_old are the current policy's, so their PPO ratio starts at 1)."""
+        c, n, k, b = self.c, self.n, self.k, len(records)
+        traj, per_prompt, o = rollouts, n, outcome
+        if c.airl.experts_in_group:
+            traj, cat = self._with_experts(records, rollouts, keep)
+            is_expert = cat(np.zeros(b * n), np.ones(b * k))[:, None] > 0
+            current = self._logp_in_chunks(self.state["policy"]["model"], traj)
+            logp_old = np.where(is_expert, current, cat(logp_old, np.zeros((b * k, self.R), np.float32)))
+            o = cat(outcome, np.ones(b * k, np.float32))
+            logits = self._rewards_in_chunks(traj, None)
+            per_prompt = n + k
+            if "ref_logp" in extra:  # KL to the reference (policy.kl_coef > 0) on every row of the group
+                extra["ref_logp"] = self._logp_in_chunks(self.ref, traj)
+        group = np.repeat(np.arange(b), per_prompt).astype(np.int32)
+        adv = losses.airl_dense_advantages(o, logits, traj.response_mask, group, c.advantage.c,
+                                           c.advantage.outcome_weight, c.airl.reward_min, c.airl.reward_max,
+                                           c.airl.gamma, c.airl.std_eps)
+        return traj, {**extra, "logp_old": np.asarray(logp_old, np.float32), "adv": np.asarray(adv)}, per_prompt
+
+    # -- Math-Shepherd ---------------------------------------------------------------------------------
+
+    def _shepherd_step(self, records, rollouts: Traj, outcome, rng) -> dict:
+        """Label every step of the (kept) rollouts by completions, then one PRM epoch of per-step BCE."""
+        c = self.c
+        ends = self._step_ends(rollouts)
+        labels, stats = self._shepherd_labels(records, rollouts, ends, outcome, rng)
+        agg = self._updates(self.prm_update, "prm", rollouts, {"ends": ends, "labels": labels}, self.n,
+                            c.prm.minibatch_prompts, c.prm.micro_batch, {}, count=ends.sum(axis=1))
+        return {**self._means(agg), **stats}
+
+    def _shepherd_labels(self, records, rollouts: Traj, ends, outcome, rng):
+        """Step labels [B, R] at the step ends: for each step but the last, k completions by the current
+        policy from the prefix (prompt + response up to and including the step end), scored by the outcome
+        reward (the whole response kept within rollout.max_response_len), labelled by
+        `losses.shepherd_labels` (shepherd.label); the last step's label is the rollout's own outcome.
+        Also returns the cost: prefixes, sampled tokens, seconds."""
+        c, n, kk, per_call = self.c, self.n, self.c.shepherd.k, self.c.shepherd.prefixes_per_call
+        t0 = time.perf_counter()
+        labels = ends * np.asarray(outcome, np.float32)[:, None]
+        prefixes = [(row, int(t)) for row in range(ends.shape[0]) for t in np.flatnonzero(ends[row])[:-1]]
+        scfg = sampling.SamplingConfig(max_new_tokens=self.R, temperature=c.rollout.temperature,
+                                       top_p=c.rollout.top_p, num_samples=kk, stop_token_ids=(self.eos_id,),
+                                       pad_token_id=self.pad_id)
+        correct, sampled = np.zeros((len(prefixes), kk), np.float32), 0
+        params = self.sampler_params(self.state["policy"]["model"])
+        for s in range(0, len(prefixes), per_call):
+            chunk = prefixes[s:s + per_call]
+            ids = [list(records[row // n]["prompt_ids"]) + rollouts.response[row, :t + 1].tolist() for row, t in chunk]
+            ids += [ids[0]] * (per_call - len(chunk))  # one shape for every call
+            toks, mask = sampling.pad_prompts(ids, self.P + self.R, pad_token_id=self.pad_id)
+            out = distributed.to_host(sampling.generate(params, self.cfg, *self._put_rows((toks, mask)), scfg,
+                                                        jax.random.fold_in(rng, s), act=self.act))
+            texts, recs = [], []
+            for j, (row, t) in enumerate(chunk):
+                for q in range(kk):
+                    i = j * kk + q
+                    sampled += int(out.lengths[i])
+                    kept = min(int(out.lengths[i]), self.R - t - 1)  # the whole response stays within R
+                    body = rollouts.response[row, :t + 1].tolist() + out.tokens[i, :kept].tolist()
+                    texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
+                    recs.append(records[row // n])
+            scores, _ = self.score(recs, texts)
+            correct[s:s + len(chunk)] = (np.asarray(scores, np.float32) >= 1.0).reshape(len(chunk), kk)
+        step_labels = losses.shepherd_labels(correct, c.shepherd.label)
+        for (row, t), v in zip(prefixes, step_labels):
+            labels[row, t] = v
+        stats = {"shepherd_prefixes": float(len(prefixes)), "shepherd_sampled_tokens": float(sampled),
+                 "shepherd_label_mean": float(step_labels.mean()) if len(prefixes) else 0.0,
+                 "time_shepherd_completions": time.perf_counter() - t0}
+        return labels, stats
 
     def _kto_batch(self, records, rollouts: Traj, outcome, keep):
         """KTO rows per prompt: its n rollouts (correct: desirable, failed: undesirable) and its k expert

@@ -83,16 +83,19 @@ def test_prm_selection_and_localisation_with_a_training_run(tmp_path):
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "repirl_jax.evaluate", f"--checkpoint={run}", "--benchmarks=synthetic",
            f"--output_dir={out}", "--limit=4", "--num_samples=4", "--temperature=1.0",
-           "--selection=majority,best_of_n,prm_weighted", f"--prm_checkpoint={run}", "--localisation",
+           "--selection=majority,best_of_n,prm_weighted,min_step", f"--prm_checkpoint={run}", "--localisation",
            "--config.eval.max_new_tokens=24", "--config.eval.max_prompt_len=12", "--config.eval.batch_size=4",
            "--config.model.dtype=float32"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "XLA_FLAGS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     table = (out / "results.md").read_text()
-    for metric in ("pass@4", "majority@4", "best_of_n@4", "prm_weighted@4"):
+    for metric in ("pass@4", "majority@4", "best_of_n@4", "prm_weighted@4", "min_step@4"):
         assert metric in table
     row = json.loads((out / "synthetic.jsonl").read_text().splitlines()[0])
-    assert len(row["prm_scores"]) == 4 and set(row["selected"]) == {"majority", "best_of_n", "prm_weighted"}
+    assert len(row["prm_scores"]) == 4 and len(row["prm_min_step"]) == 4
+    assert set(row["selected"]) == {"majority", "best_of_n", "prm_weighted", "min_step"}
+    low = max(range(4), key=lambda i: row["prm_min_step"][i])
+    assert row["selected"]["min_step"] == row["scores"][low]
     # best-of-N picks the sample with the highest PRM score.
     best = max(range(4), key=lambda i: row["prm_scores"][i])
     assert row["selected"]["best_of_n"] == row["scores"][best]

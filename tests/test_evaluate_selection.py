@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from repirl_jax.evaluate import group_answers, pass_at_k, select, summarize
+from repirl_jax.evaluate import group_answers, min_step_scores, pass_at_k, select, summarize
 
 
 def _eq(pairs):  # numeric equivalence stand-in for math-verify
@@ -55,3 +55,46 @@ def test_summary_of_greedy_and_sampled_rows():
     assert s["pass@1"] == pytest.approx(0.25) and s["pass@4"] == pytest.approx(0.5)
     assert s["pass@2"] == pytest.approx((1 - math.comb(2, 2) / math.comb(4, 2)) / 2)
     assert s["majority@4"] == 0.5
+
+
+def _np_min_step(rewards, ids, length, delim, reduce):
+    """Split the trace after every delimiter token (and at its end); score each piece; take the minimum."""
+    steps, cur = [], []
+    for t in range(length):
+        cur.append(t)
+        if ids[t] == delim or t == length - 1:
+            steps.append(cur)
+            cur = []
+    if not steps:
+        return float("-inf")
+    vals = [np.mean([rewards[t] for t in st]) if reduce == "mean" else rewards[st[-1]] for st in steps]
+    return min(vals)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "last"])
+def test_min_step_scores_match_a_loop_over_steps(reduce):
+    rng = np.random.RandomState(3)
+    lengths = [9, 4, 0, 12, 1]
+    ids = rng.randint(0, 4, size=(5, 12)).astype(np.int32)  # delimiter 3
+    mask = np.zeros((5, 12), np.float32)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    r = rng.randn(5, 12).astype(np.float32) * mask
+    got = min_step_scores(r, ids, mask, 3, 0, reduce)
+    for i, n in enumerate(lengths):
+        ref = _np_min_step(r[i], ids[i], n, 3, reduce)
+        assert got[i] == pytest.approx(ref, rel=1e-5) if np.isfinite(ref) else got[i] == ref
+
+
+def test_rerank_by_mean_reward_and_by_minimum_step_pick_different_traces():
+    """Trace 0 has the higher mean token reward but one bad step; trace 1 is uniformly fair."""
+    delim = 9
+    ids = np.array([[1, 9, 1, 9, 1, 9], [1, 9, 1, 9, 1, 9]], np.int32)
+    r = np.array([[3.0, 3.0, -2.0, -2.0, 3.0, 3.0], [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]], np.float32)
+    m = np.ones_like(r)
+    mean = (r * m).sum(1) / m.sum(1)
+    low = min_step_scores(r, ids, m, delim)
+    np.testing.assert_allclose(low, [-2.0, 0.5])
+    labels, answers = [0, 1], ["1", "2"]
+    assert select("best_of_n", labels, answers, mean) == 0
+    assert select("min_step", labels, answers, low) == 1

@@ -24,7 +24,8 @@ def _without_timing(rows):
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
-@pytest.mark.parametrize("algo", ["repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto"])
+@pytest.mark.parametrize("algo", ["repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto", "airl_dense", "prl",
+                                  "math_shepherd"])
 def test_two_iterations_of_every_algorithm(tmp_path, algo):
     summary = launch.run(tiny_config(algo), str(tmp_path), progress_bar=False)
     rows = read_metrics(str(tmp_path))
@@ -36,7 +37,7 @@ def test_two_iterations_of_every_algorithm(tmp_path, algo):
         assert {"rollout_acc", "response_len", "time_rollout", "tokens_per_s"} <= set(rows[0])
     if algo not in ("bc", "kto"):
         assert rows[0]["logp_diff_sampler_vs_trainer"] < 1e-4  # sampler and trainer log-probs agree
-    if algo in ("repirl", "prime"):  # the synthetic task's PRM report: AUROC and the localisation pictures
+    if algo in ("repirl", "prime", "airl_dense", "math_shepherd"):  # the synthetic task's PRM report
         assert 0.0 <= summary["prm_auroc_all_steps"] <= 1.0 and summary["prm_steps"] > 0
         assert os.path.getsize(summary["localisation_png"]) > 1000
         assert "wrong traces" in open(summary["localisation_html"]).read()
@@ -45,6 +46,11 @@ def test_two_iterations_of_every_algorithm(tmp_path, algo):
         assert rows[0]["irl_num_pos"] >= 8  # 4 prompts x 2 expert demonstrations at least
     if algo == "ppo":
         assert "policy_value_loss" in rows[0]
+    if algo == "airl_dense":
+        assert {"prm_disc_acc", "prm_loss", "prm_grad_norm"} <= set(rows[0])
+    if algo == "math_shepherd":
+        assert {"prm_step_acc", "shepherd_prefixes", "shepherd_sampled_tokens", "shepherd_label_mean"} <= set(rows[0])
+        assert all(r["shepherd_sampled_tokens"] >= r["shepherd_prefixes"] for r in rows)
     assert summary["final_iteration"] == 2 and summary["nonfinite_updates_skipped"] == 0
 
 
@@ -124,6 +130,13 @@ def test_startup_validation_says_what_to_change():
         ({"rollout.max_response_len": 200}, "the KV cache cannot hold it"),
         ({"algo": "repirl", "data.experts_per_prompt": 0}, "needs expert demonstrations"),
         ({"algo": "sft"}, "algo='sft'"),
+        ({"algo": "airl_dense", "data.experts_per_prompt": 0, "prm.micro_batch": 2}, "needs expert demonstrations"),
+        ({"algo": "airl_dense", "prm.head": "implicit"}, "needs prm.head=scalar"),
+        ({"algo": "airl_dense", "airl.perturbed_negatives": True, "data.train": "x.jsonl"},
+         "needs data.train=synthetic"),
+        ({"algo": "airl_dense", "airl.perturbed_negatives": True, "prm.micro_batch": 5}, "6 rows per prompt"),
+        ({"algo": "math_shepherd", "rollout.max_response_len": 60}, "2 \\* max_response_len"),
+        ({"algo": "math_shepherd", "shepherd.label": "fuzzy"}, "shepherd.label='fuzzy'"),
     ]
     for over, message in cases:
         with pytest.raises(train.ConfigError, match=message):
@@ -215,3 +228,21 @@ def test_frozen_prm_is_not_updated(tmp_path):
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, b)
     assert "prm_grad_norm" not in read_metrics(str(tmp_path))[0]
+
+
+def test_airl_with_perturbed_negatives_and_experts_in_the_policy_group(tmp_path):
+    """The discriminator sees rollouts, demonstrations and one-step-corrupted demonstrations; the policy step
+    trains on each prompt's rollouts and demonstrations as one group (2 + 2 rows per prompt)."""
+    c = tiny_config("airl_dense", **{"airl.perturbed_negatives": True, "airl.experts_in_group": True,
+                                     "prm.micro_batch": 8, "policy.micro_batch": 4})
+    summary = launch.run(c, str(tmp_path), progress_bar=False)
+    rows = read_metrics(str(tmp_path))
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert all(np.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
+    assert rows[0]["logp_diff_sampler_vs_trainer"] < 1e-4  # demonstrations' logp_old: the current policy's
+    assert 0.0 <= summary["prm_auroc_all_steps"] <= 1.0
+
+
+def test_step_delimiter_must_be_one_token(tmp_path):
+    with pytest.raises(train.ConfigError, match="steps.delimiter='=\\?'"):
+        launch.run(tiny_config("prl", **{"steps.delimiter": "=?"}), str(tmp_path), progress_bar=False)

@@ -5,7 +5,9 @@
 Each seed behaviour-clones once (configs/demo.py's warm start) and every method starts from that policy,
 then runs the same number of iterations on the same prompts. Writes OUT/table.md (mean +- std over seeds of
 the final greedy test accuracy, and the step-error AUROC of methods that learn a scalar PRM),
-OUT/runs.jsonl (one line per run) and OUT/accuracy.png (validation accuracy against iteration). Runs that
+OUT/runs.jsonl (one line per run) and OUT/accuracy.png (validation accuracy against iteration). Methods with
+a scalar-head reward model (rePIRL, AIRL, Math-Shepherd) also rerank 16 samples per test prompt (T = 0.8)
+at N = 4, 8, 16 by mean token reward and by minimum step score (OUT/rerank.md: gain over pass@1). Runs that
 already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
 """
 
@@ -29,7 +31,15 @@ METHODS = {
     "repirl_no_iw": {"algo": "repirl", "irl.importance_weights": False},
     "repirl_no_pseudo_expert": {"algo": "repirl", "irl.pseudo_expert": False},
     "prm_only": {"algo": "repirl", "advantage.outcome_weight": 0.0},
+    # The other process-reward methods (METHOD.md section 4). AIRL: the discriminator logit (c = 1) plus the
+    # outcome (weight 1, like every other method here), one-step-corrupted demonstrations as extra negatives.
+    "airl_dense": {"algo": "airl_dense", "advantage.c": 1.0, "advantage.outcome_weight": 1.0,
+                   "airl.perturbed_negatives": True, "prm.micro_batch": 128},
+    "prl": {"algo": "prl", "advantage.c": 0.0},
+    "math_shepherd": {"algo": "math_shepherd", "advantage.c": 0.1, "prm.micro_batch": 128,
+                      "shepherd.prefixes_per_call": 128},
 }
+RERANK_NS = (4, 8, 16)
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("iterations", 60, "RL iterations per run (the compute budget).")
@@ -66,10 +76,15 @@ def run_one(method, seed, out):
     os.makedirs(wd, exist_ok=True)
     if os.path.exists(warm) and not os.path.exists(os.path.join(wd, "warmup")):
         shutil.copytree(warm, os.path.join(wd, "warmup"))
-    summary = launch.run(configure(method, seed, FLAGS.iterations), wd, progress_bar=False)
+    config = configure(method, seed, FLAGS.iterations)
+    summary = launch.run(config, wd, progress_bar=False)
     if not os.path.exists(warm):
         shutil.copytree(os.path.join(wd, "warmup"), warm)
-    summary = {k: v for k, v in summary.items() if k != "trainer"}
+    trainer = summary.pop("trainer")
+    if "prm" in trainer.state and config.prm.head == "scalar":
+        test = trainer._tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
+        summary["rerank"] = launch.rerank_report(config, trainer, test, RERANK_NS)
+        json.dump(summary, open(done, "w"), indent=2, default=str)
     return summary, read_metrics(wd)
 
 
@@ -91,7 +106,7 @@ def main(argv):
                 row = {"method": method, "seed": seed,
                        **{k: summary.get(k) for k in ("test_accuracy_start", "test_accuracy_end",
                                                       "prm_auroc_all_steps", "prm_auroc_first_error",
-                                                      "time_total_s")}}
+                                                      "time_total_s", "rerank")}}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 results.setdefault(method, []).append(row)
@@ -117,6 +132,21 @@ def main(argv):
     table = "\n".join(lines) + "\n"
     open(os.path.join(FLAGS.out, "table.md"), "w").write(table)
     print(table)
+    rr = ["Reranking 16 samples per test prompt (T = 0.8), first N used; gain = accuracy of the selection "
+          "minus pass@1 (points, mean ± std over seeds).", "",
+          "| method | N | pass@1 | majority vote gain | mean-token-reward rerank gain | min-step rerank gain |",
+          "|---|---|---|---|---|---|"]
+    for method, rows in results.items():
+        runs = [r["rerank"] for r in rows if r.get("rerank")]
+        for n in RERANK_NS:
+            got = [run.get(str(n), run.get(n)) for run in runs]
+            if not got:
+                continue
+            gain = lambda key: fmt([g[key] - g["pass@1"] for g in got])  # noqa: E731
+            rr.append(f"| {method} | {n} | {fmt([g['pass@1'] for g in got])} | {gain('majority')} | "
+                      f"{gain('best_of_n')} | {gain('min_step')} |")
+    open(os.path.join(FLAGS.out, "rerank.md"), "w").write("\n".join(rr) + "\n")
+    print("\n".join(rr))
 
     import matplotlib
     matplotlib.use("Agg")

@@ -126,7 +126,12 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
     c.model.dtype, c.model.param_dtype, c.model.remat = "bfloat16", "float32", "full"
     c.data.prompts_per_iter, c.data.experts_per_prompt = 128, 4
     c.policy.minibatch_prompts, c.prm.minibatch_prompts = 32, 32
-    c.policy.micro_batch, c.prm.micro_batch = 8, 8  # one row per device on 8 GPUs (paper: micro-batch 1)
+    # Memory (tools/memory_plan.py, README "Scale out"): on 8 devices, tensor parallelism over all 8 with the
+    # paper's micro-batch of 1 row (4,535 tokens) keeps every program within 44 GiB per device; an fsdp=8
+    # mesh with a micro-batch of 8 rows (one per device) needs 65 GiB in the PRM step. More hosts add data
+    # parallelism (data=-1); then set micro_batch = mesh.data so each data group gets its own row.
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 8
+    c.policy.micro_batch, c.prm.micro_batch = 1, 1
     c.rollout.n, c.rollout.max_prompt_len, c.rollout.max_response_len = 4, 1535, 3000
     c.rollout.prompts_per_call = 32
     c.rollout.weights = "replicated"  # bf16 copy: 6.2 GB (3B) / 8.0 GB (4B) per device, no per-step all-gather

@@ -65,6 +65,12 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[j
     return Mesh(grid, MESH_AXES)
 
 
+def data_parallel_rules(rules=LOGICAL_AXIS_RULES) -> tuple:
+    """The table for a model whose weights are whole on every device (the sampler's replicated copy):
+    rows split over every mesh axis, nothing else split."""
+    return tuple((name, MESH_AXES if name == "batch" else None) for name, _ in rules)
+
+
 def _rules_dict(rules) -> dict[str, tuple[str, ...]]:
     out = {}
     for name, target in rules:

@@ -39,8 +39,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from repirl_jax import distributed, logprobs, losses, sampling
 from repirl_jax.models import heads, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical_sharding, optimizer_shardings,
-                                 tree_shardings)
+from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, data_parallel_rules, logical_sharding,
+                                 optimizer_shardings, tree_shardings)
 
 log = logging.getLogger(__name__)
 ALGOS = ("repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto", "airl_dense", "prl", "math_shepherd")
@@ -320,14 +320,22 @@ class Trainer:
         toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records], self.P, pad_token_id=self.pad_id)
         return np.repeat(toks, repeat, 0), np.repeat(mask, repeat, 0)
 
-    def _put_rows(self, tree, stacked: bool = False):
+    def _put_rows(self, tree, stacked: bool = False, rules=LOGICAL_AXIS_RULES):
         """Host arrays -> global arrays whose rows (axis 0, or axis 1 of stacked micro-batches) are split over
         the data and fsdp mesh axes (replicated where they do not divide); each process sends its rows."""
-        return jax.tree.map(lambda x: distributed.global_rows(x, self.rows_sharding(np.shape(x), stacked)), tree)
+        return jax.tree.map(lambda x: distributed.global_rows(x, self.rows_sharding(np.shape(x), stacked, rules)),
+                            tree)
 
-    def rows_sharding(self, shape, stacked: bool = False) -> NamedSharding:
+    def rows_sharding(self, shape, stacked: bool = False, rules=LOGICAL_AXIS_RULES) -> NamedSharding:
         lead = 1 if stacked else 0
-        return logical_sharding(tuple("batch" if i == lead else None for i in range(len(shape))), shape, self.mesh)
+        return logical_sharding(tuple("batch" if i == lead else None for i in range(len(shape))), shape, self.mesh,
+                                rules)
+
+    def _generate(self, params, toks, mask, scfg, rng=None):
+        """The sampler on left-padded host prompt arrays [B, P']. With the sampler's replicated weight copy
+        the rows are split over every mesh axis (data-parallel decoding, no weight traffic)."""
+        return sampling.generate(params, self.cfg, *self._put_rows((toks, mask), rules=self.sample_act.rules), scfg,
+                                 rng, act=self.sample_act)
 
     def _put_micro(self, tree, n_micro: int):
         """[rows, ...] host arrays -> [n_micro, rows / n_micro, ...] global arrays for the accumulation scan
@@ -394,6 +402,8 @@ class Trainer:
         self.policy_update = jax.jit(policy_update, donate_argnums=0, out_shardings=(shard, None))
 
         # The sampler's copy of the policy weights (rollout.weights), made on the devices.
+        self.sample_act = ActivationSharding(self.mesh, data_parallel_rules()) if c.rollout.weights == "replicated" \
+            else self.act
         if c.rollout.weights == "train":
             self.sampler_shardings = None
             self.sampler_params = lambda params: params
@@ -535,8 +545,7 @@ class Trainer:
         for s in range(0, len(records), per_call):
             chunk = records[s:s + per_call]
             toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in chunk], self.P, pad_token_id=self.pad_id)
-            out = sampling.generate(params, self.cfg, *self._put_rows((toks, mask)), scfg, jax.random.fold_in(rng, s),
-                                    act=self.act)
+            out = self._generate(params, toks, mask, scfg, jax.random.fold_in(rng, s))
             if pending is not None:  # the previous chunk is decoded and scored while this one samples
                 collect(*pending)
             pending = (out, chunk)
@@ -915,8 +924,7 @@ class Trainer:
             ids = [list(records[row // n]["prompt_ids"]) + rollouts.response[row, :t + 1].tolist() for row, t in chunk]
             ids += [ids[0]] * (per_call - len(chunk))  # one shape for every call
             toks, mask = sampling.pad_prompts(ids, self.P + self.R, pad_token_id=self.pad_id)
-            out = distributed.to_host(sampling.generate(params, self.cfg, *self._put_rows((toks, mask)), scfg,
-                                                        jax.random.fold_in(rng, s), act=self.act))
+            out = distributed.to_host(self._generate(params, toks, mask, scfg, jax.random.fold_in(rng, s)))
             texts, recs = [], []
             for j, (row, t) in enumerate(chunk):
                 for q in range(kk):
@@ -975,8 +983,7 @@ class Trainer:
         for s in range(0, len(records), batch):
             part = records[s:s + batch]
             toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id)
-            out = distributed.to_host(sampling.generate(params, self.cfg, *self._put_rows((toks, mask)), scfg,
-                                                        act=self.act))
+            out = distributed.to_host(self._generate(params, toks, mask, scfg))
             s_, _ = self.score(part, self._decode(out)[:len(part)])
             scores += list(s_)
         return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores)}

@@ -207,7 +207,8 @@ def test_paper_recipe_runs_on_a_tiny_standin_checkpoint(tmp_path):
            "--config.policy.micro_batch=4", "--config.prm.micro_batch=10", "--config.rollout.max_prompt_len=448",
            "--config.rollout.max_response_len=32", "--config.rollout.prompts_per_call=4",
            "--config.data.experts_per_prompt=1", "--config.train.max_iterations=2", "--config.mesh.devices=1",
-           "--config.mesh.fsdp=1", "--config.data.filter.enabled=False", "--config.model.dtype=float32"]
+           "--config.mesh.fsdp=1", "--config.mesh.tensor=1", "--config.data.filter.enabled=False",
+           "--config.model.dtype=float32"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                        env={**os.environ, "XLA_FLAGS": ""})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -123,11 +123,12 @@ def programs(trainer):
 
     # Sampler: one call of prompts_per_call prompts, n samples each, greedy=False as in rollouts.
     rows = c.rollout.prompts_per_call
-    toks, mask = trainer._put_rows((np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32)))
+    toks, mask = trainer._put_rows((np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32)),
+                                   rules=trainer.sample_act.rules)
     scfg = sampling.SamplingConfig(max_new_tokens=R, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                    num_samples=n, stop_token_ids=(0,), pad_token_id=0)
     gen = jax.jit(lambda params, t, m, key: sampling._generate(params, t, m, key, cfg=trainer.cfg, scfg=scfg,
-                                                               act=trainer.act))
+                                                               act=trainer.sample_act))
     weights, weight_state = state["policy"]["model"], ("policy.model",)
     if c.rollout.weights != "train":  # the sampler's own copy (rollout.weights): an input of the sampler
         from repirl_jax.models import qwen

@@ -300,7 +300,14 @@ def param_shardings(cfg: QwenConfig, mesh=None):
 
 def forward(params: Params, cfg: QwenConfig, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None,
             act: ActivationSharding | None = None):
-    """Final hidden states [B, T, E] (after the last RMSNorm) and the updated cache (None without one)."""
+    """Final hidden states [B, T, E] (after the last RMSNorm) and the updated cache (None without one).
+
+    Under a mesh, weights stored in a wider dtype than the compute dtype are cast on their shards first,
+    so the fsdp all-gathers move compute-dtype bytes (half of float32's for bfloat16); the forward casts
+    them to that dtype anyway, so the outputs (and gradients) are unchanged."""
+    if act is not None and params["embed"].dtype != jnp.dtype(cfg.dtype):  # not e.g. the sampler's copy
+        shardings = tree_shardings(param_axes(cfg), abstract_params(cfg), act.mesh, act.rules)
+        params = jax.lax.with_sharding_constraint(inference_params(params, cfg), shardings)
     return Qwen(cfg, act).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache)
 
 

@@ -75,7 +75,7 @@ def _tfds_rows(spec: str) -> Iterator[tuple[int, Any]]:
     data_dir = os.environ.get("TFDS_DATA_DIR")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # tfds raises several types for a name it cannot resolve
+    except tfds.core.registered.DatasetNotFoundError as e:
         raise FileNotFoundError(f"tfds:{spec}: no dataset {name!r} registered or prepared in the tfds data dir "
                                 f"({data_dir or 'tfds default'}): {e}") from e
     if not builder.is_prepared():

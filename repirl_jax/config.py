@@ -27,6 +27,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         path="", preset="tiny-qwen3", vocab_size=0,  # vocab_size > 0 overrides the preset's (tokenizer size)
         dtype="bfloat16", param_dtype="float32", remat="none", max_positions=32768,
+        attn_block=128,  # query positions per causal attention block without a cache (0: one block)
         hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0, intermediate_size=0))
 
     c.prm = ml_collections.ConfigDict(dict(
@@ -124,6 +125,7 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
     else:
         raise ValueError(f"model={model!r}: expected qwen25_3b or qwen3_4b")
     c.model.dtype, c.model.param_dtype, c.model.remat = "bfloat16", "float32", "full"
+    c.model.attn_block = 1024  # 5 blocks at 4,535 tokens: few unrolled blocks per layer to compile
     c.data.prompts_per_iter, c.data.experts_per_prompt = 128, 4
     c.policy.minibatch_prompts, c.prm.minibatch_prompts = 32, 32
     # Memory (tools/memory_plan.py, README "Scale out"): on 8 devices, tensor parallelism over all 8 with the

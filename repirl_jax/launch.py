@@ -122,7 +122,7 @@ def model_config(config, tokenizer):
         cfg = preset(m.preset, vocab_size=vocab, **over)
     if cfg.vocab_size < len(tokenizer):
         raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
-    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128))
 
 
 def _is_run_dir(path: str) -> bool:

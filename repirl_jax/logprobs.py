@@ -2,8 +2,10 @@
 
 Sequences are laid out as [left-padded prompt (P tokens) | response (R tokens, right-padded)], so response
 token t sits at index P + t; it is predicted from the hidden state at P + t - 1 and the PRM reads it at
-P + t. Log-probs and entropies use float32 whatever the compute dtype. The chunk loop is a `lax.map`
-with a rematerialised body: the backward pass recomputes each chunk's logits instead of storing them.
+P + t. Log-probs and entropies use float32 whatever the compute dtype. The chunk loop is a `lax.map`; with
+`remat` (the default, and whenever the model itself is rematerialised) the backward pass recomputes each
+chunk's logits instead of storing them, one more [tokens, embed] x [embed, vocab] product per chunk. A model
+with `remat="none"` stores every activation, and then the chunks' logits too (as a PyTorch step does).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ def positions_and_mask(prompt_mask_bp, response_mask_br):
     return qwen.positions_from_mask(mask), mask
 
 
-def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: bool = True):
-    """log softmax(h @ head)[target] and the full-vocabulary entropy, [B, R] each, `chunk` positions at a time."""
+def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: bool = True, remat: bool = True):
+    """log softmax(h @ head)[target] and the full-vocabulary entropy, [B, R] each, `chunk` positions at a time.
+
+    remat: recompute each chunk's logits in the backward pass (memory [B, chunk, V]) instead of keeping
+    them all ([B, R, V] float32)."""
     b, r, e = hidden_bre.shape
     chunk = max(1, min(chunk, r))
     pad = (-r) % chunk
@@ -32,7 +37,6 @@ def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: 
     h = h.reshape(b, n, chunk, e).transpose(1, 0, 2, 3)
     t = t.reshape(b, n, chunk).transpose(1, 0, 2)
 
-    @jax.checkpoint
     def one(args):
         hc, tc = args
         logits = jnp.einsum("bce,ev->bcv", hc, head_ev.astype(hc.dtype), preferred_element_type=jnp.float32)
@@ -43,7 +47,7 @@ def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: 
         ent = lse - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
         return lp, ent
 
-    lp, ent = jax.lax.map(one, (h, t))
+    lp, ent = jax.lax.map(jax.checkpoint(one) if remat else one, (h, t))
     lp = lp.transpose(1, 0, 2).reshape(b, n * chunk)[:, :r]
     ent = ent.transpose(1, 0, 2).reshape(b, n * chunk)[:, :r]
     return lp, ent
@@ -58,11 +62,13 @@ def sequence_hidden(params, cfg: QwenConfig, prompt_bp, prompt_mask_bp, response
 
 
 def policy_logprobs(params, cfg: QwenConfig, hidden_ble, response_br, chunk: int = 256, with_entropy: bool = True):
-    """(log pi(a_t | s_t), entropy of pi(. | s_t)) for every response token from `sequence_hidden`, [B, R]."""
+    """(log pi(a_t | s_t), entropy of pi(. | s_t)) for every response token from `sequence_hidden`, [B, R].
+
+    The chunks' logits are rematerialised in the backward pass unless the model is not (`cfg.remat`)."""
     r = response_br.shape[1]
     p = hidden_ble.shape[1] - r
     return chunked_logprobs(hidden_ble[:, p - 1:p + r - 1], qwen.lm_head_weight(params, cfg), response_br, chunk,
-                            with_entropy)
+                            with_entropy, remat=cfg.remat != "none")
 
 
 def response_logprobs(params, cfg: QwenConfig, prompt_bp, prompt_mask_bp, response_br, response_mask_br,

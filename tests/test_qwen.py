@@ -142,6 +142,41 @@ def test_remat_gradient_equals_plain_gradient():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("block", [1, 5, 0])
+def test_blocked_attention_matches_transformers(hf_checkpoints, block):
+    """Query blocks of `attn_block` positions (here 1, 5: blocks of unequal key range and a last partial
+    block; 0: one block) give transformers' logits on every real position of a left-padded batch."""
+    path = hf_checkpoints["qwen2_tied"]
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    params, cfg = hf.load_hf_params(path)
+    cfg = cfg.replace(attn_block=block)
+    tokens, mask = _batch(seed=6, lengths=(12, 7, 12, 2))
+    with torch.no_grad():
+        expected = ref(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits.numpy()
+    got = _ours(params, cfg, tokens, mask)
+    assert np.abs(got - expected)[mask.astype(bool)].max() <= 1e-4
+    assert np.abs(expected).max() > 0.1
+
+
+def test_blocked_attention_gradient_equals_one_block():
+    cfg = preset("tiny-qwen3")
+    params = qwen.init_params(cfg, jax.random.key(4))
+    tokens, mask = _batch(seed=7)
+
+    def loss(p, c):
+        m = jnp.asarray(mask)
+        h, _ = qwen.forward(p, c, jnp.asarray(tokens), qwen.positions_from_mask(m), m)
+        lp = qwen.token_log_probs(qwen.lm_logits(p, c, h)[:, :-1], jnp.asarray(tokens)[:, 1:])
+        return -(lp * m[:, 1:]).sum() / m[:, 1:].sum()
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    g1 = grad(params, cfg.replace(attn_block=0))
+    g2 = grad(params, cfg.replace(attn_block=5))
+    assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g1)) > 1e-3
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_config_from_hf_and_presets(tmp_path, hf_checkpoints):
     cfg = QwenConfig.from_hf_dir(hf_checkpoints["qwen3_qknorm"])
     assert (cfg.model_type, cfg.head_dim, cfg.num_key_value_heads, cfg.qk_norm, cfg.qkv_bias) == \
@@ -192,10 +227,11 @@ def test_inference_params_give_the_same_logits():
     np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
-def test_blockwise_attention_equals_whole_attention():
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_blockwise_attention_equals_whole_attention(remat):
     """Query blocks of 4 over a 10-token, left-padded batch (10 is not a multiple of 4): the same hidden
     states and the same parameter gradients as attention over all rows at once."""
-    cfg = preset("tiny-qwen3", dtype="float32")
+    cfg = preset("tiny-qwen3", dtype="float32", remat=remat)
     params = qwen.init_params(cfg, jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (3, 10), 0, cfg.vocab_size)
     mask = jnp.asarray([[1] * 10, [0] * 3 + [1] * 7, [0] * 9 + [1]], jnp.int32)

@@ -192,6 +192,12 @@ def test_chunked_log_probs_equal_unchunked():
     g2 = jax.grad(lambda h: jnp.take_along_axis(jax.nn.log_softmax(jnp.einsum("bte,ev->btv", h, head)),
                                                 targets[..., None], -1).sum())(h)
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-5)
+    # Without remat (the chunks' logits kept for the backward pass): the same values and gradients.
+    lp, ent = logprobs.chunked_logprobs(h, head, targets, 4, remat=False)
+    np.testing.assert_allclose(np.asarray(lp), np.asarray(ref_lp), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ent), np.asarray(ref_ent), atol=1e-5)
+    g3 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head, targets, 4, remat=False)[0].sum())(h)
+    np.testing.assert_allclose(np.asarray(g3), np.asarray(g2), atol=1e-5)
 
 
 def test_paper_recipe_runs_on_a_tiny_standin_checkpoint(tmp_path):

@@ -19,3 +19,18 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_times_interleaved(fns, repeats: int) -> list[float]:
+    """Seconds of the fastest of `repeats` calls of each of `fns`, after one untimed warm-up call each, the
+    timed calls alternating between them (a, b, a, b, ...): on a machine shared with other jobs a change of
+    load then hits every side alike instead of only the one timed while it lasts."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    return [min(ts) for ts in times]

@@ -5,7 +5,8 @@
 Both sides run the same model (random weights, copied from the torch model into ours), the same batch
 (8 x 512 tokens), the same loss (token-mean next-token cross-entropy over all but the first position:
 the shape of every policy loss here) and AdamW, in float32 on this machine's 2 cores, each timed after
-a warm-up (best of --repeats). The last line is `ratio_vs_torch=<torch seconds / our seconds>`.
+a warm-up (best of --repeats, the two sides' timed steps alternating so that load from other jobs on a
+shared machine hits both alike). The last line is `ratio_vs_torch=<torch seconds / our seconds>`.
 
 --demo_iterations=N also times N iterations of configs/demo.py as rePIRL and as RLOO (after one warm-up
 iteration each, the BC warm-up skipped) and prints seconds per iteration and where the time goes.
@@ -18,7 +19,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from bench_common import SHAPES, best_time  # noqa: E402
+from bench_common import SHAPES, best_times_interleaved  # noqa: E402
 
 flags.DEFINE_enum("size", "XS", ["XS", "S"], "Model shape (as in bench_sampler.py).")
 flags.DEFINE_integer("batch", 8, "Rows.")
@@ -80,8 +81,7 @@ def bench_step():
         (-lp.mean()).backward()
         topt.step()
 
-    t_ours = best_time(ours, FLAGS.repeats)
-    t_torch = best_time(theirs, FLAGS.repeats)
+    t_ours, t_torch = best_times_interleaved([ours, theirs], FLAGS.repeats)
     print(f"shape {FLAGS.size}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens")
     print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s); torch: {t_torch:.2f} s/step "
           f"({b * t / t_torch:.0f} tok/s)")

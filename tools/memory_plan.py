@@ -85,7 +85,7 @@ def model_config_for_plan(config):
                                       head_dim=m.head_dim, intermediate_size=m.intermediate_size).items() if v}
         vocab = m.vocab_size or (REAL_QWEN_VOCAB if m.preset.startswith("qwen") else 0)
         cfg = preset(m.preset, **over, **({"vocab_size": vocab} if vocab else {}))
-    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128))
 
 
 def abstract_models(config, cfg):

@@ -60,16 +60,48 @@ def _rows(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _tfds_rows(spec: str) -> Iterator[tuple[int, Any]]:
-    """tfds:NAME[:SPLIT] from the local tfds data dir ($TFDS_DATA_DIR); nothing is downloaded."""
+    """tfds:NAME[:SPLIT] (split "train" by default) from a dataset already prepared in the local tfds data dir
+    ($TFDS_DATA_DIR, else tfds' default); nothing is downloaded.
+
+    NAME is a registered tfds dataset (e.g. gsm8k/main) or any dataset directory prepared there, found by its
+    files. ArrayRecord datasets are read with `as_data_source`, which needs no TensorFlow; TFRecord datasets
+    (tfds' default format) with `as_dataset`, which needs TensorFlow (requirements-tfds.txt)."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise ImportError("tfds: sources need the tfds extra: pip install -r requirements-tfds.txt") from e
     name, _, split = spec.partition(":")
-    ds = tfds.load(name, split=split or "train", download=False, data_dir=os.environ.get("TFDS_DATA_DIR"))
-    for i, ex in enumerate(tfds.as_numpy(ds), start=1):
-        yield i, {k: (v.decode() if isinstance(v, bytes) else v.tolist() if hasattr(v, "tolist") else v)
-                  for k, v in ex.items()}
+    split = split or "train"
+    data_dir = os.environ.get("TFDS_DATA_DIR")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise FileNotFoundError(f"tfds:{spec}: no dataset {name!r} registered or prepared in the tfds data dir "
+                                f"({data_dir or 'tfds default'}): {e}") from e
+    if not builder.is_prepared():
+        raise FileNotFoundError(f"tfds:{spec}: {name!r} is not prepared in {builder.data_dir}; nothing is "
+                                f"downloaded here: prepare it first (tfds build {name})")
+    fmt = getattr(builder.info, "file_format", None)
+    if getattr(fmt, "value", fmt) == "array_record":
+        source = builder.as_data_source(split=split)
+        for i in range(len(source)):
+            yield i + 1, _plain(source[i])
+        return
+    for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)), start=1):
+        yield i, _plain(ex)
+
+
+def _plain(v):
+    """A tfds example as plain Python: bytes -> str (also inside lists and dicts), numpy -> lists/scalars."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "tolist"):  # numpy arrays and scalars
+        return _plain(v.tolist())
+    return v
 
 
 def load_prompt_set(path: str, prompt_field: str = "prompt", answer_field: str = "ground_truth",

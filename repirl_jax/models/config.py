@@ -42,7 +42,11 @@ class QwenConfig:
     dtype: str = "float32"  # compute dtype: float32 | bfloat16
     param_dtype: str = "float32"  # dtype of parameters created by init
     remat: str = "none"  # none | full | dots  (rematerialisation per decoder layer)
-    attn_block: int = 1024  # query rows per attention block in full-sequence passes (0: all at once)
+    # Causal attention without a cache runs in query blocks of this many positions; block i only scores keys
+    # 0..end of block i (the rest are masked for all its queries), so ~half of the T x T work is skipped.
+    # With remat, each block is also rematerialised, so a backward pass holds one block's scores at a time.
+    # 0 = one block (full T x T scores).
+    attn_block: int = 128
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -55,6 +59,8 @@ class QwenConfig:
             raise ConfigError(f"dtype={self.dtype!r}, param_dtype={self.param_dtype!r}: expected float32 or bfloat16")
         if self.remat not in ("none", "full", "dots"):
             raise ConfigError(f"remat={self.remat!r}: expected none, full or dots")
+        if self.attn_block < 0:
+            raise ConfigError(f"attn_block={self.attn_block}: expected >= 0")
 
     @property
     def num_groups(self) -> int:

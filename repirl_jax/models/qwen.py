@@ -7,7 +7,8 @@
 Parameters are a plain nested dict (`init_params`, or `repirl_jax.hf.load_params` from a checkpoint).
 Every parameter carries logical axis names (`param_axes`), which `repirl_jax.sharding` maps to the mesh.
 
-Attention is causal over *slots*: query slot i sees key slot j iff j <= i and slot j holds a real token.
+Attention is causal over *slots*: query slot i sees key slot j iff j <= i and slot j holds a real token
+(without a cache a padding slot also sees itself, so no row is fully masked).
 Without a cache the slots are the input positions 0..T-1, so left padding is handled by `mask_bt`
 (0 on padding) and RoPE `positions_bt` (0, 1, ... from each row's first real token). With a cache, each
 row writes its T new tokens at its own slot `cache.index[b]`, so rows of different lengths decode as
@@ -95,29 +96,32 @@ def _write_rows(buf, new, index, axis):
     return jax.vmap(one)(buf, new, index)
 
 
-def _attend(q, k, v, mask, dt):
-    """Softmax attention. q [B, T, K, G, D] (pre-scaled), k/v [B, S, K, D], mask [B, T, S] -> [B, T, K, G, D]."""
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    return jnp.einsum("bkgts,bskd->btkgd", probs, v)
+def _blocked_causal_attention(q_btkgd, k_btkd, v_btkd, bias_btt, block: int, dt, remat: bool = False):
+    """softmax(q k^T + bias) v without a cache, [B, T, K, G, D], in query blocks of `block` positions.
 
+    `bias_btt` is 0 where query slot i may see key slot j (j <= i, j real) and _MASK_VALUE elsewhere. Keys
+    after a query block's last slot are masked for all of its queries, so block [s, e) only scores keys
+    [0, e): the same result as full T x T scores, with about half the work for many blocks. Operands are
+    laid out [B, K, (G,) T, D] so every score and output product is a plain batched matmul (no transposes
+    of T x T arrays in the forward or backward pass). With `remat` each block is rematerialised: a backward
+    pass holds one block's [B, heads, block, end] scores at a time instead of all blocks' probabilities
+    (at 4,535 tokens the whole layer's would be ~1.3 GB per sequence in float32)."""
+    t = q_btkgd.shape[1]
+    q = q_btkgd.transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
+    k = k_btkd.transpose(0, 2, 1, 3)  # [B, K, T, D]
+    v = v_btkd.transpose(0, 2, 1, 3).astype(dt)
+    block = t if block <= 0 else min(block, t)
+    def one_block(qb, kb, vb, bias):
+        s = jnp.einsum("bkgtd,bksd->bkgts", qb, kb, preferred_element_type=jnp.float32) + bias[:, None, None]
+        return jnp.einsum("bkgts,bksd->bkgtd", jax.nn.softmax(s, axis=-1).astype(dt), vb)
 
-def blockwise_attention(q, k, v, mask, block: int, dt):
-    """`_attend` over blocks of `block` query rows (a scan whose body is rematerialised), so the float32
-    scores are [B, heads, block, S] rather than [B, heads, T, S], forward and backward. Exact: each query
-    row's softmax is over all its keys either way. T is padded to a multiple of `block` (padded rows are
-    masked and dropped)."""
-    b, t = q.shape[:2]
-    if block <= 0 or t <= block:
-        return _attend(q, k, v, mask, dt)
-    nb = -(-t // block)
-    pad = nb * block - t
-    qb = jnp.pad(q, ((0, 0), (0, pad)) + ((0, 0),) * 3).reshape((b, nb, block) + q.shape[2:]).swapaxes(0, 1)
-    mb = jnp.pad(mask, ((0, 0), (0, pad), (0, 0))).reshape(b, nb, block, -1).swapaxes(0, 1)
-    body = jax.checkpoint(lambda xs: _attend(xs[0], k, v, xs[1], dt))
-    out = jax.lax.map(body, (qb, mb))  # [nb, B, block, K, G, D]
-    return out.swapaxes(0, 1).reshape((b, nb * block) + q.shape[2:])[:, :t]
+    attend = jax.checkpoint(one_block) if remat else one_block
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        outs.append(attend(q[:, :, :, start:end], k[:, :, :end], v[:, :, :end], bias_btt[:, start:end, :end]))
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
+    return out.transpose(0, 3, 1, 2, 4)  # [B, T, K, G, D]
 
 
 class Attention(nn.Module):
@@ -152,7 +156,7 @@ class Attention(nn.Module):
         b, t = x.shape[:2]
         q = q.reshape(b, t, k, cfg.num_groups, d) * jnp.asarray(d ** -0.5, dt)
         if layer_cache is None:
-            out = blockwise_attention(q, kk, vv, kv_mask, cfg.attn_block, dt)
+            out = _blocked_causal_attention(q, kk, vv, kv_mask, cfg.attn_block, dt, remat=cfg.remat != "none")
             new_cache = None
         else:
             ck, cv = layer_cache
@@ -232,7 +236,11 @@ class Qwen(nn.Module):
         mask_bt = mask_bt.astype(bool)
         if cache is None:
             slots = jnp.arange(t)
-            kv_mask = (slots[None, :, None] >= slots[None, None, :]) & mask_bt[:, None, :]  # [B, T, T]
+            # A padding slot also sees itself, so no query row is fully masked: its (unused) output is then
+            # the same whatever the attention block size.
+            diag = slots[:, None] == slots[None, :]
+            visible = (slots[:, None] >= slots[None, :]) & (mask_bt[:, None, :] | diag)  # [B, T, T]
+            kv_mask = jnp.where(visible, 0.0, _MASK_VALUE).astype(jnp.float32)  # additive bias
             index = None
         else:
             s = cache.valid.shape[1]

@@ -87,15 +87,20 @@ def test_two_processes_match_one_process_of_eight_devices(tmp_path):
     # Metrics and summaries come from process 0 alone: one line per iteration, no duplicates.
     assert [r["iteration"] for r in read_metrics(str(two))] == [1, 2]
 
-    # The 2-process checkpoint (written collectively through orbax) restores in this single process,
-    # onto 1 device, and equals the single-process run's parameters.
-    p2, _, h2, _ = hf.load_training_checkpoint(str(two), which="prm")
-    p1, _, h1, _ = hf.load_training_checkpoint(str(one), which="prm")
-    for a, b in zip(jax.tree.leaves((p2, h2)), jax.tree.leaves((p1, h1))):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-    pol2, pol1 = hf.load_training_checkpoint(str(two))[0], hf.load_training_checkpoint(str(one))[0]
-    for a, b in zip(jax.tree.leaves(pol2), jax.tree.leaves(pol1)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    # The 2-process checkpoint (written collectively through orbax) restores in this single process, onto
+    # 1 device, and matches the single-process run's parameters. Gloo and the in-process collectives sum in
+    # different orders, and Adam turns a near-zero gradient entry whose rounding differs into a step of up
+    # to ~lr, so a few entries may differ by up to 2 * lr per update; all others agree to 1e-4.
+    updates = 2 * 2  # iterations x policy mini-batches (the PRM: one mini-batch per iteration)
+    for which, lr, steps in (("prm", c.prm.lr, 2), ("policy", c.policy.lr, updates)):
+        two_p, _, two_h, _ = hf.load_training_checkpoint(str(two), which=which)
+        one_p, _, one_h, _ = hf.load_training_checkpoint(str(one), which=which)
+        a = np.concatenate([np.ravel(x) for x in jax.tree.leaves((two_p, two_h))])
+        b = np.concatenate([np.ravel(x) for x in jax.tree.leaves((one_p, one_h))])
+        assert a.shape == b.shape and a.size > 1000
+        off = ~np.isclose(a, b, rtol=1e-4, atol=1e-6)
+        assert off.mean() < 1e-3, (which, off.sum(), a.size)
+        assert np.abs(a - b).max() <= 2 * lr * steps, (which, np.abs(a - b).max())
 
 
 def test_a_dead_process_stops_the_job(tmp_path):

@@ -1,6 +1,7 @@
 """Miniature reproduction: every method on the demo task with the same compute budget, over several seeds.
 
     python tools/reproduce.py [--seeds=0,1,2] [--iterations=60] [--methods=...] [--out=results]
+    python tools/reproduce.py --from_runs=A/runs.jsonl,B/runs.jsonl --out=C   # tables of earlier runs
 
 Each seed behaviour-clones once (configs/demo.py's warm start) and every method starts from that policy,
 then runs the same number of iterations on the same prompts. Writes OUT/table.md (mean +- std over seeds of
@@ -45,6 +46,7 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("iterations", 60, "RL iterations per run (the compute budget).")
 flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
 flags.DEFINE_string("out", "results", "Output directory.")
+flags.DEFINE_list("from_runs", [], "Only write the tables, from these runs.jsonl files (runs of earlier invocations).")
 FLAGS = flags.FLAGS
 
 
@@ -99,8 +101,18 @@ def main(argv):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     results: dict[str, list] = {}
     curves: dict[str, list] = {}
+    if FLAGS.from_runs:  # tables only, from the runs.jsonl of earlier invocations (e.g. other seeds)
+        for path in FLAGS.from_runs:
+            for line in open(path):
+                row = json.loads(line)
+                if row["method"] in FLAGS.methods:
+                    results.setdefault(row["method"], []).append(row)
+        FLAGS.seeds = sorted({str(r["seed"]) for rows in results.values() for r in rows})
     with open(os.path.join(FLAGS.out, "runs.jsonl"), "w") as log:
-        for seed in map(int, FLAGS.seeds):
+        if FLAGS.from_runs:
+            for rows in results.values():
+                log.writelines(json.dumps(r) + "\n" for r in rows)
+        for seed in ([] if FLAGS.from_runs else map(int, FLAGS.seeds)):
             for method in FLAGS.methods:
                 summary, rows = run_one(method, seed, FLAGS.out)
                 row = {"method": method, "seed": seed,
@@ -148,6 +160,8 @@ def main(argv):
     open(os.path.join(FLAGS.out, "rerank.md"), "w").write("\n".join(rr) + "\n")
     print("\n".join(rr))
 
+    if FLAGS.from_runs:
+        return 0
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -103,9 +103,13 @@ def _blocked_causal_attention(q_btkgd, k_btkd, v_btkd, bias_btt, block: int, dt,
     after a query block's last slot are masked for all of its queries, so block [s, e) only scores keys
     [0, e): the same result as full T x T scores, with about half the work for many blocks. Operands are
     laid out [B, K, (G,) T, D] so every score and output product is a plain batched matmul (no transposes
-    of T x T arrays in the forward or backward pass). With `remat` each block is rematerialised: a backward
-    pass holds one block's [B, heads, block, end] scores at a time instead of all blocks' probabilities
-    (at 4,535 tokens the whole layer's would be ~1.3 GB per sequence in float32)."""
+    of T x T arrays in the forward or backward pass).
+
+    With `remat` (memory first) the blocks run as a sequential, rematerialised `lax.map` over all T keys
+    (T padded to a multiple of `block`): a backward pass then holds one block's [B, heads, block, T] scores
+    at a time. Independent unrolled blocks would let the compiler keep several blocks' scores alive at
+    once (measured with tools/memory_plan.py: Qwen3-4B's policy step 45.6 GiB per device unrolled, 32.1
+    GiB sequential)."""
     t = q_btkgd.shape[1]
     q = q_btkgd.transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
     k = k_btkd.transpose(0, 2, 1, 3)  # [B, K, T, D]
@@ -115,11 +119,19 @@ def _blocked_causal_attention(q_btkgd, k_btkd, v_btkd, bias_btt, block: int, dt,
         s = jnp.einsum("bkgtd,bksd->bkgts", qb, kb, preferred_element_type=jnp.float32) + bias[:, None, None]
         return jnp.einsum("bkgts,bksd->bkgtd", jax.nn.softmax(s, axis=-1).astype(dt), vb)
 
-    attend = jax.checkpoint(one_block) if remat else one_block
+    if remat and block < t:
+        nb = -(-t // block)
+        pad = nb * block - t
+        qb = jnp.pad(q, ((0, 0),) * 3 + ((0, pad), (0, 0)))
+        qb = jnp.moveaxis(qb.reshape(q.shape[:3] + (nb, block, q.shape[-1])), 3, 0)  # [nb, B, K, G, block, D]
+        bb = jnp.pad(bias_btt, ((0, 0), (0, pad), (0, 0))).reshape(bias_btt.shape[0], nb, block, t).swapaxes(0, 1)
+        out = jax.lax.map(jax.checkpoint(lambda xs: one_block(xs[0], k, v, xs[1])), (qb, bb))
+        out = jnp.moveaxis(out, 0, 3).reshape(q.shape[:3] + (nb * block, q.shape[-1]))[:, :, :, :t]
+        return out.transpose(0, 3, 1, 2, 4)  # [B, T, K, G, D]
     outs = []
     for start in range(0, t, block):
         end = min(start + block, t)
-        outs.append(attend(q[:, :, :, start:end], k[:, :, :end], v[:, :, :end], bias_btt[:, start:end, :end]))
+        outs.append(one_block(q[:, :, :, start:end], k[:, :, :end], v[:, :, :end], bias_btt[:, start:end, :end]))
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
     return out.transpose(0, 3, 1, 2, 4)  # [B, T, K, G, D]
 

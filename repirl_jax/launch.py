@@ -106,7 +106,9 @@ def build_reward_fn(config):
     raise ValueError(f"reward.kind={kind!r}: expected synthetic, math or code")
 
 
-def model_config(config, tokenizer):
+def model_config(config, tokenizer=None):
+    """The run's QwenConfig: a training run's model_config.json, a checkpoint's config.json, or the preset
+    (vocabulary: model.vocab_size, else the tokenizer's rounded up to a multiple of 8, else the preset's)."""
     from repirl_jax.models.config import QwenConfig, preset
     m = config.model
     if m.path and os.path.exists(os.path.join(m.path, "model_config.json")):  # a training run directory
@@ -118,9 +120,9 @@ def model_config(config, tokenizer):
         over = {k: v for k, v in dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
                                       num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
                                       head_dim=m.head_dim, intermediate_size=m.intermediate_size).items() if v}
-        vocab = m.vocab_size or 8 * math.ceil(len(tokenizer) / 8)
-        cfg = preset(m.preset, vocab_size=vocab, **over)
-    if cfg.vocab_size < len(tokenizer):
+        vocab = m.vocab_size or (8 * math.ceil(len(tokenizer) / 8) if tokenizer is not None else 0)
+        cfg = preset(m.preset, **over, **({"vocab_size": vocab} if vocab else {}))
+    if tokenizer is not None and cfg.vocab_size < len(tokenizer):
         raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
     return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128))
 

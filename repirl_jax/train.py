@@ -667,16 +667,17 @@ class Trainer:
 
     # -- pieces of an iteration ---------------------------------------------------------------------------
 
+    def chunk_rows(self, rows: int) -> int:
+        """Rows per chunk for `rows` rows: the largest multiple (up to train.inference_batch_multiple) of the
+        micro-batch unit that divides them."""
+        unit = math.gcd(rows, math.gcd(self.c.policy.micro_batch, self.c.prm.micro_batch))
+        return next(unit * m for m in range(self.c.train.inference_batch_multiple, 0, -1) if rows % (unit * m) == 0)
+
     def _chunks(self, fn, traj: Traj, *args):
         """Apply a jitted per-row function over equal row chunks (a few micro-batches each) and concatenate.
         Chunks are equal so each function compiles once."""
         rows = traj.prompt.shape[0]
-        unit = math.gcd(rows, math.gcd(self.c.policy.micro_batch, self.c.prm.micro_batch))
-        size = unit
-        for m in range(self.c.train.inference_batch_multiple, 0, -1):
-            if rows % (unit * m) == 0:
-                size = unit * m
-                break
+        size = self.chunk_rows(rows)
         outs = []
         for s in range(0, rows, size):
             part = jax.tree.map(lambda x: x[s:s + size], (traj, *args))

@@ -124,18 +124,22 @@ def test_bfloat16_and_remat_run_close_to_float32():
     assert np.abs(bf16 - f32).max() < 0.05 * np.abs(f32).max()
 
 
-def test_remat_gradient_equals_plain_gradient():
-    cfg = preset("tiny-qwen2")
-    params = qwen.init_params(cfg, jax.random.key(3))
-    tokens, mask = _batch(seed=5)
-
+def _lm_loss_grad(tokens, mask):
+    """grad(params, cfg) of the mean next-token NLL of a left-padded batch (jitted; cfg static)."""
     def loss(p, c):
         m = jnp.asarray(mask)
         h, _ = qwen.forward(p, c, jnp.asarray(tokens), qwen.positions_from_mask(m), m)
         lp = qwen.token_log_probs(qwen.lm_logits(p, c, h)[:, :-1], jnp.asarray(tokens)[:, 1:])
         return -(lp * m[:, 1:]).sum() / m[:, 1:].sum()
+    return jax.jit(jax.grad(loss), static_argnums=1)
 
-    grad = jax.jit(jax.grad(loss), static_argnums=1)
+
+def test_remat_gradient_equals_plain_gradient():
+    cfg = preset("tiny-qwen2")
+    params = qwen.init_params(cfg, jax.random.key(3))
+    tokens, mask = _batch(seed=5)
+
+    grad = _lm_loss_grad(tokens, mask)
     g1 = grad(params, cfg)
     g2 = grad(params, cfg.replace(remat="full"))
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
@@ -163,13 +167,7 @@ def test_blocked_attention_gradient_equals_one_block():
     params = qwen.init_params(cfg, jax.random.key(4))
     tokens, mask = _batch(seed=7)
 
-    def loss(p, c):
-        m = jnp.asarray(mask)
-        h, _ = qwen.forward(p, c, jnp.asarray(tokens), qwen.positions_from_mask(m), m)
-        lp = qwen.token_log_probs(qwen.lm_logits(p, c, h)[:, :-1], jnp.asarray(tokens)[:, 1:])
-        return -(lp * m[:, 1:]).sum() / m[:, 1:].sum()
-
-    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    grad = _lm_loss_grad(tokens, mask)
     g1 = grad(params, cfg.replace(attn_block=0))
     g2 = grad(params, cfg.replace(attn_block=5))
     assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g1)) > 1e-3

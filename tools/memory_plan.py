@@ -48,7 +48,6 @@ GiB = 1024 ** 3
 
 def fmt(b: int) -> str:
     return f"{b / GiB:.2f} GiB" if b >= GiB / 10 else f"{b / 1024 ** 2:.2f} MiB"
-REAL_QWEN_VOCAB = 151936  # the embedding rows of the released Qwen2.5 / Qwen3 checkpoints
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 
 
@@ -70,22 +69,6 @@ def collectives(hlo_text: str) -> dict[str, int]:
         if n:
             out[name] = n
     return out
-
-
-def model_config_for_plan(config):
-    """The config's QwenConfig: from model.path's config.json, else the preset, with the real Qwen
-    vocabulary unless model.vocab_size says otherwise (no tokenizer is loaded)."""
-    from repirl_jax.models.config import QwenConfig, preset
-    m = config.model
-    if m.path:
-        cfg = QwenConfig.from_hf_dir(m.path)
-    else:
-        over = {k: v for k, v in dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-                                      num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
-                                      head_dim=m.head_dim, intermediate_size=m.intermediate_size).items() if v}
-        vocab = m.vocab_size or (REAL_QWEN_VOCAB if m.preset.startswith("qwen") else 0)
-        cfg = preset(m.preset, **over, **({"vocab_size": vocab} if vocab else {}))
-    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128))
 
 
 def abstract_models(config, cfg):
@@ -141,8 +124,7 @@ def programs(trainer):
 
     # Row-chunked forwards (as Trainer._chunks): PRM token rewards, reference log-probs.
     rows_iter = c.data.prompts_per_iter * n
-    unit = np.gcd(rows_iter, np.gcd(c.policy.micro_batch, c.prm.micro_batch))
-    chunk = next(unit * m for m in range(c.train.inference_batch_multiple, 0, -1) if rows_iter % (unit * m) == 0)
+    chunk = trainer.chunk_rows(rows_iter)
     chunk_traj = _abstract(trainer._put_rows(_traj(chunk, P, R)))
     if train.needs_prm(c):
         ref_lp = _abstract(trainer._put_rows(np.zeros((chunk, R), np.float32))) if c.prm.head == "implicit" else None
@@ -204,14 +186,14 @@ def _state_bytes(trainer, names) -> int:
 def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flush=True), only=()) -> dict:
     """Compile every program of one iteration for `devices` simulated devices; returns the figures."""
     import jax
-    from repirl_jax import train
+    from repirl_jax import launch, train
     from repirl_jax.sharding import make_mesh
     if mesh_shape:
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
     config.mesh.devices = devices
     train.validate(config, jax.device_count())
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
-    cfg = model_config_for_plan(config)
+    cfg = launch.model_config(config)  # no tokenizer: the preset's vocabulary (Qwen: 151,936)
     trainer = train.Trainer(config, mesh, abstract_models(config, cfg), None, None, [], abstract=True)
     resident = {name: shard_bytes(tree) for name, tree in {**trainer.state, "ref": trainer.ref}.items()
                 if tree is not None}

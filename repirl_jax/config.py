@@ -21,7 +21,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.algo = "repirl"  # repirl | rloo | grpo | ppo | prime | bc | kto | airl_dense | prl | math_shepherd
+    c.algo = "repirl"  # any registered method (repirl_jax/algorithms/): repirl | rloo | grpo | ppo | prime | bc |
+    #                    kto | airl_dense | prl | math_shepherd
 
     # Policy model: a local HF or repirl_jax directory, or (path "") a random init of `preset`.
     c.model = ml_collections.ConfigDict(dict(
@@ -146,18 +147,8 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
         enabled=False,  # True: WORKDIR/math with data.train, then WORKDIR/code with stages.code_train
         code_train="", code_val="",  # the code stage's data (fields as for math; ground_truth = tests)
     ))
-    if algo == "ppo":
-        c.advantage.estimator = "ppo"
-    if algo == "grpo":
-        c.advantage.estimator = "grpo"
-    if algo in ("rloo", "grpo", "ppo"):
-        c.advantage.c = 0.0  # outcome reward only
-    if algo == "prime":
-        c.prm.head, c.prm.lr = "implicit", 5e-7
-    if algo == "airl_dense":
-        c.advantage.c, c.advantage.outcome_weight = 1.0, 0.0  # the discriminator's reward alone (the paper)
-    if algo == "prl":
-        c.advantage.c = 0.0
-    if algo == "math_shepherd":
-        c.advantage.c = 0.1
+    # The method's own settings (repirl_jax/algorithms/<algo>.py): what defines it, then the paper's values.
+    from repirl_jax import algorithms
+    method = algorithms.get(algo)
+    algorithms.apply_settings(c, {**method.required, **method.paper})
     return c

@@ -30,118 +30,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step")
-PRM_SELECTIONS = ("best_of_n", "prm_weighted", "min_step")
-
-
-# --- selection and pass@k (pure functions, unit-tested) ---------------------------------------------
-
-def min_step_scores(rewards_bt, token_ids_bt, mask_bt, delimiter_id: int, every: int = 0,
-                    reduce: str = "mean") -> np.ndarray:
-    """Minimum step score of each trace [B] from its PRM token rewards [B, T]: steps end at `delimiter_id`
-    tokens (or every `every` tokens) and at the last token (losses.step_end_mask); a step's score is the mean
-    of its token rewards (reduce "mean") or the value at its end token ("last"); -inf for an empty trace."""
-    from repirl_jax import losses
-    ends = np.asarray(losses.step_end_mask(np.asarray(token_ids_bt), np.asarray(mask_bt), delimiter_id, every))
-    r = np.asarray(rewards_bt, np.float64)
-    return np.array([losses.min_step_score(r[i][mask_bt[i] > 0], ends[i][mask_bt[i] > 0], reduce)
-                     for i in range(r.shape[0])])
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def group_answers(answers: Sequence[str | None], equivalent: Callable[[list[tuple[str, str]]], list[bool]]
-                  ) -> list[int]:
-    """Group label per answer (None answers get their own singleton groups, never winning a tie against a
-    real answer). `equivalent` decides a batch of (a, b) pairs; pairs are tested against group leaders."""
-    labels = [-1] * len(answers)
-    leaders: list[int] = []
-    for i, a in enumerate(answers):
-        if a is None:
-            continue
-        if leaders:
-            same = equivalent([(answers[j], a) for j in leaders])
-            hit = next((j for j, s in zip(leaders, same) if s), None)
-            if hit is not None:
-                labels[i] = labels[hit]
-                continue
-        labels[i] = len(leaders)
-        leaders.append(i)
-    next_label = len(leaders)
-    for i, a in enumerate(answers):
-        if a is None:
-            labels[i] = next_label
-            next_label += 1
-    return labels
-
-
-def select(method: str, labels: Sequence[int], answers: Sequence[str | None],
-           prm_scores: Sequence[float] | None = None) -> int:
-    """Index of the chosen sample under `method` (see module docstring). `prm_scores`: per sample, the mean
-    token reward (best_of_n, prm_weighted) or the minimum step score (min_step)."""
-    n = len(labels)
-    has_answer = np.array([a is not None for a in answers])
-    if method in ("best_of_n", "min_step"):  # rerank: the highest-scoring sample
-        return int(np.argmax(np.asarray(prm_scores)))
-    weights = np.ones(n) if method == "majority" else np.asarray(prm_scores, float)
-    groups = sorted(set(labels))
-    totals = {g: sum(weights[i] for i in range(n) if labels[i] == g) for g in groups}
-    # Groups with a real answer beat answerless singletons; ties go to the earliest group.
-    best = max(groups, key=lambda g: (any(has_answer[i] for i in range(n) if labels[i] == g), totals[g], -g))
-    members = [i for i in range(n) if labels[i] == best]
-    if method == "majority":
-        return members[0]
-    return max(members, key=lambda i: prm_scores[i])
-
-
-# --- scoring ------------------------------------------------------------------------------------------
-
-class Scorers:
-    """Math and code scorers, started lazily, closed together."""
-
-    def __init__(self, math_timeout_s: float, code_timeout_s: float, workers: int):
-        self.math_timeout_s, self.code_timeout_s, self.workers = math_timeout_s, code_timeout_s, workers
-        self._math = None
-        self._code = None
-
-    @property
-    def math(self):
-        if self._math is None:
-            from repirl_jax.rewards.math import MathScorer
-            self._math = MathScorer(workers=self.workers, timeout_s=self.math_timeout_s)
-        return self._math
-
-    def score(self, domain: str, responses: list[str], ground_truths: list[Any]) -> tuple[list[float], list, dict]:
-        """(scores, extracted answers or None, counts) for a batch."""
-        if domain == "synthetic":
-            from repirl_jax.data import synthetic
-            scores = [synthetic.score(r, g) for r, g in zip(responses, ground_truths)]
-            return scores, [synthetic.extract_answer(r) for r in responses], {}
-        if domain == "math":
-            res = self.math.score_batch(responses, ground_truths)
-            return res.scores, res.answers, res.stats.as_dict()
-        res = self.code.score_batch(responses, ground_truths,
-                                    fn_names=[g.get("fn_name") if isinstance(g, dict) else None for g in ground_truths],
-                                    starter_codes=[g.get("starter_code") if isinstance(g, dict) else None
-                                                   for g in ground_truths])
-        return res.scores, [None] * len(responses), res.stats.as_dict()
-
-    @property
-    def code(self):
-        if self._code is None:
-            from repirl_jax.rewards.code import CodeScorer
-            self._code = CodeScorer(workers=self.workers, timeout_s=self.code_timeout_s)
-        return self._code
-
-    def close(self):
-        for scorer in (self._math, self._code):
-            if scorer is not None:
-                scorer.close()
+from repirl_jax.reports import (PRM_SELECTIONS, SELECTIONS, group_answers, make_prm_scorer,  # noqa: F401
+                                min_step_scores, pass_at_k, run_config as _run_config, select)
+from repirl_jax.rewards.scorers import Scorers
 
 
 # --- the evaluation of one benchmark ------------------------------------------------------------------
@@ -256,15 +147,6 @@ def results_table(results: dict[str, dict[str, float]], domains: dict[str, str])
     return "\n".join(lines) + "\n"
 
 
-def _run_config(path: str) -> dict | None:
-    """The config of a training run directory (written by repirl_jax.launch), or None for model dirs."""
-    file = os.path.join(path, "config.json")
-    if os.path.exists(os.path.join(path, "model_config.json")) and os.path.exists(file):
-        with open(file) as f:
-            return json.load(f)
-    return None
-
-
 def _synthetic_records(run_config: dict | None, limit: int | None) -> list[dict]:
     """The synthetic task's test split, built with the training run's task settings."""
     from repirl_jax.data import synthetic
@@ -299,63 +181,6 @@ def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_con
     prm_eval.render_html(pics, stem + ".html")
     prm_eval.render_png(pics, stem + ".png")
     print(f"error localisation: {stem}.html, {stem}.png", file=sys.stderr)
-
-
-def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int | None = None,
-                    token_level: bool = False):
-    """prm_score_fn(prompts, completions) -> per prompt, (mean token reward rbar_phi, minimum step score) of
-    each completion (token_level: the per-token rewards) under the scalar-head PRM of a training run
-    (`run_dir`, written by repirl_jax.launch; its steps.delimiter / steps.every define the steps)."""
-    import jax
-    import jax.numpy as jnp
-    from repirl_jax import hf, logprobs, sampling
-    trunk, cfg, head, _ = hf.load_training_checkpoint(run_dir, step, which="prm")
-    if head is None:
-        raise ValueError(f"{run_dir}: the PRM has no scalar head (an implicit PRIME PRM cannot score alone)")
-    prm = {"trunk": jax.device_put(trunk), "head": {k: jnp.asarray(v, jnp.float32) for k, v in head.items()}}
-    cfg = cfg.replace(dtype=dtype)
-    rewards = jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
-    run_config = _run_config(run_dir) or {}
-    steps = run_config.get("steps", {"delimiter": "\n", "every": 0})
-    delim = generator.encode([steps["delimiter"]])[0]
-    delim_id = delim[0] if len(delim) == 1 else -1
-    if delim_id < 0 and steps["every"] <= 0:
-        raise ValueError(f"{run_dir}: steps.delimiter={steps['delimiter']!r} is not one token")
-    from repirl_jax.launch import step_reduce
-    reduce = step_reduce(run_config.get("algo", "repirl"))
-    max_new = None
-
-    def score(prompts, completions):
-        nonlocal max_new
-        out = []
-        ids = generator.encode(prompts)
-        flat_prompt_ids = [p for p, row in zip(ids, completions) for _ in row]
-        flat = [c for row in completions for c in row]
-        max_new = max(max_new or 8, max(len(c.token_ids) for c in flat))
-        size = generator.batch_size
-        scores = []
-        for s in range(0, len(flat), size):
-            part = flat[s:s + size]
-            pt, pm = sampling.pad_prompts(flat_prompt_ids[s:s + size], generator.max_prompt_len, size,
-                                          generator.pad_id, truncate="left")
-            rt = np.zeros((size, max_new), np.int32)
-            rm = np.zeros((size, max_new), np.float32)
-            for i, c in enumerate(part):
-                t = c.token_ids[:max_new]
-                rt[i, :len(t)], rm[i, :len(t)] = t, 1
-            r = np.asarray(rewards(prm, pt, pm, rt, rm))
-            if token_level:
-                scores += [r[i, :int(rm[i].sum())] for i in range(len(part))]
-            else:
-                low = min_step_scores(r, rt, rm, delim_id, steps["every"], reduce)
-                scores += [(float((r[i] * rm[i]).sum() / max(rm[i].sum(), 1)), float(low[i]))
-                           for i in range(len(part))]
-        k = 0
-        for row in completions:
-            out.append(scores[k:k + len(row)])
-            k += len(row)
-        return out
-    return score
 
 
 # --- command line -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Text in, completions out: tokenise prompts, batch them into fixed shape buckets, sample, decode.
-
-Shared by evaluation and rollouts. Every call runs batches of exactly `batch_size` prompts left-padded to
+"""Text in, completions out for evaluation: tokenise prompts, batch them into fixed shape buckets, sample
+through `rollout.generate` with `rollout.stop_token_ids` (the training rollouts' path and stop rule), decode.
+ Every call runs batches of exactly `batch_size` prompts left-padded to
 `max_prompt_len` tokens, so the sampler compiles once per (batch_size, max_prompt_len, SamplingConfig).
 """
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from repirl_jax import sampling
+from repirl_jax import rollout, sampling
 from repirl_jax.models.config import QwenConfig
 from repirl_jax.sharding import ActivationSharding
 
@@ -25,18 +25,6 @@ class Completion:
     token_ids: list[int]
     log_probs: list[float]
     finish_reason: str  # "stop" | "length"
-
-
-def stop_token_ids(cfg: QwenConfig, tokenizer: Any) -> tuple[int, ...]:
-    """End-of-turn ids: the model config's eos ids plus the tokenizer's eos and <|im_end|>, if present."""
-    ids = set(cfg.eos_token_id)
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for special in ("<|im_end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(special)
-        if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None) and tid >= 0:
-            ids.add(tid)
-    return tuple(sorted(i for i in ids if i < cfg.vocab_size))
 
 
 class TextGenerator:
@@ -54,7 +42,8 @@ class TextGenerator:
         self.long_prompts = long_prompts
         self.act = ActivationSharding(mesh) if mesh is not None else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.stop_ids = stop_token_ids(cfg, tokenizer)
+        # Prompts are chat turns when the tokenizer has a chat template (benchmarks.build_prompt).
+        self.stop_ids = rollout.stop_token_ids(cfg, tokenizer, chat=bool(getattr(tokenizer, "chat_template", None)))
         self.truncated = 0  # prompts cut to their last max_prompt_len tokens so far
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -81,20 +70,16 @@ class TextGenerator:
             chunk = ids[start:start + self.batch_size]
             tokens, mask = sampling.pad_prompts(chunk, self.max_prompt_len, self.batch_size, self.pad_id,
                                                 truncate="left")
-            res = sampling.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
-                                    jax.random.fold_in(rng, start), act=self.act)
-            toks, logps, lengths, finish = (np.asarray(x) for x in res)
-            n = scfg.num_samples
+            res = rollout.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
+                                   jax.random.fold_in(rng, start), act=self.act)
+            res = sampling.SampleOutput(*(np.asarray(x) for x in res))
+            texts, n = rollout.decode(self.tokenizer, res), scfg.num_samples
             for i in range(len(chunk)):
                 row = []
-                for j in range(n):
-                    r = i * n + j
-                    t = toks[r, :lengths[r]].tolist()
-                    body = t[:-1] if finish[r] == sampling.FINISH_STOP else t
-                    row.append(Completion(
-                        text=self.tokenizer.decode(body, skip_special_tokens=True), token_ids=t,
-                        log_probs=logps[r, :lengths[r]].tolist(),
-                        finish_reason="stop" if finish[r] == sampling.FINISH_STOP else "length"))
+                for r in range(i * n, (i + 1) * n):
+                    t, stopped = rollout.response_ids(res, r)
+                    row.append(Completion(text=texts[r], token_ids=t, log_probs=res.log_probs[r, :len(t)].tolist(),
+                                          finish_reason="stop" if stopped else "length"))
                 out.append(row)
             if on_batch:
                 on_batch(len(chunk))

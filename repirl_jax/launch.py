@@ -57,11 +57,12 @@ def build_datasets(config, tokenizer):
         if config.data.train == "synthetic:test":  # test-time training: the test prompts are the training set
             return splits["test"], splits["val"], splits["test"]
         return splits["train"], splits["val"], splits["test"]
+    from repirl_jax import algorithms
     from repirl_jax.data.prompts import load_prompt_set
     d = config.data
     train, report = load_prompt_set(d.train, d.prompt_field, d.answer_field, d.experts_field or None,
                                     domain=d.domain, on_bad_row=d.on_bad_row,
-                                    require_experts=config.algo in ("repirl", "bc"))
+                                    require_experts=algorithms.get(config.algo).experts_in_data)
     if report.skipped:
         log.warning("%s: skipped %s of %d rows, e.g. %s", d.train, report.skipped, report.rows, report.first_errors[:2])
     val = []
@@ -71,39 +72,6 @@ def build_datasets(config, tokenizer):
     for rec in train + val:
         rec["prompt"] = format_prompt(config, tokenizer, rec["prompt"])
     return train, val, None
-
-
-def build_reward_fn(config):
-    """reward_fn(records, responses) -> (scores, stats) for the configured domain."""
-    kind = config.reward.kind
-    if kind == "synthetic":
-        from repirl_jax.data import synthetic
-
-        def fn(records, texts):
-            scores = [synthetic.score(t, r["ground_truth"]) for r, t in zip(records, texts)]
-            return scores, {}
-        return fn, None
-    if kind == "math":
-        from repirl_jax.rewards.math import MathScorer
-        scorer = MathScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
-
-        def fn(records, texts):
-            res = scorer.score_batch(texts, [r["ground_truth"] for r in records])
-            s = res.stats
-            return res.scores, {"no_answer": s.n_no_answer, "timeout": s.n_timeout, "error": s.n_error}
-        return fn, scorer.close
-    if kind == "code":
-        from repirl_jax.rewards.code import CodeScorer
-        scorer = CodeScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
-
-        def fn(records, texts):
-            gts = [r["ground_truth"] for r in records]
-            res = scorer.score_batch(texts, gts, fn_names=[g.get("fn_name") if isinstance(g, dict) else None
-                                                           for g in gts])
-            s = res.stats
-            return res.scores, {"no_code": s.n_no_code, "timeout": s.n_timeout, "crash": s.n_crash}
-        return fn, scorer.close
-    raise ValueError(f"reward.kind={kind!r}: expected synthetic, math or code")
 
 
 def model_config(config, tokenizer=None):
@@ -133,7 +101,8 @@ def _is_run_dir(path: str) -> bool:
 
 def build_models(config, cfg, mesh, policy_params=None):
     import jax
-    from repirl_jax import hf, train
+    from repirl_jax import algorithms, hf, train
+    from repirl_jax.algorithms import advantages
     from repirl_jax.models import heads, qwen
     seed = jax.random.key(config.seed)
     if policy_params is None:
@@ -144,7 +113,7 @@ def build_models(config, cfg, mesh, policy_params=None):
         else:
             policy_params = qwen.init_params(cfg, jax.random.fold_in(seed, 1))
     policy = {"model": policy_params}
-    if config.advantage.estimator == "ppo":
+    if advantages.ESTIMATORS[algorithms.get(config.algo).estimator(config)].uses_values:
         policy["value"] = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 2))
     prm = None
     if train.needs_prm(config):
@@ -203,7 +172,8 @@ def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progr
 def run(config, workdir: str, progress_bar: bool = True) -> dict:
     """Train per `config` in `workdir` (resuming if it holds checkpoints). Returns the summary dict."""
     import jax
-    from repirl_jax import checkpoint, metrics as metrics_lib, train
+    from repirl_jax import checkpoint, metrics as metrics_lib, reports, train
+    from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.sharding import make_mesh
 
     train.validate(config, jax.device_count())
@@ -230,8 +200,8 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
             summary["time_warmup_s"] = time.time() - t
         trainer = train.Trainer(config, mesh, build_models(config, cfg, mesh, init_policy), tokenizer, reward_fn,
                                 train_set)
-        val = trainer._tokenize_set(val_set, "val") if val_set else []
-        test = trainer._tokenize_set(test_set, "test") if test_set else []
+        val = trainer.tokenize_set(val_set, "val") if val_set else []
+        test = trainer.tokenize_set(test_set, "test") if test_set else []
         if test:
             summary["test_accuracy_start"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
         ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep,
@@ -270,7 +240,7 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         if test:
             summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
         if test and config.data.train == "synthetic" and "prm" in trainer.state:
-            summary.update(prm_report(config, trainer, test, workdir))
+            summary.update(reports.prm_report(config, trainer, test, workdir))
         best = ckpt.best_step() if val else None
         summary.update(final_iteration=config.train.max_iterations, best_step=best,
                        checkpoints=os.path.join(workdir, "checkpoints"), time_total_s=time.time() - started)
@@ -283,95 +253,6 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump({k: v for k, v in summary.items() if k != "trainer"}, f, indent=2, default=str)
     return summary
-
-
-def _trace_rewards(config, trainer, prompts, texts):
-    """Token rewards of the run's PRM for each (prompt, response): the scalar head's r_phi, or PRIME's
-    implicit beta * (log pi_phi - log pi_ref)."""
-    from repirl_jax import sampling, train
-    tok = trainer.tokenizer
-    p_ids = [tok.encode(p, add_special_tokens=False) for p in prompts]
-    r_ids = [tok.encode(t, add_special_tokens=False)[:trainer.R] for t in texts]
-    pt, pm = sampling.pad_prompts(p_ids, trainer.P, pad_token_id=trainer.pad_id, truncate="left")
-    rt, rm = train.pad_right(r_ids, trainer.R, trainer.pad_id)
-    traj = train.Traj(pt, pm, rt, rm)
-    ref_logp = trainer._logp_in_chunks(trainer.ref, traj) if config.prm.head == "implicit" else None
-    r = trainer._rewards_in_chunks(traj, ref_logp)
-    return [r[i, :len(r_ids[i])] for i in range(len(texts))]
-
-
-def step_reduce(algo: str) -> str:
-    """How a step's score is read from token rewards: the step-end token's value for Math-Shepherd (its PRM is
-    trained there alone), the mean over the step's tokens for the dense-reward PRMs."""
-    return "last" if algo == "math_shepherd" else "mean"
-
-
-def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int = 128) -> dict:
-    """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures."""
-    import jax
-    from repirl_jax import prm_eval
-    per_call = config.rollout.prompts_per_call
-    records = test[:max(per_call, (min(n_prompts, len(test)) // per_call) * per_call)]
-    from repirl_jax.data import synthetic
-    import numpy as np
-    modulus = config.data.synthetic.modulus
-    ro = trainer.rollouts(records, jax.random.key(config.seed + 7))
-    # Traces: the policy's samples, plus per prompt a clean expert demonstration and one with a single
-    # corrupted step (so both classes of steps exist even when the policy is nearly always right or wrong).
-    rng = np.random.default_rng(config.seed)
-    prompts = [r["prompt"] for r in records for _ in range(trainer.n)]
-    texts = list(ro["texts"])
-    for r in records:
-        clean = r["experts"][0]
-        prompts += [r["prompt"], r["prompt"]]
-        texts += [clean, synthetic.corrupt(clean, rng, modulus=modulus)]
-    rewards = _trace_rewards(config, trainer, prompts, texts)
-    n_policy = len(ro["texts"])
-    reduce = step_reduce(config.algo)
-    out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, reduce)
-    pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus, reduce)
-    out.update(auroc_policy_samples=pol["auroc_all_steps"])
-    rows = prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
-    rows += prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], rewards[n_policy:], modulus)
-    html_path, png_path = os.path.join(workdir, "localisation.html"), os.path.join(workdir, "localisation.png")
-    if jax.process_index() == 0:
-        prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path)
-        prm_eval.render_png(rows, png_path)
-    return {f"prm_{k}": v for k, v in out.items()} | {"localisation_html": html_path, "localisation_png": png_path}
-
-
-def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature: float = 0.8) -> dict:
-    """Test-time reranking with the run's PRM / discriminator on the synthetic test prompts: max(ns) samples
-    per prompt at `temperature`; for each N the first N are ranked. Per N (fractions of prompts): pass@1 (mean
-    single-sample accuracy), majority vote, best-of-N by mean token reward, best-of-N by minimum step score."""
-    import jax
-    import numpy as np
-    from repirl_jax import evaluate, train
-    from repirl_jax.data import synthetic
-    per_call, big = config.rollout.prompts_per_call, max(ns)
-    records = test[:max(per_call, (len(test) // per_call) * per_call)]
-    ro = trainer.rollouts(records, jax.random.key(config.seed + 11), num_samples=big, temperature=temperature)
-    recs = [r for r in records for _ in range(big)]
-    scores = np.asarray(trainer.reward_fn(recs, ro["texts"])[0], np.float32).reshape(len(records), big)
-    p_toks, p_mask = trainer._prompt_arrays(records, big)
-    r = trainer._rewards_in_chunks(train.Traj(p_toks, p_mask, ro["tokens"], ro["mask"]), None)
-    mean = ((r * ro["mask"]).sum(1) / np.maximum(ro["mask"].sum(1), 1)).reshape(len(records), big)
-    delim = trainer.tokenizer.encode(config.steps.delimiter, add_special_tokens=False)
-    low = evaluate.min_step_scores(r, ro["tokens"], ro["mask"], delim[0] if len(delim) == 1 else -1,
-                                   config.steps.every, step_reduce(config.algo)).reshape(len(records), big)
-    answers = [synthetic.extract_answer(t) for t in ro["texts"]]
-    out = {}
-    for n in ns:
-        acc = {"pass@1": [], "majority": [], "best_of_n": [], "min_step": []}
-        for i in range(len(records)):
-            ans = answers[i * big:i * big + n]
-            labels = evaluate.group_answers(ans, lambda pairs: [a == b for a, b in pairs])
-            acc["pass@1"].append(scores[i, :n].mean())
-            acc["majority"].append(scores[i, evaluate.select("majority", labels, ans)])
-            acc["best_of_n"].append(scores[i, evaluate.select("best_of_n", labels, ans, mean[i, :n])])
-            acc["min_step"].append(scores[i, evaluate.select("min_step", labels, ans, low[i, :n])])
-        out[n] = {k: float(np.mean(v)) for k, v in acc.items()}
-    return out
 
 
 def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:

@@ -266,13 +266,23 @@ def bc_loss(logp_bt, mask_bt, num_tokens=None):
     return -_masked_sum(logp_bt, mask_bt) / denom
 
 
-def prime_implicit_prm_loss(logp_phi_bt, logp_ref_bt, mask_bt, outcome_b, beta: float = 0.05):
-    """PRIME: BCE(sigmoid(beta * sum_t (log pi_phi - log pi_ref) m), o), mean over rollouts.
+def prime_implicit_prm_loss(logp_phi_bt, logp_ref_bt, mask_bt, outcome_b, beta: float = 0.05, keep_b=None,
+                            num_rows=None):
+    """PRIME: BCE(sigmoid(beta * sum_t (log pi_phi - log pi_ref) m), o), mean over the kept rollouts:
+
+        L = sum_b keep_b * BCE_b / num_rows,   acc = sum_b keep_b * [(z_b > 0) = (o_b > 0.5)] / num_rows
+
+    keep_b: [B] 1 for rows of prompts the accuracy filter kept (default: all rows), so filtered rows add
+    neither loss (log 2 at z = 0) nor count, as in PRIME's own code, which drops them; num_rows: the kept-row
+    count of the whole mini-batch (default: this batch's), so micro-batch losses add up.
     Token rewards of the implicit PRM are beta * (log pi_phi - log pi_ref)."""
     z = beta * _masked_sum(logp_phi_bt - logp_ref_bt, mask_bt.astype(jnp.float32), axis=1)
     o = outcome_b.astype(jnp.float32)
+    keep = jnp.ones_like(o) if keep_b is None else keep_b.astype(jnp.float32)
+    denom = jnp.maximum(jnp.sum(keep) if num_rows is None else num_rows, 1.0)
     bce = -(o * jax.nn.log_sigmoid(z) + (1.0 - o) * jax.nn.log_sigmoid(-z))
-    return jnp.mean(bce), {"prm_acc": jnp.mean(((z > 0) == (o > 0.5)).astype(jnp.float32))}
+    acc = ((z > 0) == (o > 0.5)).astype(jnp.float32)
+    return jnp.sum(keep * bce) / denom, {"prm_acc": jnp.sum(keep * acc) / denom}
 
 
 def implicit_token_rewards(logp_phi_bt, logp_ref_bt, mask_bt, beta: float = 0.05):

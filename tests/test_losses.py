@@ -281,6 +281,45 @@ def test_bc_prime_kto_match_numpy():
     np.testing.assert_allclose(float(losses.kto_loss(logp, ref, m, d, u)[0]), kto, rtol=1e-5)
 
 
+def test_prime_loss_ignores_rows_of_filtered_prompts():
+    """A batch with masked (filtered) prompts gives the same PRIME loss, accuracy and gradient as the batch
+    without them, equal to the numpy mean BCE over the kept rows; split into micro-batches with the whole
+    mini-batch's kept-row count, the parts add up to the same loss and gradient."""
+    kept_m = _mask([4, 2, 3, 1], 4)
+    logp = -np.abs(RNG.normal(size=(6, 4))).astype(np.float32)
+    ref = -np.abs(RNG.normal(size=(6, 4))).astype(np.float32)
+    o = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0], np.float32)
+    keep = np.array([1, 0, 1, 1, 0, 1], np.float32)  # rows 1 and 4: prompts the accuracy filter dropped
+    m = np.zeros((6, 4), np.float32)
+    m[keep > 0] = kept_m  # as the trainer masks them: response mask 0 on filtered rows
+    k = keep > 0
+
+    def loss(lp, rows=slice(None), mask=m, kp=keep, num_rows=None):
+        return losses.prime_implicit_prm_loss(lp, ref[rows], mask, o[rows], 0.05, kp, num_rows)
+
+    full, aux = loss(jnp.asarray(logp))
+    alone, aux_alone = losses.prime_implicit_prm_loss(logp[k], ref[k], kept_m, o[k], 0.05)
+    z = 0.05 * ((logp[k] - ref[k]) * kept_m).sum(1)
+    p = 1 / (1 + np.exp(-z))
+    bce = -(o[k] * np.log(p) + (1 - o[k]) * np.log(1 - p)).mean()
+    np.testing.assert_allclose(float(full), bce, rtol=1e-5)
+    np.testing.assert_allclose(float(full), float(alone), rtol=1e-6)
+    np.testing.assert_allclose(float(aux["prm_acc"]), float(aux_alone["prm_acc"]), rtol=1e-6)
+    np.testing.assert_allclose(float(aux["prm_acc"]), ((z > 0) == (o[k] > 0.5)).mean(), rtol=1e-6)
+    g = np.asarray(jax.grad(lambda lp: loss(lp)[0])(jnp.asarray(logp)))
+    g_alone = np.asarray(jax.grad(lambda lp: losses.prime_implicit_prm_loss(lp, ref[k], kept_m, o[k])[0])(
+        jnp.asarray(logp[k])))
+    np.testing.assert_allclose(g[k], g_alone, rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(g[~k], 0.0)
+    # Two micro-batches of 3 rows with the mini-batch's kept-row count (4) add up to the whole.
+    parts = [slice(0, 3), slice(3, 6)]
+    total = sum(float(loss(jnp.asarray(logp[r]), r, m[r], keep[r], keep.sum())[0]) for r in parts)
+    np.testing.assert_allclose(total, float(full), rtol=1e-6)
+    g_parts = np.concatenate([np.asarray(jax.grad(lambda lp: loss(lp, r, m[r], keep[r], keep.sum())[0])(
+        jnp.asarray(logp[r]))) for r in parts])
+    np.testing.assert_allclose(g_parts, g, rtol=1e-6, atol=1e-9)
+
+
 def test_masked_whiten_and_returns_to_go():
     m = _mask([3, 2], 4)
     x = RNG.normal(size=(2, 4)).astype(np.float32)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import launch, logprobs, train
+from repirl_jax import algorithms, launch, logprobs, train
 from repirl_jax.metrics import read_metrics
 from tests.train_config import tiny_config
 
@@ -24,8 +24,7 @@ def _without_timing(rows):
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
-@pytest.mark.parametrize("algo", ["repirl", "rloo", "grpo", "ppo", "prime", "bc", "kto", "airl_dense", "prl",
-                                  "math_shepherd"])
+@pytest.mark.parametrize("algo", algorithms.names())  # every registered method
 def test_two_iterations_of_every_algorithm(tmp_path, algo):
     summary = launch.run(tiny_config(algo), str(tmp_path), progress_bar=False)
     rows = read_metrics(str(tmp_path))

@@ -3,6 +3,7 @@
     python -m repirl_jax.launch --config=tests/train_config.py --workdir=DIR
 """
 
+from repirl_jax import algorithms
 from repirl_jax.config import default_config
 
 
@@ -23,18 +24,9 @@ def tiny_config(algo="repirl", **over):
     c.train.update(max_iterations=2, checkpoint_every=1, eval_every=1, eval_batch=8, logp_chunk=8,
                    async_checkpoint=False)
     c.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
-    if algo == "ppo":
-        c.advantage.estimator = "ppo"
-    if algo == "grpo":
-        c.advantage.estimator = "grpo"
-    if algo == "prime":
-        c.prm.head = "implicit"
-    for key, value in over.items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
+    if algo in algorithms.names():  # the settings that define the method (e.g. prime: prm.head=implicit)
+        algorithms.apply_settings(c, algorithms.get(algo).required)
+    algorithms.apply_settings(c, over)
     return c
 
 

@@ -106,7 +106,7 @@ def programs(trainer):
 
     # Sampler: one call of prompts_per_call prompts, n samples each, greedy=False as in rollouts.
     rows = c.rollout.prompts_per_call
-    toks, mask = trainer._put_rows((np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32)),
+    toks, mask = trainer.put_rows((np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32)),
                                    rules=trainer.sample_act.rules)
     scfg = sampling.SamplingConfig(max_new_tokens=R, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                    num_samples=n, stop_token_ids=(0,), pad_token_id=0)
@@ -125,9 +125,9 @@ def programs(trainer):
     # Row-chunked forwards (as Trainer._chunks): PRM token rewards, reference log-probs.
     rows_iter = c.data.prompts_per_iter * n
     chunk = trainer.chunk_rows(rows_iter)
-    chunk_traj = _abstract(trainer._put_rows(_traj(chunk, P, R)))
+    chunk_traj = _abstract(trainer.put_rows(_traj(chunk, P, R)))
     if train.needs_prm(c):
-        ref_lp = _abstract(trainer._put_rows(np.zeros((chunk, R), np.float32))) if c.prm.head == "implicit" else None
+        ref_lp = _abstract(trainer.put_rows(np.zeros((chunk, R), np.float32))) if c.prm.head == "implicit" else None
         out.append(("prm_token_rewards", trainer.prm_rewards, (state["prm"], chunk_traj, ref_lp), ("prm",)))
     if train.needs_ref(c):
         out.append(("reference_logprobs", trainer.logp, (trainer.ref, chunk_traj), ("ref",)))
@@ -140,16 +140,16 @@ def programs(trainer):
         traj = _traj(mb_rows, P, R)
         if c.prm.head == "implicit":
             extra = {"ref_logp": np.zeros((mb_rows, R), np.float32), "outcome": np.zeros(mb_rows, np.float32),
-                     "row_scale": np.ones(mb_rows, np.float32)}
-            fn = trainer.prm_update
+                     "keep": np.ones(mb_rows, np.float32), "num_tokens": np.ones(mb_rows, np.float32)}
+            fn = trainer.prm_updates["main"]
         elif n_micro == 1:
             extra = {"logp_old": np.zeros((mb_rows, R), np.float32), "pos": np.zeros(mb_rows, np.float32),
                      "neg": np.zeros(mb_rows, np.float32), "group": np.zeros(mb_rows, np.int32)}
-            fn = trainer.prm_update_single_pass
+            fn = trainer.prm_updates["single_pass"]
         else:
             extra = {"coef": np.zeros(mb_rows, np.float32)}
-            fn = trainer.prm_update
-        stacked = _abstract(trainer._put_micro((traj, extra), n_micro))
+            fn = trainer.prm_updates["main"]
+        stacked = _abstract(trainer.put_micro((traj, extra), n_micro))
         out.append((f"prm_update ({n_micro} micro-batches of {c.prm.micro_batch})", fn, (state, stacked),
                     tuple(state)))
 
@@ -167,7 +167,7 @@ def programs(trainer):
             extra["ref_logp"] = z(mb_rows, R)
         if c.advantage.estimator == "ppo":
             extra.update(old_values=z(mb_rows, R), returns=z(mb_rows, R))
-    stacked = _abstract(trainer._put_micro((_traj(mb_rows, P, R), extra), n_micro))
+    stacked = _abstract(trainer.put_micro((_traj(mb_rows, P, R), extra), n_micro))
     out.append((f"policy_update ({n_micro} micro-batches of {c.policy.micro_batch})", trainer.policy_update,
                 (state, stacked), tuple(state)))
     return out

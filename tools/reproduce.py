@@ -21,25 +21,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-METHODS = {
-    "bc": {"algo": "bc"},
-    "rloo": {"algo": "rloo", "advantage.c": 0.0},
-    "grpo": {"algo": "grpo", "advantage.estimator": "grpo", "advantage.c": 0.0},
-    "ppo": {"algo": "ppo", "advantage.estimator": "ppo", "advantage.c": 0.0},
-    "prime": {"algo": "prime", "prm.head": "implicit"},
-    "kto": {"algo": "kto"},
-    "repirl": {"algo": "repirl"},
+from repirl_jax import algorithms  # noqa: E402
+
+# This comparison's own settings per method on the demo task (batch sizes of the PRM step; AIRL: the
+# discriminator logit (c = 1) plus the outcome (weight 1, like every other method here), one-step-corrupted
+# demonstrations as extra negatives).
+DEMO = {
+    "prime": {"prm.micro_batch": 128},  # its PRM sees rollouts only: 32 prompts x 4
+    "airl_dense": {"advantage.outcome_weight": 1.0, "airl.perturbed_negatives": True, "prm.micro_batch": 128},
+    "math_shepherd": {"prm.micro_batch": 128, "shepherd.prefixes_per_call": 128},
+}
+# Every registered method: the settings that define it and its advantage mix (algorithms.*.required, and
+# the advantage.* of its paper settings), then DEMO's; then ablations of rePIRL.
+METHODS = {name: {"algo": name, **alg.required, **{k: v for k, v in alg.paper.items() if k.startswith("advantage.")},
+                  **DEMO.get(name, {})} for name, alg in algorithms.REGISTRY.items()}
+METHODS.update({
     "repirl_no_iw": {"algo": "repirl", "irl.importance_weights": False},
     "repirl_no_pseudo_expert": {"algo": "repirl", "irl.pseudo_expert": False},
     "prm_only": {"algo": "repirl", "advantage.outcome_weight": 0.0},
-    # The other process-reward methods (METHOD.md section 4). AIRL: the discriminator logit (c = 1) plus the
-    # outcome (weight 1, like every other method here), one-step-corrupted demonstrations as extra negatives.
-    "airl_dense": {"algo": "airl_dense", "advantage.c": 1.0, "advantage.outcome_weight": 1.0,
-                   "airl.perturbed_negatives": True, "prm.micro_batch": 128},
-    "prl": {"algo": "prl", "advantage.c": 0.0},
-    "math_shepherd": {"algo": "math_shepherd", "advantage.c": 0.1, "prm.micro_batch": 128,
-                      "shepherd.prefixes_per_call": 128},
-}
+})
 RERANK_NS = (4, 8, 16)
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
@@ -56,19 +56,12 @@ def configure(method: str, seed: int, iterations: int):
     c.seed = seed
     c.train.max_iterations = iterations
     c.train.checkpoint_every = iterations
-    for key, value in METHODS[method].items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    if c.algo == "prime":
-        c.prm.micro_batch = 128  # its PRM sees rollouts only: 32 prompts x 4
+    algorithms.apply_settings(c, METHODS[method])
     return c
 
 
 def run_one(method, seed, out):
-    from repirl_jax import launch
+    from repirl_jax import launch, reports
     from repirl_jax.metrics import read_metrics
     wd = os.path.join(out, "runs", f"{method}_s{seed}")
     done = os.path.join(wd, "summary.json")
@@ -84,8 +77,8 @@ def run_one(method, seed, out):
         shutil.copytree(os.path.join(wd, "warmup"), warm)
     trainer = summary.pop("trainer")
     if "prm" in trainer.state and config.prm.head == "scalar":
-        test = trainer._tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
-        summary["rerank"] = launch.rerank_report(config, trainer, test, RERANK_NS)
+        test = trainer.tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
+        summary["rerank"] = reports.rerank_report(config, trainer, test, RERANK_NS)
         json.dump(summary, open(done, "w"), indent=2, default=str)
     return summary, read_metrics(wd)
 

@@ -1,0 +1,85 @@
+"""Dense reasoning reward by adversarial IRL (papers/dense_reasoning_reward_airl_2510.01857.txt): the
+scalar-head PRM is a token-wise expert-vs-policy discriminator (losses.airl_discriminator_loss); its
+group-normalised, discounted logits are the policy advantage (losses.airl_dense_advantages)."""
+
+import numpy as np
+
+from repirl_jax import losses
+from repirl_jax.algorithms.base import Algorithm, ConfigError, estimate, register, with_experts
+from repirl_jax.batches import encode_responses
+
+
+class AIRLDense(Algorithm):
+    name = "airl_dense"
+    needs_prm = True
+    needs_experts = True
+    required = {"prm.head": "scalar"}
+    paper = {"advantage.c": 1.0, "advantage.outcome_weight": 0.0}  # the discriminator's reward alone
+
+    def estimator(self, c):
+        return "airl_dense"
+
+    def prm_rows_per_prompt(self, c):
+        return c.rollout.n + c.data.experts_per_prompt * (2 if c.airl.perturbed_negatives else 1)
+
+    def policy_rows_per_prompt(self, c):
+        return c.rollout.n + (c.data.experts_per_prompt if c.airl.experts_in_group else 0)
+
+    def validate(self, c):
+        super().validate(c)
+        if c.airl.perturbed_negatives and c.data.train != "synthetic":
+            raise ConfigError("airl.perturbed_negatives corrupts one step with the synthetic task's `corrupt`: it "
+                              "needs data.train=synthetic (set airl.perturbed_negatives=False for other data)")
+
+    def prm_losses(self, c, cfg, act, token_rewards):
+        def discriminator_loss(prm, mb):
+            """Token-wise BCE of the discriminator logits (label: 1 expert, 0 policy / perturbed expert)."""
+            traj, extra = mb
+            return losses.airl_discriminator_loss(token_rewards(prm, traj, None), traj.response_mask, extra["label"],
+                                                  c.airl.label_smoothing, extra["num_tokens"])
+        return {"main": discriminator_loss}
+
+    def reward_model_step(self, tr, b):
+        """One discriminator epoch: per prompt its n rollouts (label 0), its k demonstrations (label 1) and,
+        with airl.perturbed_negatives, the k demonstrations with one corrupted step each (label 0)."""
+        c, n, k, bsz = tr.c, tr.n, tr.k, len(b.records)
+        blocks = [self._perturbed_expert_ids(tr, b.records, b.it)] if c.airl.perturbed_negatives else []
+        traj, cat = with_experts(tr, b.records, b.rollouts, b.keep, blocks)
+        label = cat(np.zeros(bsz * n), np.ones(bsz * k), *[np.zeros(bsz * k)] * len(blocks)).astype(np.float32)
+        agg = tr.updates(tr.prm_updates["main"], "prm", traj, {"label": label}, n + k * (1 + len(blocks)),
+                         c.prm.minibatch_prompts, c.prm.micro_batch, {})
+        return tr.means(agg)
+
+    @staticmethod
+    def _perturbed_expert_ids(tr, records, it: int) -> list:
+        """Each prompt's k demonstrations with one step's result changed (synthetic.corrupt), token ids."""
+        from repirl_jax.data import synthetic
+        rng = np.random.default_rng([tr.c.seed, it])
+        texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=tr.c.data.synthetic.modulus)
+                 for r in records for j in range(tr.k)]
+        return encode_responses(tr.tokenizer, texts, tr.R, tr.end_id)[0]
+
+    def policy_batch(self, tr, b):
+        """`airl_dense_advantages` of the discriminator logits over each prompt's group: the n rollouts or
+        (airl.experts_in_group) the rollouts and the k demonstrations (outcome 1; their logp_old are the
+        current policy's, so their PPO ratio starts at 1)."""
+        n, k, bsz = tr.n, tr.k, len(b.records)
+        traj, per_prompt, outcome, logits, logp_old = b.rollouts, n, b.outcome, b.process, b.logp_old
+        extra = {} if b.ref_logp is None else {"ref_logp": b.ref_logp}
+        if tr.c.airl.experts_in_group:
+            traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
+            is_expert = cat(np.zeros(bsz * n), np.ones(bsz * k))[:, None] > 0
+            current = tr.logp_in_chunks(tr.state["policy"]["model"], traj)
+            logp_old = np.where(is_expert, current, cat(logp_old, np.zeros((bsz * k, tr.R), np.float32)))
+            outcome = cat(outcome, np.ones(bsz * k, np.float32))
+            logits = tr.rewards_in_chunks(traj, None)
+            per_prompt = n + k
+            if "ref_logp" in extra:  # KL to the reference (policy.kl_coef > 0) on every row of the group
+                extra["ref_logp"] = tr.logp_in_chunks(tr.ref, traj)
+        group = np.repeat(np.arange(bsz), per_prompt).astype(np.int32)
+        extra["logp_old"] = np.asarray(logp_old, np.float32)
+        extra.update(estimate(tr, "airl_dense", traj, outcome, logits, group, logp_old))
+        return traj, extra, per_prompt
+
+
+register(AIRLDense())

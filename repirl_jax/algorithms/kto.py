@@ -1,0 +1,46 @@
+"""KTO (Ethayarajh et al., 2024) on each prompt's rollouts (correct: desirable, failed: undesirable) and its
+k expert demonstrations (desirable), METHOD.md section 4; sequence log-ratios to a frozen reference."""
+
+import numpy as np
+
+from repirl_jax import logprobs, losses
+from repirl_jax.algorithms.base import Algorithm, register, with_experts
+
+
+class KTO(Algorithm):
+    name = "kto"
+    needs_reference = True
+    uses_advantages = False
+
+    def policy_rows_per_prompt(self, c):
+        return c.rollout.n + c.data.experts_per_prompt
+
+    def rollout_ref_logp(self, c):
+        return False  # its reference log-probs are of its own rows (rollouts and demonstrations)
+
+    def policy_loss(self, c, cfg, act):
+        def loss_fn(policy, mb):
+            traj, extra = mb
+            hidden = logprobs.sequence_hidden(policy["model"], cfg, *traj, act=act)
+            lp, _ = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, c.train.logp_chunk, True)
+            loss, aux = losses.kto_loss(lp, extra["ref_logp"], traj.response_mask, extra["desirable"],
+                                        extra["undesirable"], beta=c.kto.beta)
+            return loss * extra["row_scale"], aux
+        return loss_fn
+
+    def policy_batch(self, tr, b):
+        n, k, bsz = tr.n, tr.k, len(b.records)
+        good, bad = (b.outcome >= 1.0).astype(np.float32), (b.outcome < 1.0).astype(np.float32)
+        if k and any(r["expert_ids"] for r in b.records):
+            traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
+            desirable, undesirable = cat(good, np.ones(bsz * k, np.float32)), cat(bad, np.zeros(bsz * k, np.float32))
+            per_prompt = n + k
+        else:
+            traj, per_prompt, desirable, undesirable = b.rollouts, n, good, bad
+        row_keep = np.repeat(b.keep, per_prompt)
+        extra = {"desirable": desirable * row_keep, "undesirable": undesirable * row_keep,
+                 "ref_logp": np.asarray(tr.logp_in_chunks(tr.ref, traj))}
+        return traj, extra, per_prompt
+
+
+register(KTO())

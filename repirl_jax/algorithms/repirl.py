@@ -1,0 +1,107 @@
+"""rePIRL (METHOD.md, Algorithm 1): the scalar-head PRM is learned by inverse RL from the demonstrations
+(Eq. 3-5: positives = demonstrations and, with irl.pseudo_expert, correct rollouts; negatives = failed
+rollouts, importance-weighted), and its token rewards are the process reward of the policy advantage.
+
+The PRM step is exact under micro-batching: the importance weights carry no gradient, so L_phi is linear in
+the trajectory scores with fixed coefficients (w_hat on negatives, -1/|P| on positives). With one
+micro-batch per mini-batch the loss is computed in one pass ("single_pass"); with several, a forward pass
+computes the coefficients and the accumulated gradient of sum coef * rbar ("main") equals grad L_phi."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from repirl_jax import distributed, losses
+from repirl_jax.algorithms.base import Algorithm, register, with_experts
+from repirl_jax.batches import take
+
+IRL_STATS = ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight")
+
+
+def shift_invariant(prm):
+    """L_phi is unchanged by adding a constant to every token reward, so the head's bias gets a zero
+    gradient up to rounding; it is held fixed (at its zero init) rather than letting Adam turn that
+    rounding into steps of ~lr whose sign depends on the reduction order (mesh, micro-batching)."""
+    return {**prm, "head": {**prm["head"], "bias": jax.lax.stop_gradient(prm["head"]["bias"])}}
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def irl_coefficients(r, mask, logp_old, pos, neg, group, scope: str, importance_weights: bool):
+    """(coef [B], RePIRLLoss): coef = w_hat on negatives, -1/|P| on positives (Eq. 4-5)."""
+    out = losses.repirl_reward_loss(r, mask, logp_old, pos, neg, group, scope, importance_weights)
+    R, _ = losses.trajectory_scores(r, mask)
+    w_hat = losses.normalized_weights(losses.importance_log_weights(R, logp_old, mask), neg, group, scope,
+                                      importance_weights)
+    return jnp.where(neg > 0, w_hat, 0.0) - pos / jnp.maximum(pos.sum(), 1.0), out
+
+
+class RePIRL(Algorithm):
+    name = "repirl"
+    needs_prm = True
+    needs_experts = True
+    experts_in_data = True
+    required = {"prm.head": "scalar"}
+
+    def prm_rows_per_prompt(self, c):
+        return c.rollout.n + c.data.experts_per_prompt
+
+    def prm_losses(self, c, cfg, act, token_rewards):
+        def coef_loss(prm, mb):
+            """sum_j coef_j rbar_j: with coef = w_hat on N and -1/|P| on P this is L_phi (weights are constants)."""
+            traj, extra = mb
+            _, rbar = losses.trajectory_scores(token_rewards(shift_invariant(prm), traj, None), traj.response_mask)
+            return jnp.sum(extra["coef"] * rbar), {}
+
+        def single_pass(prm, mb):
+            """L_phi on a whole mini-batch in one pass (the weights are computed inside, without gradient)."""
+            traj, extra = mb
+            r = token_rewards(shift_invariant(prm), traj, None)
+            out = losses.repirl_reward_loss(r, traj.response_mask, extra["logp_old"], extra["pos"], extra["neg"],
+                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights)
+            return out.loss, {f"irl_{k}": getattr(out, k) for k in IRL_STATS}
+        return {"main": coef_loss, "single_pass": single_pass}
+
+    def reward_model_step(self, tr, b):
+        """One epoch over PRM mini-batches; rows grouped by prompt: its n rollouts, then its k demonstrations."""
+        c, n, k, bsz = tr.c, tr.n, tr.k, len(b.records)
+        agg: dict = {}
+        per_prompt = n + k
+        traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
+        is_roll = cat(np.ones(bsz * n), np.zeros(bsz * k)).astype(bool)
+        lp_old = cat(b.logp_old, np.zeros((bsz * k, tr.R), np.float32)).astype(np.float32)
+        correct = cat(b.outcome, np.ones(bsz * k, np.float32)) >= 1.0
+        group = np.repeat(np.arange(bsz), per_prompt).astype(np.int32)
+        row_keep = np.repeat(b.keep, per_prompt)
+        pos = ((~is_roll | (is_roll & correct & bool(c.irl.pseudo_expert))) * row_keep).astype(np.float32)
+        neg = ((is_roll & ~correct) * row_keep).astype(np.float32)
+        for idx in tr.minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts):
+            part, local_group = take(traj, idx), group[idx] - group[idx].min()
+            n_micro = len(idx) // c.prm.micro_batch
+            if pos[idx].sum() + neg[idx].sum() == 0:
+                agg["prm_skipped_empty"] = agg.get("prm_skipped_empty", 0) + 1
+                continue
+            if n_micro == 1:  # one pass: weights and loss from the same forward
+                extra = {"logp_old": lp_old[idx], "pos": pos[idx], "neg": neg[idx], "group": local_group}
+                tr.state, out = tr.prm_updates["single_pass"](tr.state, tr.put_micro((part, extra), 1))
+                out = distributed.to_host(out)
+                for key in [k_ for k_ in out if k_.startswith("irl_")]:
+                    agg.setdefault(key, []).append(float(np.asarray(out.pop(key))))
+                agg.setdefault("irl_loss", []).append(float(np.asarray(out["loss"])))
+            else:
+                r = tr.rewards_in_chunks(part, None)
+                inputs = (r, part.response_mask, lp_old[idx], pos[idx], neg[idx], local_group)
+                coef, irl = distributed.to_host(irl_coefficients(*tr.put_rows(inputs), c.irl.weight_scope,
+                                                                 bool(c.irl.importance_weights)))
+                for key in IRL_STATS:
+                    agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
+                agg.setdefault("irl_loss", []).append(float(irl.loss))
+                tr.state, out = tr.prm_updates["main"](tr.state, tr.put_micro((part, {"coef": np.asarray(coef)}),
+                                                                              n_micro))
+                out = distributed.to_host(out)
+            tr.record_step(out, "prm", agg)
+        return tr.means(agg)
+
+
+register(RePIRL())

@@ -1,0 +1,147 @@
+"""The algorithm registry, the jitted advantage table and the one rollout stop rule."""
+
+import jax
+import numpy as np
+import pytest
+import transformers
+
+from repirl_jax import algorithms, launch, losses, rollout, sampling, train
+from repirl_jax.algorithms import advantages
+from repirl_jax.metrics import read_metrics
+from tests.test_tokenizer import QWEN_TOKENIZER
+from tests.train_config import tiny_config
+
+IM_END, ENDOFTEXT = 151645, 151643
+
+
+class BatchMeanBaseline(algorithms.Algorithm):
+    """A method defined here, outside the library: REINFORCE-style advantages o_i - mean(o) over the whole
+    batch (no groups), on every response token, with the library's PPO-clipped policy loss."""
+    name = "test_batch_mean"
+
+    def policy_batch(self, tr, b):
+        m = b.rollouts.response_mask
+        adv = (b.outcome - b.outcome.mean())[:, None] * m
+        self.seen = getattr(self, "seen", 0) + 1
+        return b.rollouts, {"logp_old": b.logp_old.astype(np.float32), "adv": adv.astype(np.float32)}, tr.n
+
+
+def test_an_algorithm_registered_from_a_test_file_trains_two_iterations(tmp_path):
+    algo = algorithms.register(BatchMeanBaseline())
+    try:
+        c = tiny_config("test_batch_mean")
+        summary = launch.run(c, str(tmp_path), progress_bar=False)
+        rows = read_metrics(str(tmp_path))
+        assert [r["iteration"] for r in rows] == [1, 2] and algo.seen == 2
+        for r in rows:
+            assert all(np.isfinite(v) for v in r.values() if isinstance(v, float)), r
+            assert r["logp_diff_sampler_vs_trainer"] < 1e-4 and r["policy_grad_norm"] > 0
+        assert rows[0]["adv_abs_max"] <= 1.0  # |o_i - mean(o)| with 0/1 outcomes
+        assert "prm" not in summary["trainer"].state and summary["trainer"].ref is None
+    finally:
+        algorithms.base.REGISTRY.pop("test_batch_mean")
+    with pytest.raises(train.ConfigError, match="algo='test_batch_mean'"):
+        train.validate(tiny_config("test_batch_mean"), num_devices=1)
+
+
+def test_every_registered_method_has_a_config_that_validates():
+    assert len(algorithms.names()) >= 10
+    for name in algorithms.names():
+        train.validate(tiny_config(name), num_devices=1)
+        assert algorithms.get(name).name == name
+
+
+def test_the_jitted_advantage_table_equals_the_loss_functions():
+    rng = np.random.RandomState(0)
+    b, t = 6, 7
+    m = (np.arange(t)[None, :] < rng.randint(1, t + 1, size=(b, 1))).astype(np.float32)
+    x = advantages.AdvantageInputs(
+        outcome=rng.randint(0, 2, size=b).astype(np.float32), process=rng.normal(size=(b, t)).astype(np.float32) * m,
+        mask=m, group=np.repeat(np.arange(3), 2).astype(np.int32), values=rng.normal(size=(b, t)).astype(np.float32),
+        logp_old=-np.abs(rng.normal(size=(b, t))).astype(np.float32),
+        ref_logp=-np.abs(rng.normal(size=(b, t))).astype(np.float32),
+        step_ends=np.asarray(losses.step_end_mask(rng.randint(0, 3, size=(b, t)), m, 1)))
+    hp = advantages.AdvantageParams(c=0.3, outcome_weight=0.7, gamma=0.9, lam=0.8, eta=5.0)
+    eager = {
+        "rloo": losses.rloo_advantages(x.outcome, x.process, m, x.group, hp.c, hp.outcome_weight, hp.process_mode),
+        "grpo": losses.grpo_advantages(x.outcome, x.process, m, x.group, hp.c, hp.outcome_weight),
+        "ppo": losses.masked_whiten(losses.gae_advantages(
+            losses.token_rewards(x.outcome, x.process, m, hp.c, hp.outcome_weight), x.values, m, hp.gamma,
+            hp.lam)[0], m),
+        "prl": losses.prl_advantages(x.outcome, x.logp_old, x.ref_logp, m, x.step_ends, x.group, hp.eta,
+                                     hp.outcome_weight),
+        "airl_dense": losses.airl_dense_advantages(x.outcome, x.process, m, x.group, hp.c, hp.outcome_weight,
+                                                   hp.reward_min, hp.reward_max, hp.airl_gamma, hp.std_eps),
+    }
+    assert set(eager) == set(advantages.ESTIMATORS)
+    for name, ref in eager.items():
+        adv, ret = advantages.compute(name, x, hp)
+        np.testing.assert_allclose(np.asarray(adv), np.asarray(ref), rtol=1e-5, atol=1e-6, err_msg=name)
+        assert (ret is not None) == advantages.ESTIMATORS[name].uses_values
+
+
+@pytest.fixture(scope="module")
+def base_tokenizer():
+    """The Qwen vocabulary as a base model ships it (Qwen3-4B-Base): eos <|endoftext|>, chat template kept."""
+    tok = transformers.AutoTokenizer.from_pretrained(QWEN_TOKENIZER, eos_token="<|endoftext|>")
+    assert tok.eos_token_id == ENDOFTEXT and tok.convert_tokens_to_ids("<|im_end|>") == IM_END
+    return tok
+
+
+def test_stop_rule_and_demonstration_end_token_with_a_base_tokenizer(base_tokenizer):
+    cfg = launch.model_config(tiny_config(**{"model.vocab_size": 151936})).replace(eos_token_id=())
+    assert rollout.stop_token_ids(cfg, base_tokenizer, chat=True) == (ENDOFTEXT, IM_END)
+    assert rollout.stop_token_ids(cfg, base_tokenizer, chat=False) == (ENDOFTEXT,)
+    assert rollout.stop_token_ids(cfg.replace(eos_token_id=(7,)), base_tokenizer, chat=False) == (7, ENDOFTEXT)
+    assert rollout.end_token_id(base_tokenizer, chat=True) == IM_END
+    assert rollout.end_token_id(base_tokenizer, chat=False) == ENDOFTEXT
+
+
+def _end_of_turn_policy(cfg):
+    """Tiny Qwen3 whose every next token is <|im_end|>: zero attention / MLP outputs leave the residual at
+    the embedding e0 (one-hot), and the tied LM head scores <|im_end|> (embedding 10 e0) highest."""
+    from repirl_jax.models import qwen
+    params = jax.tree.map(np.asarray, qwen.init_params(cfg, jax.random.key(0)))
+    embed = np.zeros_like(params["embed"])
+    embed[:, 0] = 1.0
+    embed[IM_END, 0] = 10.0
+    params["embed"] = embed
+    for name in [k for k in params if k.startswith("layer_")]:
+        params[name]["attn"]["o_kernel"] = np.zeros_like(params[name]["attn"]["o_kernel"])
+        params[name]["mlp"]["down_kernel"] = np.zeros_like(params[name]["mlp"]["down_kernel"])
+    return params
+
+
+@pytest.mark.parametrize("prompt_format", ["chat_math", "raw"])
+def test_training_rollouts_stop_at_the_end_of_turn_with_chat_prompts(base_tokenizer, prompt_format):
+    """Qwen3-4B-Base's case: eos <|endoftext|>, chat prompts. A training rollout (and evaluation) stops at
+    <|im_end|>, and the demonstrations end with it; with raw prompts <|im_end|> is an ordinary token."""
+    from repirl_jax.sharding import make_mesh
+    c = tiny_config("rloo", **{"model.vocab_size": 151936, "data.prompt_format": prompt_format,
+                               "rollout.max_prompt_len": 16, "rollout.max_response_len": 6,
+                               "data.experts_per_prompt": 1})
+    cfg = launch.model_config(c, base_tokenizer).replace(eos_token_id=())
+    models = train.Models(cfg, {"model": _end_of_turn_policy(cfg)}, None, None)
+    records = [{"prompt": f"What is {i}+1?", "experts": [f"{i}+1={i + 1}"], "ground_truth": str(i + 1)}
+               for i in range(4)]
+    trainer = train.Trainer(c, make_mesh(1, 1, 1, devices=jax.devices()[:1]), models, base_tokenizer,
+                            lambda recs, texts: ([0.0] * len(texts), {}), records)
+    ro = trainer.rollouts(trainer.train_set, jax.random.key(0))
+    chat = prompt_format == "chat_math"
+    assert (ro["tokens"][:, 0] == IM_END).all()
+    if chat:
+        assert (ro["lengths"] == 1).all() and (ro["finish"] == sampling.FINISH_STOP).all()
+        assert ro["texts"] == [""] * len(ro["texts"])
+    else:
+        assert (ro["lengths"] == 6).all() and (ro["finish"] == sampling.FINISH_LENGTH).all()
+    assert all(r["expert_ids"][0][-1] == (IM_END if chat else ENDOFTEXT) for r in trainer.train_set)
+    assert trainer.sampling_config(1, greedy=True).stop_token_ids == trainer.stop_ids
+
+
+def test_registry_knows_what_each_method_needs():
+    get = algorithms.get
+    assert [n for n in algorithms.names() if get(n).needs_prm] == ["repirl", "prime", "airl_dense", "math_shepherd"]
+    c = tiny_config("repirl")
+    assert [n for n in algorithms.names() if get(n).needs_ref(c)] == ["prime", "kto", "prl"]
+    assert {n: get(n).step_reduce for n in algorithms.names() if get(n).step_reduce != "mean"} == {
+        "math_shepherd": "last"}

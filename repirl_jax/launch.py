@@ -134,8 +134,9 @@ def build_models(config, cfg, mesh, policy_params=None):
 # --- the run ------------------------------------------------------------------------------------------
 
 def _warmup_config(config):
+    from repirl_jax.algorithms.bc import BC
     bc = config.copy_and_resolve_references()
-    bc.algo = "bc"
+    bc.algo = BC.name
     bc.policy.lr = config.warmup_bc.lr
     bc.policy.warmup_steps = 0
     bc.data.prompts_per_iter = config.warmup_bc.batch_prompts

@@ -34,7 +34,7 @@ DEMO = {
 # Every registered method: the settings that define it and its advantage mix (algorithms.*.required, and
 # the advantage.* of its paper settings), then DEMO's; then ablations of rePIRL.
 METHODS = {name: {"algo": name, **alg.required, **{k: v for k, v in alg.paper.items() if k.startswith("advantage.")},
-                  **DEMO.get(name, {})} for name, alg in algorithms.REGISTRY.items()}
+                  **DEMO.get(name, {})} for name, alg in ((n, algorithms.get(n)) for n in algorithms.names())}
 METHODS.update({
     "repirl_no_iw": {"algo": "repirl", "irl.importance_weights": False},
     "repirl_no_pseudo_expert": {"algo": "repirl", "irl.pseudo_expert": False},

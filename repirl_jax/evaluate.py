@@ -389,7 +389,7 @@ def main(argv) -> int:
     FLAGS = _FLAGS
     import jax
     import transformers
-    from repirl_jax import generation, hf, sampling
+    from repirl_jax import backend, generation, hf, sampling
     from repirl_jax.data import benchmarks
     from repirl_jax.sharding import make_mesh
 
@@ -417,7 +417,8 @@ def main(argv) -> int:
         print(f"policy of {model_dir} at step {step}", file=sys.stderr)
     else:
         params, model_cfg = hf.load_any(model_dir, mesh=mesh)
-    model_cfg = model_cfg.replace(dtype=cfg.model.dtype)
+    dtype = backend.compute_dtype(cfg.model.dtype)  # float32 where the backend lacks bf16 dots
+    model_cfg = model_cfg.replace(dtype=dtype)
     tok_path = FLAGS.tokenizer or (run_config["data"]["tokenizer"] if run_config else model_dir)
     if tok_path == "synthetic":
         from repirl_jax.data import synthetic
@@ -439,7 +440,7 @@ def main(argv) -> int:
                                        top_p=cfg.eval.top_p, num_samples=FLAGS.num_samples)
     prm_score_fn = None
     if FLAGS.prm_checkpoint:
-        prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, cfg.model.dtype)
+        prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, dtype)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     scorers = Scorers(cfg.eval.math_timeout_s, cfg.eval.code_timeout_s, cfg.eval.score_workers)
     results, domains = {}, {}
@@ -461,7 +462,7 @@ def main(argv) -> int:
                                                FLAGS.selection, prm_score_fn)
             if FLAGS.localisation and FLAGS.prm_checkpoint:
                 write_localisation(FLAGS.prm_checkpoint, generator, records, out_path, prompt_fn, run_config,
-                                   os.path.join(FLAGS.output_dir, f"{name}_localisation"), cfg.model.dtype)
+                                   os.path.join(FLAGS.output_dir, f"{name}_localisation"), dtype)
     finally:
         scorers.close()
     table = results_table(results, domains)

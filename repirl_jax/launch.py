@@ -203,7 +203,7 @@ def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progr
 def run(config, workdir: str, progress_bar: bool = True) -> dict:
     """Train per `config` in `workdir` (resuming if it holds checkpoints). Returns the summary dict."""
     import jax
-    from repirl_jax import checkpoint, metrics as metrics_lib, train
+    from repirl_jax import backend, checkpoint, metrics as metrics_lib, train
     from repirl_jax.sharding import make_mesh
 
     train.validate(config, jax.device_count())
@@ -214,6 +214,7 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
     tokenizer = build_tokenizer(config)
     train_set, val_set, test_set = build_datasets(config, tokenizer)
     cfg = model_config(config, tokenizer)
+    cfg = cfg.replace(dtype=backend.compute_dtype(cfg.dtype))  # float32 where the backend lacks bf16 dots
     reward_fn, close_reward = build_reward_fn(config)
     if jax.process_index() == 0:  # what tools/convert_hf.py and evaluate need to use this run's checkpoints
         with open(os.path.join(workdir, "model_config.json"), "w") as f:

@@ -104,7 +104,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         max_iterations=2, checkpoint_every=50, keep=3, eval_every=50, eval_batch=64,
-        logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True))
+        logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True,
+        max_empty_iterations=10))  # stop after this many iterations in a row that keep no prompt (0: never)
 
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
     return c

@@ -525,6 +525,10 @@ def main(argv) -> int:
     from repirl_jax import distributed
     multi = distributed.initialize()  # before any other JAX call; a no-op for a single process
     config = FLAGS.config
+    if FLAGS.show_config:
+        from repirl_jax.config import format_fields
+        print(format_fields(config))
+        return 0
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
     try:
         if config.get("stages") is not None and config.stages.enabled:
@@ -590,6 +594,8 @@ def cli() -> None:
     from repirl_jax import cli as cli_lib
     cli_lib.define_config_file("config", os.path.join(REPO, "configs", "demo.py"), "Training config file.")
     flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+    flags.DEFINE_bool("show_config", False, "Print every field of the config (after overrides) with its value, "
+                      "meaning and default, then exit.")
     app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -230,3 +230,82 @@ def test_run_that_keeps_no_prompt_warns_and_stops(tmp_path, caplog):
             launch.run(c, str(tmp_path), progress_bar=False)
     warned = [r.getMessage() for r in caplog.records if "no prompt kept" in r.getMessage()]
     assert len(warned) == 2 and warned[0].startswith("iteration 1:")
+
+
+# --- discoverable knobs and a README that matches the commands ------------------------------------------
+
+def test_every_config_field_has_a_meaning():
+    import glob
+    from repirl_jax import config
+    names = set()
+    for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))) + [None]:
+        if path and os.path.basename(path) == "eval.py":
+            continue
+        c = config.load_config_file(path) if path else config.paper_config()
+        missing = [n for n, _, h in config.describe(c) if not h]
+        assert not missing, (path, missing)
+        names |= {n for n, _, _ in config.describe(c)}
+    assert set(config.FIELD_HELP) <= names, set(config.FIELD_HELP) - names  # no line for a removed field
+
+
+def test_show_config_prints_every_field(tmp_path):
+    from repirl_jax import config
+    r = _cli("--config=configs/qwen25_3b.py", "--show_config", "--config.policy.lr=1e-6",
+             f"--workdir={tmp_path / 'w'}")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(config.describe(config.paper_config()))
+    assert any(line.startswith("--config.policy.lr=1e-06") and "[default: 5e-07]" in line for line in lines)
+    assert not (tmp_path / "w").exists()
+
+
+def _readme_commands():
+    """(module or script, [args]) of every `python -m repirl_jax.X` / `python tools/X.py` line in README's
+    bash blocks (continuation lines joined)."""
+    import re
+    import shlex
+    text = open(os.path.join(REPO, "README.md")).read()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            for part in cmd.split("&&"):
+                part = part.split("#")[0].strip()
+                m = re.match(r"python (?:-m (repirl_jax\.\w+)|(tools/\w+\.py))(.*)", part)
+                if m:
+                    out.append((m.group(1) or m.group(2), shlex.split(m.group(3))))
+    return out
+
+
+def test_readme_commands_parse():
+    """Every README command names flags its program defines, config files that exist and config fields
+    that exist (the commands themselves run at tiny shapes in this file and in test_make_experts.py)."""
+    from repirl_jax.config import load_config_file
+    commands = _readme_commands()
+    programs = {p for p, _ in commands}
+    assert {"repirl_jax.launch", "repirl_jax.evaluate", "repirl_jax.make_experts", "tools/convert_hf.py"} <= programs
+    helps = {}
+    for program in programs:
+        argv = ["-m", program] if program.startswith("repirl_jax") else [program]
+        r = subprocess.run([sys.executable, *argv, "--helpfull"], cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=120)
+        helps[program] = r.stdout + r.stderr
+    for program, args in commands:
+        default = "configs/eval.py" if program == "repirl_jax.evaluate" else "configs/demo.py"
+        cfg_file = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), default)
+        if program in ("repirl_jax.launch", "repirl_jax.evaluate"):
+            assert os.path.exists(os.path.join(REPO, cfg_file)), (program, cfg_file)
+            c = load_config_file(os.path.join(REPO, cfg_file))
+        for a in args:
+            if not a.startswith("--"):
+                continue
+            name = a[2:].split("=", 1)[0]
+            if name.startswith("config."):
+                node = c
+                for key in name.split(".")[1:]:
+                    assert key in node, (program, a)
+                    node = node[key]
+            elif program.startswith("tools/") and program != "tools/convert_hf.py":
+                continue  # scripts with their own parsers
+            else:
+                flag = name[2:] if name.startswith("no") and f"--[no]{name[2:]}" in helps[program] else name
+                assert f"--{flag}:" in helps[program] or f"--[no]{flag}:" in helps[program], (program, a)

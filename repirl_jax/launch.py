@@ -293,7 +293,11 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
     that fails before producing anything (bad data, tokenizer, config) removes the workdir it created."""
     import jax
     workdir = os.path.abspath(workdir)
-    created = prepare_workdir(workdir) if jax.process_index() == 0 else False
+    if jax.process_index() == 0:
+        created = prepare_workdir(workdir)
+    else:  # the other processes of a job: the directory (local or shared) exists, process 0 owns cleanup
+        os.makedirs(workdir, exist_ok=True)
+        created = False
     try:
         return _run_in(config, workdir, progress_bar)
     except BaseException:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from typing import Any, Mapping
@@ -163,6 +164,17 @@ def _jsonable(meta: Mapping[str, Any] | None) -> dict:
 
 # --- the checkpointer -------------------------------------------------------------------------------
 
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with `prefix` (an expected third-party warning)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefix)
+
+
 class Checkpointer:
     """Keep-last-k (plus optionally the best) checkpoints of a training run in `directory`.
 
@@ -215,6 +227,8 @@ class Checkpointer:
             save_interval_steps=0 if read_only else 1,  # (orbax warns unless read_only comes with 0)
             cleanup_tmp_directories=not read_only,
         )
+        quiet = _DropMessage("Given directory is read only")  # orbax says so for every read-only open
+        logging.getLogger("absl").addFilter(quiet)
         try:
             self._mngr = ocp.CheckpointManager(
                 directory,
@@ -223,6 +237,8 @@ class Checkpointer:
             )
         except Exception as e:  # noqa: BLE001 - surface as our error type
             raise CheckpointError(f"cannot open checkpoint directory {directory}: {type(e).__name__}: {e}") from e
+        finally:
+            logging.getLogger("absl").removeFilter(quiet)
 
     @property
     def directory(self) -> str:

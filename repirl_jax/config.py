@@ -105,7 +105,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         max_iterations=2, checkpoint_every=50, keep=3, eval_every=50, eval_batch=64,
-        logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True))
+        logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True,
+        max_empty_iterations=10))  # stop after this many iterations in a row that keep no prompt (0: never)
 
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
     return c
@@ -152,3 +153,155 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
     method = algorithms.get(algo)
     algorithms.apply_settings(c, {**method.required, **method.paper})
     return c
+
+
+# One line per field: what `python -m repirl_jax.launch --show_config` prints beside each value. A test keeps
+# it complete (every field of default_config() and paper_config() has a line, and no line names a field that
+# does not exist), so it cannot drift from the configs above.
+FIELD_HELP = {
+    "seed": "seed of the initialisation, data order and sampling",
+    "algo": "training algorithm: repirl | rloo | grpo | ppo | prime | bc | kto | airl_dense | prl | math_shepherd",
+    "model.path": "local HF, repirl_jax params or training-run directory of the policy ('' = random init of preset)",
+    "model.preset": "architecture when model.path is empty (tiny-qwen3, qwen2.5-3b, qwen3-4b, ...)",
+    "model.vocab_size": "> 0: vocabulary size of a preset model (0: the tokenizer's, rounded up to 8)",
+    "model.dtype": "compute dtype: bfloat16 | float32 (float32 is used where the backend lacks bf16 dots)",
+    "model.param_dtype": "dtype of parameters created by init (loaded checkpoints keep theirs)",
+    "model.remat": "rematerialisation: none | full (recompute each layer in the backward pass)",
+    "model.max_positions": "longest sequence the model is built for",
+    "model.attn_block": "query positions per causal attention block without a cache (0: one block)",
+    "model.hidden_size": "> 0 overrides the preset's hidden size",
+    "model.num_layers": "> 0 overrides the preset's number of layers",
+    "model.num_heads": "> 0 overrides the preset's attention heads",
+    "model.num_kv_heads": "> 0 overrides the preset's key/value heads",
+    "model.head_dim": "> 0 overrides the preset's head dimension",
+    "model.intermediate_size": "> 0 overrides the preset's MLP width",
+    "prm.path": "PRM initialisation: '' = the policy's initial parameters, or a model / training-run directory",
+    "prm.head": "scalar (a reward head on the trunk) | implicit (PRIME: beta * log-ratio to the reference)",
+    "prm.beta": "implicit head: r = beta * (log pi_phi - log pi_ref)",
+    "prm.lr": "PRM learning rate",
+    "prm.weight_decay": "PRM AdamW weight decay",
+    "prm.clip": "PRM gradient-norm clip",
+    "prm.adam_eps": "PRM Adam epsilon",
+    "prm.minibatch_prompts": "prompts per PRM optimiser step",
+    "prm.micro_batch": "rows per PRM forward/backward pass (memory only; gradients are accumulated exactly)",
+    "prm.frozen": "True: no PRM updates (test-time training with a fixed PRM)",
+    "irl.pseudo_expert": "correct rollouts join the PRM's positives (False: the paper's D.2 ablation)",
+    "irl.weight_scope": "importance weights normalised over the batch (Algorithm 1) | per prompt",
+    "irl.importance_weights": "False: uniform weights over the negatives (paper Figure 2 ablation)",
+    "policy.lr": "policy learning rate",
+    "policy.weight_decay": "policy AdamW weight decay",
+    "policy.clip": "policy gradient-norm clip",
+    "policy.warmup_steps": "linear learning-rate warm-up steps",
+    "policy.epochs": "passes over each iteration's rollouts",
+    "policy.adam_eps": "policy Adam epsilon",
+    "policy.minibatch_prompts": "prompts per policy optimiser step",
+    "policy.micro_batch": "rows per policy forward/backward pass (memory only)",
+    "policy.clip_low": "PPO-style ratio clip below 1",
+    "policy.clip_high": "PPO-style ratio clip above 1",
+    "policy.dual_clip": "dual-clip bound for negative advantages",
+    "policy.entropy_coef": "entropy bonus coefficient",
+    "policy.kl_coef": "KL penalty to the reference policy (0: no reference needed)",
+    "advantage.estimator": "rloo | grpo | ppo",
+    "advantage.process_mode": "process reward per token | summed per sequence",
+    "advantage.c": "process-reward coefficient (0.05 Qwen2.5-3B, 0.1 Qwen3-4B; 0 = outcome only)",
+    "advantage.outcome_weight": "weight of the outcome reward (0 = PRM-only training)",
+    "steps.delimiter": "a reasoning step ends at this response token (one token of the tokenizer)",
+    "steps.every": "> 0: a step ends every this many tokens instead",
+    "airl.label_smoothing": "AIRL discriminator label smoothing",
+    "airl.reward_min": "lower clip of the discriminator logit used as reward",
+    "airl.reward_max": "upper clip of the discriminator logit used as reward",
+    "airl.gamma": "discount of the suffix sum of group-normalised token rewards",
+    "airl.std_eps": "epsilon of the group normalisation",
+    "airl.perturbed_negatives": "one-step-corrupted demonstrations as extra negatives (synthetic task only)",
+    "airl.experts_in_group": "demonstrations join each prompt's policy group",
+    "prl.eta": "PRL: the process term is -(1/eta) * sum of future log-ratios",
+    "shepherd.k": "Math-Shepherd: completions per step prefix",
+    "shepherd.label": "soft (fraction of correct completions) | hard (any correct)",
+    "shepherd.prefixes_per_call": "step prefixes per sampler call",
+    "ppo.gamma": "PPO discount",
+    "ppo.lam": "PPO GAE lambda",
+    "ppo.value_clip": "PPO value-function clip",
+    "ppo.value_coef": "PPO value-loss coefficient",
+    "ppo.whiten": "whiten PPO advantages",
+    "kto.beta": "KTO beta",
+    "rollout.n": "rollouts per prompt (a prompt's RLOO/GRPO group)",
+    "rollout.temperature": "sampling temperature of the rollouts",
+    "rollout.top_p": "nucleus threshold of the rollouts",
+    "rollout.max_prompt_len": "prompt tokens (longer prompts: data.long_prompts)",
+    "rollout.max_response_len": "response tokens",
+    "rollout.prompts_per_call": "prompts per sampler call (a fixed shape)",
+    "rollout.weights": "sampler's weight copy: train (as sharded) | replicated | tensor",
+    "data.train": "training prompts: JSONL / Parquet / tfds:NAME[:SPLIT] / synthetic",
+    "data.val": "validation prompts (same formats; '' = none)",
+    "data.tokenizer": "tokenizer directory ('' = model.path's; synthetic for the embedded task)",
+    "data.prompt_field": "prompt field of the data rows",
+    "data.answer_field": "gold answer (or tests) field of the data rows",
+    "data.experts_field": "expert demonstrations field (a list of responses)",
+    "data.prompt_format": "raw | chat_math | chat_code (chat template + instruction)",
+    "data.domain": "math | code | synthetic",
+    "data.prompts_per_iter": "prompts drawn per iteration (paper 128)",
+    "data.experts_per_prompt": "demonstrations per prompt in the PRM batch (paper 4)",
+    "data.long_prompts": "over-long prompts: skip | truncate (counted either way)",
+    "data.on_bad_row": "bad data rows (also lines that are not JSON): error | skip (counted)",
+    "data.val_limit": "first N validation prompts",
+    "data.filter.enabled": "keep only prompts whose rollout accuracy is within [low, high]",
+    "data.filter.low": "lowest rollout accuracy of a kept prompt",
+    "data.filter.high": "highest rollout accuracy of a kept prompt",
+    "data.synthetic.n_train": "synthetic task: training prompts",
+    "data.synthetic.n_val": "synthetic task: validation prompts",
+    "data.synthetic.n_test": "synthetic task: test prompts",
+    "data.synthetic.noise": "synthetic task: fraction of corrupted expert demonstrations",
+    "data.synthetic.num_steps": "synthetic task: (min, max) operations per chain",
+    "data.synthetic.ops": "synthetic task: operators used",
+    "data.synthetic.max_addend": "synthetic task: largest addend",
+    "data.synthetic.max_factor": "synthetic task: largest factor",
+    "data.synthetic.modulus": "synthetic task: arithmetic modulus",
+    "reward.kind": "outcome reward: math (math-verify) | code (sandboxed tests) | synthetic",
+    "reward.timeout_s": "time limit per graded response",
+    "reward.workers": "grading worker processes",
+    "warmup_bc.steps": "behaviour-cloning warm-up steps before RL (0: none)",
+    "warmup_bc.prompts": "first N training prompts whose experts the warm-up clones (0: all)",
+    "warmup_bc.batch_prompts": "prompts per warm-up step",
+    "warmup_bc.lr": "warm-up learning rate",
+    "train.max_iterations": "iterations of Algorithm 1",
+    "train.checkpoint_every": "checkpoint every N iterations (and at the last)",
+    "train.keep": "checkpoints kept besides the best",
+    "train.eval_every": "validation accuracy every N iterations",
+    "train.eval_batch": "prompts per validation sampler call",
+    "train.logp_chunk": "rows per log-prob chunk in inference passes",
+    "train.inference_batch_multiple": "inference batches are this many training micro-batches",
+    "train.max_nonfinite_in_a_row": "stop after this many non-finite updates in a row",
+    "train.async_checkpoint": "write checkpoints in the background",
+    "train.max_empty_iterations": "stop after this many iterations in a row that keep no prompt (0: never)",
+    "mesh.data": "data-parallel axis size (-1: the remaining devices)",
+    "mesh.fsdp": "fully-sharded axis size (-1: the remaining devices)",
+    "mesh.tensor": "tensor-parallel axis size",
+    "mesh.devices": "use the first N devices (0: all)",
+    "stages.enabled": "True: a math stage, then a code stage from its final policy (WORKDIR/math, WORKDIR/code)",
+    "stages.code_train": "the code stage's training prompts",
+    "stages.code_val": "the code stage's validation prompts",
+}
+
+
+def describe(config: ml_collections.ConfigDict, prefix: str = "") -> list[tuple[str, object, str]]:
+    """(dotted field name, value, one-line meaning) of every field of `config` (sorted by name)."""
+    out = []
+    for key, value in config.items():
+        name = prefix + key
+        if isinstance(value, ml_collections.ConfigDict):
+            out += describe(value, name + ".")
+        else:
+            out.append((name, value, FIELD_HELP.get(name, "")))
+    return out
+
+
+def format_fields(config: ml_collections.ConfigDict) -> str:
+    """What `--show_config` prints: per field `--config.NAME=VALUE  meaning [default: X]` (the default of
+    default_config(), shown where the config's value differs)."""
+    defaults = {n: v for n, v, _ in describe(default_config())}
+    rows = []
+    for n, v, h in describe(config):
+        note = f" [default: {defaults[n]!r}]" if n in defaults and defaults[n] != v else ""
+        rows.append((f"--config.{n}={v!r}" if isinstance(v, str) else f"--config.{n}={v}", h + note))
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{width}}  {h}" for a, h in rows)

@@ -1,4 +1,4 @@
-"""Greedy pass@1 on math and code benchmarks, and test-time scaling with answer voting and a PRM.
+r"""Greedy pass@1 on math and code benchmarks, and test-time scaling with answer voting and a PRM.
 
     python -m repirl_jax.evaluate [--config=configs/eval.py] (--checkpoint=DIR | --hf_dir=DIR) \
         --benchmarks=math500,aime24,amc23,minerva,olympiadbench,leetcode,livecodebench \
@@ -103,7 +103,8 @@ def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Score
             prm = prm_score_fn(prompts, completions) if prm_score_fn is not None else None
             for i, rec in enumerate(batch):
                 sl = slice(i * n, (i + 1) * n)
-                row = {"id": rec["id"], "benchmark": name, "responses": [c.text for c in flat[sl]],
+                row = {"id": rec["id"], "benchmark": name, "prompt": prompts[i],
+                       "ground_truth": rec["ground_truth"], "responses": [c.text for c in flat[sl]],
                        "answers": answers[sl], "scores": scores[sl],
                        "finish_reasons": [c.finish_reason for c in flat[sl]],
                        "num_tokens": [len(c.token_ids) for c in flat[sl]]}
@@ -147,6 +148,22 @@ def results_table(results: dict[str, dict[str, float]], domains: dict[str, str])
     return "\n".join(lines) + "\n"
 
 
+def model_dir_problem(path: str) -> str | None:
+    """Why `path` cannot be evaluated (missing, empty, no weights), or None."""
+    if not os.path.isdir(path):
+        return f"{path}: no such directory"
+    if _run_config(path) is not None or os.path.exists(os.path.join(path, "repirl_jax.json")):
+        return None
+    names = os.listdir(path)
+    if not names:
+        return f"{path}: the directory is empty (expected an HF model: config.json, *.safetensors, tokenizer files)"
+    if "config.json" not in names:
+        return f"{path}: no config.json (expected an HF model directory, our params directory or a training run)"
+    if not any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
+        return f"{path}: no *.safetensors weights next to config.json"
+    return None
+
+
 def _synthetic_records(run_config: dict | None, limit: int | None) -> list[dict]:
     """The synthetic task's test split, built with the training run's task settings."""
     from repirl_jax.data import synthetic
@@ -187,9 +204,9 @@ def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_con
 
 def _flags():
     from absl import flags
-    from ml_collections import config_flags
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    config_flags.DEFINE_config_file("config", os.path.join(here, "configs", "eval.py"), "Config file.")
+    from repirl_jax import cli
+    cli.define_config_file("config", os.path.join(here, "configs", "eval.py"), "Config file.")
     flags.DEFINE_string("checkpoint", None, "Our params directory (tools/convert_hf.py), or a training run "
                         "directory (repirl_jax.launch --workdir: its latest policy).")
     flags.DEFINE_string("hf_dir", None, "An HF model directory.")
@@ -214,7 +231,7 @@ def main(argv) -> int:
     FLAGS = _FLAGS
     import jax
     import transformers
-    from repirl_jax import generation, hf, sampling
+    from repirl_jax import backend, generation, hf, sampling
     from repirl_jax.data import benchmarks
     from repirl_jax.sharding import make_mesh
 
@@ -233,7 +250,11 @@ def main(argv) -> int:
         print(f"error: --selection {[s for s in FLAGS.selection if s in PRM_SELECTIONS]} needs --prm_checkpoint",
               file=sys.stderr)
         return 2
-    model_dir = FLAGS.checkpoint or FLAGS.hf_dir
+    model_dir = os.path.abspath(FLAGS.checkpoint or FLAGS.hf_dir)
+    problem = model_dir_problem(model_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     run_config = _run_config(model_dir)
     if run_config is not None:  # a training run directory (repirl_jax.launch --workdir): its latest policy
@@ -242,8 +263,14 @@ def main(argv) -> int:
         print(f"policy of {model_dir} at step {step}", file=sys.stderr)
     else:
         params, model_cfg = hf.load_any(model_dir, mesh=mesh)
-    model_cfg = model_cfg.replace(dtype=cfg.model.dtype)
-    tok_path = FLAGS.tokenizer or (run_config["data"]["tokenizer"] if run_config else model_dir)
+    dtype = backend.compute_dtype(cfg.model.dtype)  # float32 where the backend lacks bf16 dots
+    model_cfg = model_cfg.replace(dtype=dtype)
+    from repirl_jax.launch import tokenizer_source
+    try:  # a training run: the tokenizer it trained with (WORKDIR/tokenizer, else what its config named)
+        tok_path = tokenizer_source(FLAGS.tokenizer or "", model_dir)
+    except (ValueError, OSError) as e:
+        print(f"error: {e} (or pass --tokenizer=DIR)", file=sys.stderr)
+        return 2
     if tok_path == "synthetic":
         from repirl_jax.data import synthetic
         tokenizer = synthetic.CharTokenizer()
@@ -264,8 +291,9 @@ def main(argv) -> int:
                                        top_p=cfg.eval.top_p, num_samples=FLAGS.num_samples)
     prm_score_fn = None
     if FLAGS.prm_checkpoint:
-        prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, cfg.model.dtype)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+        prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, dtype)
+    output_dir = os.path.abspath(FLAGS.output_dir)
+    os.makedirs(output_dir, exist_ok=True)
     scorers = Scorers(cfg.eval.math_timeout_s, cfg.eval.code_timeout_s, cfg.eval.score_workers)
     results, domains = {}, {}
     rng = jax.random.key(cfg.seed)
@@ -281,12 +309,12 @@ def main(argv) -> int:
             if not records:
                 continue
             domains[name] = records[0]["domain"]
-            out_path = os.path.join(FLAGS.output_dir, f"{name}.jsonl")
+            out_path = os.path.join(output_dir, f"{name}.jsonl")
             results[name] = evaluate_benchmark(name, records, generator, scorers, out_path, scfg, rng, prompt_fn,
                                                FLAGS.selection, prm_score_fn)
             if FLAGS.localisation and FLAGS.prm_checkpoint:
                 write_localisation(FLAGS.prm_checkpoint, generator, records, out_path, prompt_fn, run_config,
-                                   os.path.join(FLAGS.output_dir, f"{name}_localisation"), cfg.model.dtype)
+                                   os.path.join(output_dir, f"{name}_localisation"), dtype)
     finally:
         scorers.close()
     table = results_table(results, domains)
@@ -294,9 +322,11 @@ def main(argv) -> int:
               + ("greedy" if FLAGS.num_samples == 1 else f"{FLAGS.num_samples} samples at T={FLAGS.temperature}")
               + f"; max_new_tokens={cfg.eval.max_new_tokens}; prompts truncated: {generator.truncated}; "
               f"{time.time() - start:.0f}s\n\n")
-    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
+    with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write(header + table)
     print(header + table)
+    print(f"per-problem rows: {', '.join(os.path.join(output_dir, n + '.jsonl') for n in results)}\n"
+          f"table: {os.path.join(output_dir, 'results.md')}")
     return 0
 
 

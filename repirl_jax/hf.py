@@ -441,4 +441,40 @@ def checkpoint_to_hf(workdir: str, dst: str, step: int | None = None, which: str
         if head is not None:
             with open(os.path.join(tmp, "prm_head.json"), "w") as f:
                 json.dump({"step": step, **head}, f)
+        if jax.process_index() == 0:
+            carry_run_tokenizer(workdir, cfg, tmp)
     return cfg
+
+
+def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
+    """Into the HF export `dst` of training run `workdir`: the run's tokenizer files (chat template
+    included) and a generation_config.json (the source model's, if any) whose eos_token_id lists every
+    end-of-turn id the run's sampler stopped at, so that transformers' generate stops where ours does."""
+    from repirl_jax import generation
+    from repirl_jax.launch import tokenizer_source
+    try:
+        tok_dir = tokenizer_source("", workdir)
+    except (ValueError, OSError) as e:
+        log.warning("%s: exported without tokenizer files (%s)", workdir, e)
+        return
+    if tok_dir == "synthetic":
+        return
+    for name in os.listdir(tok_dir):
+        if name != "config.json" and os.path.isfile(os.path.join(tok_dir, name)):
+            shutil.copyfile(os.path.join(tok_dir, name), os.path.join(dst, name))
+    with open(os.path.join(workdir, "config.json")) as f:
+        model_path = json.load(f).get("model", {}).get("path", "")
+    gen = {}
+    src_gen = os.path.join(model_path, "generation_config.json") if model_path else ""
+    if src_gen and os.path.exists(src_gen):
+        with open(src_gen) as f:
+            gen = json.load(f)
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(dst)
+    stop = list(generation.stop_token_ids(cfg, tok))
+    gen.update(eos_token_id=stop if len(stop) > 1 else stop[0],
+               pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stop[0])
+    if tok.bos_token_id is not None:
+        gen.setdefault("bos_token_id", tok.bos_token_id)
+    with open(os.path.join(dst, "generation_config.json"), "w") as f:
+        json.dump(gen, f, indent=2)

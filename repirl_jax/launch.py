@@ -25,14 +25,49 @@ def build_tokenizer(config):
         from repirl_jax.data import synthetic
         return synthetic.CharTokenizer()
     import transformers
-    path = config.data.tokenizer or config.model.path
-    if not path:
-        raise ValueError("data.tokenizer is empty and model.path is empty: set data.tokenizer to a local "
-                         "tokenizer directory (or 'synthetic')")
+    path = tokenizer_source(config.data.tokenizer, config.model.path)
     tok = transformers.AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+RUN_TOKENIZER = "tokenizer"  # WORKDIR/tokenizer: the run's tokenizer, saved at its start
+
+
+def tokenizer_source(tokenizer_path: str, model_path: str) -> str:
+    """The directory to load the tokenizer from: `tokenizer_path`, else `model_path`; a training run
+    directory gives its saved WORKDIR/tokenizer (or, for runs from before it was saved, the tokenizer its
+    own config named). Raises ValueError naming the directory when it holds no tokenizer files."""
+    path = tokenizer_path or model_path
+    if not path:
+        raise ValueError("data.tokenizer is empty and model.path is empty: set data.tokenizer to a local "
+                         "tokenizer directory (or 'synthetic')")
+    if path == "synthetic":
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such directory (the tokenizer comes from data.tokenizer, else "
+                                f"model.path)")
+    if os.path.exists(os.path.join(path, "model_config.json")):  # a training run directory
+        if os.path.isdir(os.path.join(path, RUN_TOKENIZER)):
+            return os.path.join(path, RUN_TOKENIZER)
+        with open(os.path.join(path, "config.json")) as f:
+            run_data, run_model = (lambda c: (c["data"], c["model"]))(json.load(f))
+        return tokenizer_source(run_data.get("tokenizer", ""), run_model.get("path", ""))
+    if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        has_config = os.path.exists(os.path.join(path, "config.json"))
+        raise ValueError(f"{path}: no tokenizer files here ({', '.join(TOKENIZER_FILES)})"
+                         + ("" if has_config else " and no config.json: is this the model directory?")
+                         + "; point data.tokenizer (or model.path) at a directory that has them")
+    return path
+
+
+def save_run_tokenizer(tokenizer, workdir: str) -> None:
+    """WORKDIR/tokenizer: the run's tokenizer files (chat template included), so that evaluation and every
+    HF export of the run find it without the original model directory."""
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(os.path.join(workdir, RUN_TOKENIZER))
 
 
 def format_prompt(config, tokenizer, problem: str) -> str:
@@ -131,6 +166,34 @@ def build_models(config, cfg, mesh, policy_params=None):
     return train.Models(cfg, policy, prm, ref)
 
 
+class EmptyIterations:
+    """Counts iterations in which the prompt filter kept no prompt (prompts_kept == 0: every loss is 0 and
+    nothing is learned). Warns at each, and after `limit` in a row (0: never) stops the run with a message."""
+
+    def __init__(self, limit: int, filter_low: float, filter_high: float):
+        self.limit, self.low, self.high = limit, filter_low, filter_high
+        self.total, self.in_a_row = 0, 0
+
+    def update(self, it: int, metrics: dict) -> None:
+        if "prompts_kept" not in metrics:  # BC iterations have no rollouts to filter
+            return
+        if metrics["prompts_kept"] > 0:
+            self.in_a_row = 0
+            return
+        self.total += 1
+        self.in_a_row += 1
+        acc = metrics.get("rollout_acc", float("nan"))
+        log.warning("iteration %d: no prompt kept (rollout accuracy %.3f; the filter keeps prompts whose "
+                    "accuracy is in [%g, %g]): nothing was learned this iteration (%d such in a row)",
+                    it, acc, self.low, self.high, self.in_a_row)
+        if self.limit and self.in_a_row >= self.limit:
+            raise ValueError(
+                f"{self.in_a_row} iterations in a row kept no prompt (train.max_empty_iterations="
+                f"{self.limit}; last rollout accuracy {acc:.3f}, filter [{self.low}, {self.high}]): the policy "
+                f"solves none (or all) of its prompts, so the run learns nothing. Start from a stronger model "
+                f"(or a BC warm-up: warmup_bc.steps), use easier prompts, or set data.filter.enabled=False")
+
+
 # --- the run ------------------------------------------------------------------------------------------
 
 def _warmup_config(config):
@@ -170,10 +233,54 @@ def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progr
     return params
 
 
+def prepare_workdir(workdir: str) -> bool:
+    """Create `workdir` (and parents) and check it is writable; True if this call created it. Raises
+    ValueError naming the directory otherwise."""
+    created = not os.path.exists(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"--workdir={workdir}: cannot create or write it ({e.strerror or e}); choose a "
+                         f"writable directory") from e
+    return created
+
+
+def _has_results(workdir: str) -> bool:
+    """Whether a run left anything worth keeping: a checkpoint, a BC warm-up, or a metrics line."""
+    ckpts = os.path.join(workdir, "checkpoints")
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    return ((os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)))
+            or os.path.isdir(os.path.join(workdir, "warmup"))
+            or (os.path.exists(metrics) and os.path.getsize(metrics) > 0))
+
+
 def run(config, workdir: str, progress_bar: bool = True) -> dict:
-    """Train per `config` in `workdir` (resuming if it holds checkpoints). Returns the summary dict."""
+    """Train per `config` in `workdir` (resuming if it holds checkpoints). Returns the summary dict. A run
+    that fails before producing anything (bad data, tokenizer, config) removes the workdir it created."""
     import jax
-    from repirl_jax import checkpoint, metrics as metrics_lib, reports, train
+    workdir = os.path.abspath(workdir)
+    if jax.process_index() == 0:
+        created = prepare_workdir(workdir)
+    else:  # the other processes of a job: the directory (local or shared) exists, process 0 owns cleanup
+        os.makedirs(workdir, exist_ok=True)
+        created = False
+    try:
+        return _run_in(config, workdir, progress_bar)
+    except BaseException:
+        if created and not _has_results(workdir):
+            import shutil
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
+    """run() in an existing, writable `workdir`."""
+    import jax
+    from repirl_jax import backend, checkpoint, metrics as metrics_lib, reports, train
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.sharding import make_mesh
 
@@ -185,8 +292,10 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
     tokenizer = build_tokenizer(config)
     train_set, val_set, test_set = build_datasets(config, tokenizer)
     cfg = model_config(config, tokenizer)
+    cfg = cfg.replace(dtype=backend.compute_dtype(cfg.dtype))  # float32 where the backend lacks bf16 dots
     reward_fn, close_reward = build_reward_fn(config)
     if jax.process_index() == 0:  # what tools/convert_hf.py and evaluate need to use this run's checkpoints
+        save_run_tokenizer(tokenizer, workdir)
         with open(os.path.join(workdir, "model_config.json"), "w") as f:
             json.dump(cfg.to_hf_dict(), f, indent=2)
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -218,8 +327,15 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
         bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
         last_val = None
+        empty = EmptyIterations(config.train.get("max_empty_iterations", 0), config.data.filter.low,
+                                config.data.filter.high)
+        summary["empty_iterations"] = 0
         for it in range(start + 1, config.train.max_iterations + 1):
             m = trainer.iteration(it)
+            try:
+                empty.update(it, m)
+            finally:
+                summary["empty_iterations"] = empty.total
             is_ckpt = it % config.train.checkpoint_every == 0 or it == config.train.max_iterations
             if val and (it % config.train.eval_every == 0 or is_ckpt):
                 last_val = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
@@ -295,13 +411,17 @@ def main(argv) -> int:
     from repirl_jax import distributed
     multi = distributed.initialize()  # before any other JAX call; a no-op for a single process
     config = FLAGS.config
+    if FLAGS.show_config:
+        from repirl_jax.config import format_fields
+        print(format_fields(config))
+        return 0
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
     try:
         if config.get("stages") is not None and config.stages.enabled:
             summary = run_stages(config, workdir)
         else:
             summary = run(config, workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:
         if multi:
             _stop_job(e)
         print(f"error: {e}", file=sys.stderr)
@@ -340,9 +460,12 @@ def _summary_table(summary: dict, workdir: str) -> str:
              "test_accuracy_end": f"test accuracy after {summary.get('config', {}).get('algo', 'RL')} (greedy)",
              "prm_auroc_all_steps": "PRM step-error AUROC (all steps)",
              "prm_auroc_first_error": "PRM AUROC, first wrong step vs the steps before it",
-             "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only"}
+             "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only",
+             "empty_iterations": "iterations that kept no prompt (nothing learned)"}
     for key in ("test_accuracy_start", "test_accuracy_end", "prm_auroc_all_steps", "prm_auroc_first_error",
-                "prm_auroc_policy_samples", "best_step", "time_total_s", "localisation_png"):
+                "prm_auroc_policy_samples", "empty_iterations", "best_step", "time_total_s", "localisation_png"):
+        if key == "empty_iterations" and not summary.get(key):
+            continue
         if key in summary and summary[key] is not None:
             v = summary[key]
             name = names.get(key, key)
@@ -354,9 +477,11 @@ def _summary_table(summary: dict, workdir: str) -> str:
 
 def cli() -> None:
     from absl import app, flags
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "demo.py"), "Training config file.")
+    from repirl_jax import cli as cli_lib
+    cli_lib.define_config_file("config", os.path.join(REPO, "configs", "demo.py"), "Training config file.")
     flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+    flags.DEFINE_bool("show_config", False, "Print every field of the config (after overrides) with its value, "
+                      "meaning and default, then exit.")
     app.run(lambda argv: sys.exit(main(argv)))
 
 

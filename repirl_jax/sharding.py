@@ -54,7 +54,8 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[j
         rest = math.prod(s for s in sizes if s != -1)
         if len(devices) % rest:
             raise ValueError(f"mesh (data={data}, fsdp={fsdp}, tensor={tensor}): {len(devices)} devices are not "
-                             f"divisible by {rest}")
+                             f"divisible by {rest} (on fewer devices set the axes to fit, e.g. --config.mesh.tensor=1 "
+                             f"--config.mesh.data=1)")
         sizes[sizes.index(-1)] = len(devices) // rest
     if math.prod(sizes) != len(devices):
         raise ValueError(

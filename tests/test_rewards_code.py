@@ -393,8 +393,11 @@ def test_writes_stay_inside(scorer, raw, tmp_path, bench):
     )
     r = raw(prog)
     inside = json.loads(r.stdout)
-    # only the sandbox's own /tmp (a private tmpfs) is writable
-    assert {p for p, v in inside.items() if v == "written"} <= {targets[0], targets[1]}, inside
+    # Only the sandbox's own /tmp (a private tmpfs) is writable: a target under /tmp (also the checkout's own
+    # path when the clone lives under /tmp) may be written inside, into that tmpfs; the host must not see it.
+    in_private_tmp = {p for p in targets if os.path.normpath(p).startswith("/tmp/")}
+    assert {p for p, v in inside.items() if v == "written"} <= in_private_tmp, inside
+    assert inside[f"/etc/repirl_pwned_{tag}"] != "written" and inside[f"/repirl_pwned_{tag}"] != "written"
     for p in targets:
         assert not os.path.exists(p), p
     lc, _ = bench

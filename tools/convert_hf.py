@@ -8,7 +8,9 @@
 policy, or the PRM's trunk (`--which=prm`; its scalar head goes to prm_head.json beside the weights).
 
 Tensors keep their dtype (the round trip is bit-identical); config.json, generation_config.json and
-tokenizer files are carried through. The destination appears only when complete (atomic rename).
+tokenizer files are carried through. `checkpoint_to_hf` writes the run's tokenizer (WORKDIR/tokenizer: files
+and chat template) and a generation_config.json whose eos_token_id lists every id our sampler stops at. The
+destination appears only when complete (atomic rename).
 """
 
 import os

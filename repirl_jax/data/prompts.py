@@ -5,7 +5,7 @@
     records = load_prompt_set("tfds:gsm8k/main:train", prompt_field="question", answer_field="answer")
 
 Every record: {"id", "prompt", "ground_truth", "experts": [str, ...], "domain", "metadata"}. Bad rows
-(missing fields, empty or non-string expert responses) raise PromptDataError naming the file, the row and
+(lines that are not JSON, missing fields, empty or non-string expert responses) raise PromptDataError naming the file, the row and
 the field, or with on_bad_row="skip" are dropped and counted (`LoadReport`).
 """
 
@@ -54,9 +54,10 @@ def _rows(path: str) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PromptDataError(f"{path} line {i}: not valid JSON ({e.msg})") from e
+                row = json.loads(line)
+            except json.JSONDecodeError as e:  # a bad row like any other: raised or skipped by the caller
+                row = PromptDataError(f"{path} line {i}: not valid JSON ({e.msg})")
+            yield i, row
 
 
 def _tfds_rows(spec: str) -> Iterator[tuple[int, Any]]:
@@ -117,6 +118,8 @@ def load_prompt_set(path: str, prompt_field: str = "prompt", answer_field: str =
         report.rows += 1
         where = f"{path} {'row' if path.endswith(('.parquet', '.pq')) or path.startswith('tfds:') else 'line'} {line}"
         try:
+            if isinstance(row, PromptDataError):
+                raise row
             out.append(_record(row, where, line, prompt_field, answer_field, experts_field, id_field, domain,
                                require_experts))
             report.kept += 1

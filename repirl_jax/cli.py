@@ -1,0 +1,54 @@
+"""Command-line helpers shared by launch and evaluate: config-file flags whose mistakes are messages.
+
+A `--config` file that does not exist, or an override of a field the config does not have
+(`--config.train.max_iteratons=3`), ends the program with one `error:` line (keeping ml_collections'
+"did you mean" hint) and exit status 2, before anything is created on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _config_path(argv: list[str], name: str) -> str | None:
+    """The value of --NAME=PATH (or --NAME PATH) in argv; a trailing ':ARGS' of config_flags is dropped."""
+    for i, a in enumerate(argv):
+        if a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+        elif a == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        return value.split(":", 1)[0] if not os.path.exists(value) else value
+    return None
+
+
+def config_error(argv: list[str], name: str, error: BaseException) -> str:
+    """A one-line message for an override of a field the config does not have."""
+    import re
+    text = str(error)
+    key = re.search(r"'([A-Za-z0-9_]+)", text)
+    key = key.group(1) if key else text
+    hint = re.search(r'(Did you mean "[^"]+" instead of "[^"]+"\?)', text)
+    named = [a.split("=", 1)[0] for a in argv if a.startswith(f"--{name}.") and
+             a.split("=", 1)[0].split(".")[-1] == key]
+    where = f"{named[0]}: " if named else ""
+    return f"error: {where}the config has no field {key!r}" + (f". {hint.group(1)}" if hint else "")
+
+
+def define_config_file(name: str, default: str, help_string: str, argv: list[str] | None = None) -> None:
+    """config_flags.DEFINE_config_file, exiting with a message for a missing file or a bad override."""
+    from ml_collections import config_flags
+    argv = sys.argv if argv is None else argv
+    path = _config_path(argv, name)
+    if path is not None and not os.path.isfile(path):
+        print(f"error: --{name}={path}: no such config file (give a path like configs/demo.py; the shipped "
+              f"configs are in {os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')})",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        config_flags.DEFINE_config_file(name, default, help_string)
+    except (KeyError, AttributeError) as e:
+        print(config_error(argv, name, e), file=sys.stderr)
+        sys.exit(2)

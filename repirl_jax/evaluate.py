@@ -265,7 +265,7 @@ def main(argv) -> int:
         params, model_cfg = hf.load_any(model_dir, mesh=mesh)
     dtype = backend.compute_dtype(cfg.model.dtype)  # float32 where the backend lacks bf16 dots
     model_cfg = model_cfg.replace(dtype=dtype)
-    from repirl_jax.launch import tokenizer_source
+    from repirl_jax.run_dirs import tokenizer_source
     try:  # a training run: the tokenizer it trained with (WORKDIR/tokenizer, else what its config named)
         tok_path = tokenizer_source(FLAGS.tokenizer or "", model_dir)
     except (ValueError, OSError) as e:

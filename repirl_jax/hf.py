@@ -451,7 +451,7 @@ def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
     included) and a generation_config.json (the source model's, if any) whose eos_token_id lists every
     end-of-turn id the run's sampler stopped at, so that transformers' generate stops where ours does."""
     from repirl_jax import generation
-    from repirl_jax.launch import tokenizer_source
+    from repirl_jax.run_dirs import tokenizer_source
     try:
         tok_dir = tokenizer_source("", workdir)
     except (ValueError, OSError) as e:

@@ -14,61 +14,14 @@ import os
 import sys
 import time
 
+from repirl_jax.run_dirs import (RUN_TOKENIZER, TOKENIZER_FILES, build_tokenizer,  # noqa: F401 (re-exported)
+                                 is_run_dir as _is_run_dir, save_run_tokenizer, tokenizer_source)
+
 log = logging.getLogger("repirl_jax")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- what a config names: tokenizer, data, reward, models -----------------------------------------------
-
-def build_tokenizer(config):
-    if config.data.tokenizer == "synthetic":
-        from repirl_jax.data import synthetic
-        return synthetic.CharTokenizer()
-    import transformers
-    path = tokenizer_source(config.data.tokenizer, config.model.path)
-    tok = transformers.AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-RUN_TOKENIZER = "tokenizer"  # WORKDIR/tokenizer: the run's tokenizer, saved at its start
-
-
-def tokenizer_source(tokenizer_path: str, model_path: str) -> str:
-    """The directory to load the tokenizer from: `tokenizer_path`, else `model_path`; a training run
-    directory gives its saved WORKDIR/tokenizer (or, for runs from before it was saved, the tokenizer its
-    own config named). Raises ValueError naming the directory when it holds no tokenizer files."""
-    path = tokenizer_path or model_path
-    if not path:
-        raise ValueError("data.tokenizer is empty and model.path is empty: set data.tokenizer to a local "
-                         "tokenizer directory (or 'synthetic')")
-    if path == "synthetic":
-        return path
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such directory (the tokenizer comes from data.tokenizer, else "
-                                f"model.path)")
-    if os.path.exists(os.path.join(path, "model_config.json")):  # a training run directory
-        if os.path.isdir(os.path.join(path, RUN_TOKENIZER)):
-            return os.path.join(path, RUN_TOKENIZER)
-        with open(os.path.join(path, "config.json")) as f:
-            run_data, run_model = (lambda c: (c["data"], c["model"]))(json.load(f))
-        return tokenizer_source(run_data.get("tokenizer", ""), run_model.get("path", ""))
-    if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
-        has_config = os.path.exists(os.path.join(path, "config.json"))
-        raise ValueError(f"{path}: no tokenizer files here ({', '.join(TOKENIZER_FILES)})"
-                         + ("" if has_config else " and no config.json: is this the model directory?")
-                         + "; point data.tokenizer (or model.path) at a directory that has them")
-    return path
-
-
-def save_run_tokenizer(tokenizer, workdir: str) -> None:
-    """WORKDIR/tokenizer: the run's tokenizer files (chat template included), so that evaluation and every
-    HF export of the run find it without the original model directory."""
-    if hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(os.path.join(workdir, RUN_TOKENIZER))
-
 
 def format_prompt(config, tokenizer, problem: str) -> str:
     if config.data.prompt_format == "raw":
@@ -128,10 +81,6 @@ def model_config(config, tokenizer=None):
     if tokenizer is not None and cfg.vocab_size < len(tokenizer):
         raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
     return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128))
-
-
-def _is_run_dir(path: str) -> bool:
-    return os.path.exists(os.path.join(path, "model_config.json")) and os.path.isdir(os.path.join(path, "checkpoints"))
 
 
 def build_models(config, cfg, mesh, policy_params=None):

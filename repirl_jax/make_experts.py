@@ -114,7 +114,7 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
     import jax
     import transformers
     from repirl_jax import backend, generation, hf, sampling
-    from repirl_jax.launch import _is_run_dir, tokenizer_source
+    from repirl_jax.run_dirs import is_run_dir as _is_run_dir, tokenizer_source
     from repirl_jax.sharding import make_mesh
     mesh = make_mesh(1, -1, 1)
     if _is_run_dir(opts.model):
@@ -150,7 +150,7 @@ def run(opts: Options, sample: Callable[[list[dict]], list[list[str]]] | None = 
     """Build OUT (see module docstring); returns the coverage report. `sample` overrides opts.model."""
     from tqdm import tqdm
     from repirl_jax.data.prompts import load_prompt_set
-    from repirl_jax.evaluate import Scorers
+    from repirl_jax.rewards.scorers import Scorers
     if bool(opts.model) == bool(opts.responses) and sample is None:
         raise ValueError("give exactly one of --model (sample from it) and --responses (a JSONL made elsewhere)")
     if opts.domain not in ("math", "code"):

@@ -145,3 +145,38 @@ def test_registry_knows_what_each_method_needs():
     assert [n for n in algorithms.names() if get(n).needs_ref(c)] == ["prime", "kto", "prl"]
     assert {n: get(n).step_reduce for n in algorithms.names() if get(n).step_reduce != "mean"} == {
         "math_shepherd": "last"}
+
+
+def test_entry_points_import_the_library_never_each_other_and_name_no_algorithm():
+    """launch.py and evaluate.py do not import each other (nor does library code import an entry point);
+    train.py and launch.py compare no algorithm name (the registry's names appear in neither as strings)."""
+    import ast
+    import os
+    from repirl_jax import algorithms
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "repirl_jax")
+
+    def imported(path):
+        names = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    entry_points = {"repirl_jax.launch", "repirl_jax.evaluate", "repirl_jax.make_experts"}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                module = "repirl_jax." + os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+                bad = {m for m in imported(path) if m in entry_points and m != module}
+                assert not bad, f"{path} imports the entry point(s) {sorted(bad)}"
+
+    for f in ("train.py", "launch.py"):
+        strings = {node.value for node in ast.walk(ast.parse(open(os.path.join(root, f)).read()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        named = strings & set(algorithms.names())
+        assert not named, f"{f} names algorithm(s) {sorted(named)}"
+    assert len(open(os.path.join(root, "train.py")).read().splitlines()) <= 450

@@ -47,6 +47,9 @@ class QwenConfig:
     # With remat, each block is also rematerialised, so a backward pass holds one block's scores at a time.
     # 0 = one block (full T x T scores).
     attn_block: int = 128
+    # Kernel of that attention (repirl_jax/models/attention.py): "auto" = cuDNN flash attention on a GPU for
+    # bfloat16/float16, else the blocked XLA path; "blocked"; "cudnn" (GPU only).
+    attn_impl: str = "auto"
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -59,6 +62,8 @@ class QwenConfig:
             raise ConfigError(f"dtype={self.dtype!r}, param_dtype={self.param_dtype!r}: expected float32 or bfloat16")
         if self.remat not in ("none", "full", "dots"):
             raise ConfigError(f"remat={self.remat!r}: expected none, full or dots")
+        if self.attn_impl not in ("auto", "blocked", "cudnn"):
+            raise ConfigError(f"attn_impl={self.attn_impl!r}: expected auto, blocked or cudnn")
         if self.attn_block < 0:
             raise ConfigError(f"attn_block={self.attn_block}: expected >= 0")
 

@@ -19,7 +19,9 @@ Kernels (`QwenConfig.attn_impl`):
       tokens to be one contiguous run (every caller's layout: left-padded prompt + right-padded response);
       outputs at padding slots differ from "blocked" (they are never read). bfloat16/float16 only; needs a
       GPU with cuDNN to lower.
-  "auto" (default): "cudnn" on a GPU backend when the dtype and head size allow it, else "blocked".
+  "auto" (default): "cudnn" on a GPU backend when the dtype and head size allow it (and cuDNN accepts them
+      while tracing), else "blocked". On a CPU host lowering for a GPU (tools/export_check.py) that is
+      "blocked": the choice follows jax.default_backend().
 """
 
 from __future__ import annotations
@@ -51,16 +53,25 @@ def resolve_impl(impl: str, dtype, head_dim: int, backend: str | None = None) ->
 def causal_attention(q_btkgd, k_btkd, v_btkd, real_bt, *, impl: str = "auto", block: int = 128, dt=jnp.float32,
                      remat: bool = False):
     """softmax(q k^T masked causally and by `real_bt`) v, [B, T, K, G, D] in dtype `dt`."""
-    impl = resolve_impl(impl, dt, q_btkgd.shape[-1])
-    if impl == "cudnn":
-        return rotated_attention(q_btkgd, k_btkd, v_btkd, real_bt, dt)
+    chosen = resolve_impl(impl, dt, q_btkgd.shape[-1])
+    if chosen == "cudnn":
+        try:
+            return rotated_attention(q_btkgd, k_btkd, v_btkd, real_bt, dt)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # cuDNN refuses these operands or this GPU/cuDNN build at trace time (e.g. jax-ml/jax#32430 on
+            # CUDA 13): "auto" falls back to the XLA kernel; an explicit "cudnn" re-raises.
+            if impl != "auto":
+                raise
     return blocked_causal_attention(q_btkgd, k_btkd, v_btkd, real_bt, block, dt, remat)
 
 
-def _visible(q_slots, k_slots, real_bt):
-    """[B, 1, 1, tq, tk] bool: query slot i sees key slot j (j <= i and (j real or j == i))."""
-    i, j = q_slots[:, None], k_slots[None, :]
-    vis = (j <= i) & (real_bt[:, None, :][:, :, k_slots] | (i == j))  # [B, tq, tk]
+def _visible(q_start, tq: int, real_bk):
+    """[B, 1, 1, tq, tk] bool: query slot q_start + i sees key slot j (j <= i + q_start and (j real or j equals
+    it)); `real_bk` = real_bt[:, :tk] (a static slice: no gather)."""
+    tk = real_bk.shape[1]
+    i = q_start + jax.lax.broadcasted_iota(jnp.int32, (tq, tk), 0)
+    j = jax.lax.broadcasted_iota(jnp.int32, (tq, tk), 1)
+    vis = (j <= i)[None] & (real_bk[:, None, :] | (i == j)[None])  # [B, tq, tk]
     return vis[:, None, None]
 
 
@@ -89,11 +100,9 @@ def blocked_causal_attention(q_btkgd, k_btkd, v_btkd, real_bt, block: int, dt, r
         pad = nb * block - t
         qb = jnp.pad(q, ((0, 0),) * 3 + ((0, pad), (0, 0)))
         qb = jnp.moveaxis(qb.reshape(q.shape[:3] + (nb, block, q.shape[-1])), 3, 0)  # [nb, B, K, G, block, D]
-        keys = jnp.arange(t)
-
         def body(xs):
             qblk, start = xs
-            return one_block(qblk, k, v, _visible(start + jnp.arange(block), keys, real_bt))
+            return one_block(qblk, k, v, _visible(start, block, real_bt))
 
         out = jax.lax.map(jax.checkpoint(body), (qb, jnp.arange(nb) * block))
         out = jnp.moveaxis(out, 0, 3).reshape(q.shape[:3] + (nb * block, q.shape[-1]))[:, :, :, :t]
@@ -101,7 +110,7 @@ def blocked_causal_attention(q_btkgd, k_btkd, v_btkd, real_bt, block: int, dt, r
     outs = []
     for start in range(0, t, block):
         end = min(start + block, t)
-        vis = _visible(jnp.arange(start, end), jnp.arange(end), real_bt)
+        vis = _visible(start, end - start, real_bt[:, :end])
         outs.append(one_block(q[:, :, :, start:end], k[:, :, :end], v[:, :, :end], vis))
     out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
     return out.transpose(0, 3, 1, 2, 4)  # [B, T, K, G, D]

@@ -75,7 +75,7 @@ def sampler_figures(name, dry, repeats):
                 tokens_per_s=b * n / best)
 
 
-def step_figures(name, dry, repeats):
+def step_figures(name, dry, repeats, both_kernels=True):
     """One policy step (token-mean NLL, AdamW) and one PRM step (scalar head, a logistic loss on the token
     rewards' sum, AdamW) on one row, float32 weights, bf16 compute, remat=full."""
     import jax
@@ -92,7 +92,10 @@ def step_figures(name, dry, repeats):
     pmask, rmask = jnp.ones((1, p), jnp.int32), jnp.ones((1, r), jnp.float32)
     opt = optax.adamw(1e-6)
     out = {"row_tokens": p + r}
-    for attn in ("blocked", "cudnn") if jax.default_backend() == "gpu" else ("blocked",):
+    kernels = ("blocked", "cudnn") if jax.default_backend() == "gpu" and both_kernels else ("auto",)
+    if jax.default_backend() != "gpu":
+        kernels = ("blocked",)
+    for attn in kernels:
         c = cfg.replace(attn_impl=attn)
 
         def policy_loss(params):
@@ -164,19 +167,22 @@ def main(argv):
     step_models = FLAGS.step_models.split(",")
     if dry:
         models, step_models = models[:1], step_models[:1]
-    for part, names, fn in (("sampler", models, sampler_figures), ("steps", step_models, step_figures),
-                            ("attention", step_models[:1], attention_figures)):
-        for name in names:
-            t = time.perf_counter()
-            try:
-                figures["models"].setdefault(name, {})[part] = fn(name, dry, repeats)
-            except Exception as e:  # noqa: BLE001 - one failed part must not lose the others' figures
-                figures["errors"][f"{name}/{part}"] = f"{type(e).__name__}: {e}"[:2000]
-                traceback.print_exc()
-            print(f"{name} {part}: {time.perf_counter() - t:.0f} s "
-                  f"{json.dumps(figures['models'].get(name, {}).get(part))}", flush=True)
-            with open(FLAGS.out, "w") as f:  # after every part: a killed run keeps what it measured
-                json.dump(figures, f, indent=1)
+    # Both attention kernels for the first step model only (8 minutes in all); "auto" for the others.
+    parts = [("sampler", name, sampler_figures) for name in models]
+    parts += [("steps", name, lambda n, d, r, first=(i == 0): step_figures(n, d, r, both_kernels=first))
+              for i, name in enumerate(step_models)]
+    parts += [("attention", step_models[0], attention_figures)]
+    for part, name, fn in parts:
+        t = time.perf_counter()
+        try:
+            figures["models"].setdefault(name, {})[part] = fn(name, dry, repeats)
+        except Exception as e:  # noqa: BLE001 - one failed part must not lose the others' figures
+            figures["errors"][f"{name}/{part}"] = f"{type(e).__name__}: {e}"[:2000]
+            traceback.print_exc()
+        print(f"{name} {part}: {time.perf_counter() - t:.0f} s "
+              f"{json.dumps(figures['models'].get(name, {}).get(part))}", flush=True)
+        with open(FLAGS.out, "w") as f:  # after every part: a killed run keeps what it measured
+            json.dump(figures, f, indent=1)
     print(f"wrote {FLAGS.out}; errors: {len(figures['errors'])}")
     return 1 if figures["errors"] else 0
 

@@ -9,4 +9,9 @@ from repirl_jax.config import paper_config
 
 
 def get_config():
-    return paper_config("qwen25_3b", algo="repirl")
+    c = paper_config("qwen25_3b", algo="repirl")
+    # All 128 prompts x 4 samples in one sampler call (64 rows per device on 8): decoding is bound by reading
+    # the weights once per step, so one call of 64 rows beats four of 16. Sampler peak as a GPU holds it
+    # 27.02 GiB per device (tools/memory_plan.py; results/memory_plan/qwen25_sampler.txt).
+    c.rollout.prompts_per_call = 128
+    return c

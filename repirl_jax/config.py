@@ -29,6 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
         path="", preset="tiny-qwen3", vocab_size=0,  # vocab_size > 0 overrides the preset's (tokenizer size)
         dtype="bfloat16", param_dtype="float32", remat="none", max_positions=32768,
         attn_block=128,  # query positions per causal attention block without a cache (0: one block)
+        attn_impl="auto",  # that attention's kernel: auto (cuDNN on a GPU for bf16, else blocked) | blocked | cudnn
         hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0, intermediate_size=0))
 
     c.prm = ml_collections.ConfigDict(dict(

@@ -80,7 +80,8 @@ def model_config(config, tokenizer=None):
         cfg = preset(m.preset, **over, **({"vocab_size": vocab} if vocab else {}))
     if tokenizer is not None and cfg.vocab_size < len(tokenizer):
         raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
-    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128))
+    return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128),
+                       attn_impl=m.get("attn_impl", "auto"))
 
 
 def build_models(config, cfg, mesh, policy_params=None):

@@ -30,3 +30,13 @@ def hf_checkpoints(tmp_path_factory):
         hf_models.build(name, str(root / name))
         out[name] = str(root / name)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where JAX's default backend is a GPU (tools/device_check.sh)."""
+    if jax.default_backend() == "gpu":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU (jax.default_backend() != 'gpu')")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -45,8 +45,12 @@ class QwenConfig:
     # Causal attention without a cache runs in query blocks of this many positions; block i only scores keys
     # 0..end of block i (the rest are masked for all its queries), so ~half of the T x T work is skipped.
     # With remat, each block is also rematerialised, so a backward pass holds one block's scores at a time.
-    # 0 = one block (full T x T scores).
-    attn_block: int = 128
+    # 0 = one block (full T x T scores). 64: on the CPU at 8 x 512 tokens (tools/bench_train.py --size=S
+    # shapes) attention forward + backward takes 0.89x the time of 128-position blocks.
+    attn_block: int = 64
+    # Kernel of that attention (repirl_jax/models/attention.py): "auto" = cuDNN flash attention on a GPU for
+    # bfloat16/float16, else the blocked XLA path; "blocked"; "cudnn" (GPU only).
+    attn_impl: str = "auto"
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -59,6 +63,8 @@ class QwenConfig:
             raise ConfigError(f"dtype={self.dtype!r}, param_dtype={self.param_dtype!r}: expected float32 or bfloat16")
         if self.remat not in ("none", "full", "dots"):
             raise ConfigError(f"remat={self.remat!r}: expected none, full or dots")
+        if self.attn_impl not in ("auto", "blocked", "cudnn"):
+            raise ConfigError(f"attn_impl={self.attn_impl!r}: expected auto, blocked or cudnn")
         if self.attn_block < 0:
             raise ConfigError(f"attn_block={self.attn_block}: expected >= 0")
 

@@ -28,11 +28,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from repirl_jax.models import attention
 from repirl_jax.models.config import QwenConfig
 from repirl_jax.sharding import ActivationSharding, constrain, tree_shardings
 
 Params = dict[str, Any]
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+_MASK_VALUE = attention.MASK_VALUE
 
 
 class KVCache(NamedTuple):
@@ -96,46 +97,6 @@ def _write_rows(buf, new, index, axis):
     return jax.vmap(one)(buf, new, index)
 
 
-def _blocked_causal_attention(q_btkgd, k_btkd, v_btkd, bias_btt, block: int, dt, remat: bool = False):
-    """softmax(q k^T + bias) v without a cache, [B, T, K, G, D], in query blocks of `block` positions.
-
-    `bias_btt` is 0 where query slot i may see key slot j (j <= i, j real) and _MASK_VALUE elsewhere. Keys
-    after a query block's last slot are masked for all of its queries, so block [s, e) only scores keys
-    [0, e): the same result as full T x T scores, with about half the work for many blocks. Operands are
-    laid out [B, K, (G,) T, D] so every score and output product is a plain batched matmul (no transposes
-    of T x T arrays in the forward or backward pass).
-
-    With `remat` (memory first) the blocks run as a sequential, rematerialised `lax.map` over all T keys
-    (T padded to a multiple of `block`): a backward pass then holds one block's [B, heads, block, T] scores
-    at a time. Independent unrolled blocks would let the compiler keep several blocks' scores alive at
-    once (measured with tools/memory_plan.py: Qwen3-4B's policy step 45.6 GiB per device unrolled, 32.1
-    GiB sequential)."""
-    t = q_btkgd.shape[1]
-    q = q_btkgd.transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
-    k = k_btkd.transpose(0, 2, 1, 3)  # [B, K, T, D]
-    v = v_btkd.transpose(0, 2, 1, 3).astype(dt)
-    block = t if block <= 0 else min(block, t)
-    def one_block(qb, kb, vb, bias):
-        s = jnp.einsum("bkgtd,bksd->bkgts", qb, kb, preferred_element_type=jnp.float32) + bias[:, None, None]
-        return jnp.einsum("bkgts,bksd->bkgtd", jax.nn.softmax(s, axis=-1).astype(dt), vb)
-
-    if remat and block < t:
-        nb = -(-t // block)
-        pad = nb * block - t
-        qb = jnp.pad(q, ((0, 0),) * 3 + ((0, pad), (0, 0)))
-        qb = jnp.moveaxis(qb.reshape(q.shape[:3] + (nb, block, q.shape[-1])), 3, 0)  # [nb, B, K, G, block, D]
-        bb = jnp.pad(bias_btt, ((0, 0), (0, pad), (0, 0))).reshape(bias_btt.shape[0], nb, block, t).swapaxes(0, 1)
-        out = jax.lax.map(jax.checkpoint(lambda xs: one_block(xs[0], k, v, xs[1])), (qb, bb))
-        out = jnp.moveaxis(out, 0, 3).reshape(q.shape[:3] + (nb * block, q.shape[-1]))[:, :, :, :t]
-        return out.transpose(0, 3, 1, 2, 4)  # [B, T, K, G, D]
-    outs = []
-    for start in range(0, t, block):
-        end = min(start + block, t)
-        outs.append(one_block(q[:, :, :, start:end], k[:, :, :end], v[:, :, :end], bias_btt[:, start:end, :end]))
-    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
-    return out.transpose(0, 3, 1, 2, 4)  # [B, T, K, G, D]
-
-
 class Attention(nn.Module):
     cfg: QwenConfig
     act: ActivationSharding | None = None
@@ -168,7 +129,8 @@ class Attention(nn.Module):
         b, t = x.shape[:2]
         q = q.reshape(b, t, k, cfg.num_groups, d) * jnp.asarray(d ** -0.5, dt)
         if layer_cache is None:
-            out = _blocked_causal_attention(q, kk, vv, kv_mask, cfg.attn_block, dt, remat=cfg.remat != "none")
+            out = attention.causal_attention(q, kk, vv, kv_mask, impl=cfg.attn_impl, block=cfg.attn_block, dt=dt,
+                                             remat=cfg.remat != "none")
             new_cache = None
         else:
             ck, cv = layer_cache
@@ -247,12 +209,7 @@ class Qwen(nn.Module):
         t = tokens_bt.shape[1]
         mask_bt = mask_bt.astype(bool)
         if cache is None:
-            slots = jnp.arange(t)
-            # A padding slot also sees itself, so no query row is fully masked: its (unused) output is then
-            # the same whatever the attention block size.
-            diag = slots[:, None] == slots[None, :]
-            visible = (slots[:, None] >= slots[None, :]) & (mask_bt[:, None, :] | diag)  # [B, T, T]
-            kv_mask = jnp.where(visible, 0.0, _MASK_VALUE).astype(jnp.float32)  # additive bias
+            kv_mask = mask_bt  # [B, T]: the causal mask is built inside attention.causal_attention
             index = None
         else:
             s = cache.valid.shape[1]

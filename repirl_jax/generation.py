@@ -2,6 +2,9 @@
 
 Shared by evaluation and rollouts. Every call runs batches of exactly `batch_size` prompts left-padded to
 `max_prompt_len` tokens, so the sampler compiles once per (batch_size, max_prompt_len, SamplingConfig).
+With `continuous=True` all prompts of a call form one queue decoded by `continuous.generate` on
+`batch_size` rows (a finished row takes the next prompt), padded to a multiple of `batch_size` prompts
+so the program compiles once per queue bucket; keys are per prompt (its index in the call).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from repirl_jax import sampling
+from repirl_jax import continuous as continuous_batching, sampling
 from repirl_jax.models.config import QwenConfig
 from repirl_jax.sharding import ActivationSharding
 
@@ -43,7 +46,7 @@ class TextGenerator:
     """Batches prompts into fixed buckets and returns decoded completions."""
 
     def __init__(self, params, cfg: QwenConfig, tokenizer, max_prompt_len: int, batch_size: int,
-                 mesh: Mesh | None = None, long_prompts: str = "truncate"):
+                 mesh: Mesh | None = None, long_prompts: str = "truncate", continuous: bool = False):
         if len(tokenizer) > cfg.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                              f"{cfg.vocab_size}: wrong tokenizer for this checkpoint?")
@@ -52,6 +55,7 @@ class TextGenerator:
         self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
         self.max_prompt_len, self.batch_size, self.mesh = max_prompt_len, batch_size, mesh
         self.long_prompts = long_prompts
+        self.continuous = continuous
         self.act = ActivationSharding(mesh) if mesh is not None else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop_ids = stop_token_ids(cfg, tokenizer)
@@ -77,25 +81,38 @@ class TextGenerator:
                     raise ValueError(f"prompt {i} has {len(p)} tokens, more than max_prompt_len={self.max_prompt_len}")
                 self.truncated += 1
         out: list[list[Completion]] = []
+        if self.continuous and ids:
+            q = -(-len(ids) // self.batch_size) * self.batch_size
+            tokens, mask = sampling.pad_prompts(ids, self.max_prompt_len, q, self.pad_id, truncate="left")
+            res = continuous_batching.generate(self.params, self.cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg,
+                                               rng, act=self.act, rows=self.batch_size, num_prompts=len(ids))
+            out = self._completions(res, len(ids), scfg.num_samples)
+            if on_batch:
+                on_batch(len(ids))
+            return out
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
             tokens, mask = sampling.pad_prompts(chunk, self.max_prompt_len, self.batch_size, self.pad_id,
                                                 truncate="left")
             res = sampling.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
                                     jax.random.fold_in(rng, start), act=self.act)
-            toks, logps, lengths, finish = (np.asarray(x) for x in res)
-            n = scfg.num_samples
-            for i in range(len(chunk)):
-                row = []
-                for j in range(n):
-                    r = i * n + j
-                    t = toks[r, :lengths[r]].tolist()
-                    body = t[:-1] if finish[r] == sampling.FINISH_STOP else t
-                    row.append(Completion(
-                        text=self.tokenizer.decode(body, skip_special_tokens=True), token_ids=t,
-                        log_probs=logps[r, :lengths[r]].tolist(),
-                        finish_reason="stop" if finish[r] == sampling.FINISH_STOP else "length"))
-                out.append(row)
+            out.extend(self._completions(res, len(chunk), scfg.num_samples))
             if on_batch:
                 on_batch(len(chunk))
+        return out
+
+    def _completions(self, res: sampling.SampleOutput, n_prompts: int, n: int) -> list[list[Completion]]:
+        toks, logps, lengths, finish = (np.asarray(x) for x in res)
+        out = []
+        for i in range(n_prompts):
+            row = []
+            for j in range(n):
+                r = i * n + j
+                t = toks[r, :lengths[r]].tolist()
+                body = t[:-1] if finish[r] == sampling.FINISH_STOP else t
+                row.append(Completion(
+                    text=self.tokenizer.decode(body, skip_special_tokens=True), token_ids=t,
+                    log_probs=logps[r, :lengths[r]].tolist(),
+                    finish_reason="stop" if finish[r] == sampling.FINISH_STOP else "length"))
+            out.append(row)
         return out

@@ -115,11 +115,18 @@ def cached_attention(q_btkgd, k_btkd, v_btkd, layer_cache, cache_index, kv_mask_
     ck, cv = layer_cache
     ck = _write_rows(ck, k_btkd.transpose(0, 2, 3, 1), cache_index, axis=3)  # [B, K, D, S]
     cv = _write_rows(cv, v_btkd.transpose(0, 2, 1, 3), cache_index, axis=2)  # [B, K, S, D]
-    scores = jnp.einsum("btkgd,bkds->bkgts", q_btkgd, ck.astype(dt), preferred_element_type=jnp.float32)
-    scores = jnp.where(kv_mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, cv.astype(dt))
-    return out, (ck, cv)
+    b, t, k, g, d = q_btkgd.shape
+    # Scores [B, K, S, T*G] in the order the cache-times-query dot produces them (no transposed copies of
+    # slot-sized arrays); softmax over S, normalised after the value dot on the small [B, K, T*G, D] output.
+    qf = q_btkgd.transpose(0, 2, 4, 1, 3).reshape(b, k, d, t * g)
+    scores = jnp.einsum("bkds,bkdq->bksq", ck.astype(dt), qf, preferred_element_type=jnp.float32)
+    visible = jnp.repeat(kv_mask_bts.transpose(0, 2, 1), g, axis=2)[:, None]  # [B, 1, S, T*G]
+    scores = jnp.where(visible, scores, _MASK_VALUE)
+    weights = jnp.exp(scores - jnp.max(scores, axis=2, keepdims=True))
+    total = jnp.sum(weights, axis=2)  # [B, K, T*G]
+    out = jnp.einsum("bksq,bksd->bkqd", weights.astype(dt), cv.astype(dt), preferred_element_type=jnp.float32)
+    out = (out / total[..., None]).astype(dt)
+    return out.reshape(b, k, t, g, d).transpose(0, 2, 1, 3, 4), (ck, cv)
 
 
 def _blocked_causal_attention(q_btkgd, k_btkd, v_btkd, bias_btt, block: int, dt, remat: bool = False):

@@ -2,6 +2,9 @@
 through `rollout.generate` with `rollout.stop_token_ids` (the training rollouts' path and stop rule), decode.
  Every call runs batches of exactly `batch_size` prompts left-padded to
 `max_prompt_len` tokens, so the sampler compiles once per (batch_size, max_prompt_len, SamplingConfig).
+With `continuous=True` all prompts of a call form one queue decoded by `continuous.generate` on
+`batch_size` rows (a finished row takes the next prompt), padded to a multiple of `batch_size` prompts
+so the program compiles once per queue bucket; keys are per prompt (its index in the call).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class TextGenerator:
     """Batches prompts into fixed buckets and returns decoded completions."""
 
     def __init__(self, params, cfg: QwenConfig, tokenizer, max_prompt_len: int, batch_size: int,
-                 mesh: Mesh | None = None, long_prompts: str = "truncate"):
+                 mesh: Mesh | None = None, long_prompts: str = "truncate", continuous: bool = False):
         if len(tokenizer) > cfg.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                              f"{cfg.vocab_size}: wrong tokenizer for this checkpoint?")
@@ -40,6 +43,7 @@ class TextGenerator:
         self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
         self.max_prompt_len, self.batch_size, self.mesh = max_prompt_len, batch_size, mesh
         self.long_prompts = long_prompts
+        self.continuous = continuous
         self.act = ActivationSharding(mesh) if mesh is not None else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # Prompts are chat turns when the tokenizer has a chat template (benchmarks.build_prompt).
@@ -66,21 +70,34 @@ class TextGenerator:
                     raise ValueError(f"prompt {i} has {len(p)} tokens, more than max_prompt_len={self.max_prompt_len}")
                 self.truncated += 1
         out: list[list[Completion]] = []
+        if self.continuous and ids:
+            q = -(-len(ids) // self.batch_size) * self.batch_size
+            tokens, mask = sampling.pad_prompts(ids, self.max_prompt_len, q, self.pad_id, truncate="left")
+            res = rollout.generate_queue(self.params, self.cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, rng,
+                                         rows=self.batch_size, num_prompts=len(ids), act=self.act)
+            out = self._completions(res, len(ids), scfg.num_samples)
+            if on_batch:
+                on_batch(len(ids))
+            return out
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
             tokens, mask = sampling.pad_prompts(chunk, self.max_prompt_len, self.batch_size, self.pad_id,
                                                 truncate="left")
             res = rollout.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
                                    jax.random.fold_in(rng, start), act=self.act)
-            res = sampling.SampleOutput(*(np.asarray(x) for x in res))
-            texts, n = rollout.decode(self.tokenizer, res), scfg.num_samples
-            for i in range(len(chunk)):
-                row = []
-                for r in range(i * n, (i + 1) * n):
-                    t, stopped = rollout.response_ids(res, r)
-                    row.append(Completion(text=texts[r], token_ids=t, log_probs=res.log_probs[r, :len(t)].tolist(),
-                                          finish_reason="stop" if stopped else "length"))
-                out.append(row)
+            out.extend(self._completions(res, len(chunk), scfg.num_samples))
             if on_batch:
                 on_batch(len(chunk))
+        return out
+
+    def _completions(self, res: sampling.SampleOutput, n_prompts: int, n: int) -> list[list[Completion]]:
+        res = sampling.SampleOutput(*(np.asarray(x) for x in res))
+        texts, out = rollout.decode(self.tokenizer, res), []
+        for i in range(n_prompts):
+            row = []
+            for r in range(i * n, (i + 1) * n):
+                t, stopped = rollout.response_ids(res, r)
+                row.append(Completion(text=texts[r], token_ids=t, log_probs=res.log_probs[r, :len(t)].tolist(),
+                                      finish_reason="stop" if stopped else "length"))
+            out.append(row)
         return out

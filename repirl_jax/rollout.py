@@ -1,5 +1,6 @@
 """The one generation path: training rollouts, Math-Shepherd completions and evaluation all sample through
-`generate` (the single call of the sampler, so a new sampler is swapped in here) and stop by one rule,
+`generate` (the single call of the sampler, so a new sampler is swapped in here; `generate_queue` is the
+continuous-batching engine) and stop by one rule,
 `stop_token_ids`; demonstrations are encoded with `end_token_id`, the token the policy ends a turn with.
 
 The stop rule: the model config's eos ids, the tokenizer's eos, and `<|im_end|>` when prompts use the chat
@@ -79,6 +80,15 @@ def sampler_weights(cfg, mesh, mode: str):
 def generate(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng, act=None) -> sampling.SampleOutput:
     """Sample `scfg.num_samples` completions of each left-padded prompt row (device arrays [B, P])."""
     return sampling.generate(params, cfg, tokens, mask, scfg, rng, act=act)
+
+
+def generate_queue(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng, rows: int, num_prompts: int,
+                   act=None) -> sampling.SampleOutput:
+    """Continuous batching (`continuous.generate`): all prompt rows [Q, P] form one queue decoded on `rows`
+    cache rows, a finished row taking the next prompt; results in prompt order, keys per prompt index, so
+    a sample does not depend on its slot or on `rows`. The first `num_prompts` rows are real."""
+    from repirl_jax import continuous
+    return continuous.generate(params, cfg, tokens, mask, scfg, rng, act=act, rows=rows, num_prompts=num_prompts)
 
 
 def response_ids(out, row: int) -> tuple[list[int], bool]:

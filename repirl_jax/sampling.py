@@ -40,6 +40,15 @@ class SamplingConfig:
     num_samples: int = 1  # samples per prompt; rows b*n .. b*n+n-1 belong to prompt b
     pad_token_id: int = 0
     prefill_chunk: int = 512  # prompt tokens per prefill pass (bounds the [rows, heads, chunk, P] scores)
+    # Length buckets: the decode loop runs in segments of `slot_bucket` steps, and a segment's cache holds
+    # only the slots written so far plus that segment's, so a step reads P + (a multiple of slot_bucket)
+    # slots, not P + max_new. 0: one segment over the full cache.
+    slot_bucket: int = 512
+    # Per-row keys: the token at position t of sample j of prompt i is drawn with
+    # fold_in(fold_in(fold_in(rng, i), j), t), i the prompt's global index (`prompt_index`), so a sample
+    # does not depend on its row, its batch or the batch size. False: one key per step for the whole batch.
+    # `generate_continuous` always uses per-row keys.
+    row_keys: bool = False
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -48,6 +57,8 @@ class SamplingConfig:
             raise ValueError(f"temperature={self.temperature}: must be > 0 (use greedy=True for argmax)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.slot_bucket < 0:
+            raise ValueError(f"slot_bucket={self.slot_bucket}: must be >= 0")
         if self.top_k < 0 or self.num_samples < 1:
             raise ValueError(f"top_k={self.top_k}, num_samples={self.num_samples}: invalid")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
@@ -93,6 +104,21 @@ def sample_logits(logits_bv: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> 
     return token.astype(jnp.int32), jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
+def row_keys(rng: jax.Array, prompt_index, sample_index, position) -> jax.Array:
+    """[N] keys fold_in(fold_in(fold_in(rng, prompt), sample), position), one per row."""
+    fold = lambda p, j, t: jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rng, p), j), t)  # noqa: E731
+    return jax.vmap(fold)(prompt_index, sample_index, position)
+
+
+def sample_logits_rows(logits_bv: jax.Array, keys_b: jax.Array, cfg: SamplingConfig):
+    """`sample_logits` with one key per row: row b's draw depends only on its logits and keys_b[b]."""
+    if cfg.greedy:
+        return sample_logits(logits_bv, keys_b[0], cfg)
+    logp = jax.nn.log_softmax(filter_logits(logits_bv, cfg), axis=-1)
+    token = jax.vmap(lambda k, lp: jax.random.categorical(k, lp))(keys_b, logp).astype(jnp.int32)
+    return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
+
+
 def _is_stop(token, cfg: SamplingConfig):
     if not cfg.stop_token_ids:
         return jnp.zeros(token.shape, bool)
@@ -106,7 +132,7 @@ def _prefill(params, cfg: QwenConfig, tokens, mask, chunk: int, act):
     b, p = tokens.shape
     c = max(d for d in range(1, min(chunk, p) + 1) if p % d == 0)
     positions = qwen.positions_from_mask(mask)
-    cache = qwen.init_cache(cfg, b, p)
+    cache = qwen.init_cache(cfg, b, p)._replace(index=jnp.zeros((), jnp.int32))  # every row at slot 0
     if c == p:
         hidden, cache = qwen.forward(params, cfg, tokens, positions, mask, cache, act=act)
         return hidden[:, -1], cache
@@ -129,64 +155,111 @@ def _expand(x, n: int, slot_axis: int, extra: int):
     return jnp.pad(x, pad)
 
 
+def segment_ends(max_new: int, bucket: int) -> list[int]:
+    """Decode-loop segments: segment j runs the steps whose written slot is < P + ends[j]."""
+    if bucket <= 0 or bucket >= max_new:
+        return [max_new]
+    return [min(e, max_new) for e in range(bucket, max_new + bucket, bucket)]
+
+
+def _pad_slots(cache: qwen.KVCache, extra: int) -> qwen.KVCache:
+    pad = lambda x, axis: jnp.pad(x, [(0, extra) if a == axis else (0, 0) for a in range(x.ndim)])  # noqa: E731
+    return cache._replace(k=tuple(pad(x, 3) for x in cache.k), v=tuple(pad(x, 2) for x in cache.v),
+                          valid=pad(cache.valid, 1))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "scfg", "act"))
-def _generate(params, prompt_tokens, prompt_mask, rng, *, cfg: QwenConfig, scfg: SamplingConfig,
-              act: ActivationSharding | None):
+def _generate(params, prompt_tokens, prompt_mask, rng, prompt_index, max_new, *, cfg: QwenConfig,
+              scfg: SamplingConfig, act: ActivationSharding | None):
     n = scfg.num_samples
     steps = scfg.max_new_tokens
+    ends = segment_ends(steps, scfg.slot_bucket)
     head = qwen.lm_head_weight(params, cfg)  # hoisted: a tied head is transposed once, not every step
     # Prefill each distinct prompt once, into a prompt-sized cache, then give every sample its own copy
-    # of that cache with room for the response.
+    # of that cache with room for the first segment's tokens.
     hidden_last, cache = _prefill(params, cfg, prompt_tokens, prompt_mask.astype(jnp.int32), scfg.prefill_chunk, act)
     cache = qwen.KVCache(
-        k=tuple(_expand(x, n, 3, steps) for x in cache.k), v=tuple(_expand(x, n, 2, steps) for x in cache.v),
-        valid=_expand(cache.valid, n, 1, steps), index=jnp.repeat(cache.index, n, axis=0))
-    cache = qwen.KVCache(tuple(constrain(x, qwen.CACHE_AXES, act) for x in cache.k),
-                         tuple(constrain(x, qwen.V_CACHE_AXES, act) for x in cache.v), cache.valid, cache.index)
+        k=tuple(_expand(x, n, 3, ends[0]) for x in cache.k), v=tuple(_expand(x, n, 2, ends[0]) for x in cache.v),
+        valid=_expand(cache.valid, n, 1, ends[0]), index=cache.index)  # index: a scalar, P for every row
     mask = jnp.repeat(prompt_mask, n, axis=0).astype(jnp.int32)
     b = mask.shape[0]
     logits = qwen.lm_logits(params, cfg, jnp.repeat(hidden_last, n, axis=0)[:, None], act=act, head_ev=head)[:, 0]
     prompt_len = mask.sum(axis=1)
+    row_prompt = jnp.repeat(prompt_index.astype(jnp.int32), n)
+    row_sample = jnp.tile(jnp.arange(n, dtype=jnp.int32), prompt_index.shape[0])
 
-    token, logp = sample_logits(logits, jax.random.fold_in(rng, 0), scfg)
+    def draw(logits, step):
+        if scfg.row_keys:
+            keys = row_keys(rng, row_prompt, row_sample, jnp.full((b,), step, jnp.int32))
+            return sample_logits_rows(logits, keys, scfg)
+        return sample_logits(logits, jax.random.fold_in(rng, step), scfg)
+
+    token, logp = draw(logits, 0)
     out_tokens = jnp.full((b, steps), scfg.pad_token_id, jnp.int32).at[:, 0].set(token)
     out_logp = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(logp)
-    done = _is_stop(token, scfg)
+    stopped = _is_stop(token, scfg)
     lengths = jnp.ones((b,), jnp.int32)
 
-    def cond(state):
-        step, _, _, done, *_ = state
-        return (step < steps) & ~jnp.all(done)
-
     def body(state):
-        step, cache, token, done, lengths, out_tokens, out_logp = state
+        step, cache, token, stopped, lengths, out_tokens, out_logp = state
+        done = stopped | (lengths >= max_new)
         positions = (prompt_len + step - 1)[:, None]
         hidden, cache = qwen.forward(params, cfg, token[:, None], positions, jnp.ones((b, 1), jnp.int32), cache,
                                      act=act)
         logits = qwen.lm_logits(params, cfg, hidden, act=act, head_ev=head)[:, 0]
-        new, logp = sample_logits(logits, jax.random.fold_in(rng, step), scfg)
+        new, logp = draw(logits, step)
         new = jnp.where(done, scfg.pad_token_id, new)
         logp = jnp.where(done, 0.0, logp)
         out_tokens = jax.lax.dynamic_update_slice(out_tokens, new[:, None], (0, step))
         out_logp = jax.lax.dynamic_update_slice(out_logp, logp[:, None], (0, step))
         lengths = lengths + (~done).astype(jnp.int32)
-        done = done | _is_stop(new, scfg)
-        return step + 1, cache, new, done, lengths, out_tokens, out_logp
+        stopped = stopped | (~done & _is_stop(new, scfg))
+        return step + 1, cache, new, stopped, lengths, out_tokens, out_logp
 
-    state = (jnp.asarray(1, jnp.int32), cache, token, done, lengths, out_tokens, out_logp)
-    _, _, _, done, lengths, out_tokens, out_logp = jax.lax.while_loop(cond, body, state)
-    finish = jnp.where(done, FINISH_STOP, FINISH_LENGTH).astype(jnp.int32)
+    state = (jnp.asarray(1, jnp.int32), cache, token, stopped, lengths, out_tokens, out_logp)
+    for j, end in enumerate(ends):
+        if j:
+            state = state[:1] + (_pad_slots(state[1], end - ends[j - 1]),) + state[2:]
+        state = state[:1] + (qwen.KVCache(tuple(constrain(x, qwen.CACHE_AXES, act) for x in state[1].k),
+                                          tuple(constrain(x, qwen.V_CACHE_AXES, act) for x in state[1].v),
+                                          state[1].valid, state[1].index),) + state[2:]
+
+        def cond(state, end=end):  # step s writes slot P + s - 1, which this segment's cache holds iff s <= end
+            step, _, _, stopped, lengths, *_ = state
+            return (step < steps) & (step <= end) & ~jnp.all(stopped | (lengths >= max_new))
+
+        state = jax.lax.while_loop(cond, body, state)
+    _, _, _, stopped, lengths, out_tokens, out_logp = state
+    finish = jnp.where(stopped, FINISH_STOP, FINISH_LENGTH).astype(jnp.int32)
     return SampleOutput(out_tokens, out_logp, lengths, finish)
 
 
+def _row_limits(max_new_rows, n_rows: int, scfg: SamplingConfig) -> jax.Array:
+    if max_new_rows is None:
+        return jnp.full((n_rows,), scfg.max_new_tokens, jnp.int32)
+    limits = jnp.asarray(max_new_rows, jnp.int32)
+    if limits.shape != (n_rows,):
+        raise ValueError(f"max_new_rows has shape {limits.shape}, expected ({n_rows},): one limit per output row")
+    return jnp.clip(limits, 1, scfg.max_new_tokens)
+
+
 def generate(params, cfg: QwenConfig, prompt_tokens_bp, prompt_mask_bp, scfg: SamplingConfig,
-             rng: jax.Array | None = None, act: ActivationSharding | None = None) -> SampleOutput:
-    """Sample `scfg.num_samples` continuations of each left-padded prompt row (see module docstring)."""
+             rng: jax.Array | None = None, act: ActivationSharding | None = None, prompt_index=None,
+             max_new_rows=None) -> SampleOutput:
+    """Sample `scfg.num_samples` continuations of each left-padded prompt row (see module docstring).
+
+    prompt_index [B]: the prompts' global indices for per-row keys (`scfg.row_keys`; default 0..B-1).
+    max_new_rows [B * num_samples]: optional per-row token budgets (<= max_new_tokens); a row that reaches
+    its budget ends with FINISH_LENGTH."""
     if rng is None:
         rng = jax.random.key(0)
     if prompt_tokens_bp.shape != prompt_mask_bp.shape or prompt_tokens_bp.ndim != 2:
         raise ValueError(f"prompt tokens {prompt_tokens_bp.shape} and mask {prompt_mask_bp.shape} must be equal [B, P]")
-    return _generate(params, prompt_tokens_bp, prompt_mask_bp, rng, cfg=cfg, scfg=scfg, act=act)
+    b = prompt_tokens_bp.shape[0]
+    prompt_index = jnp.arange(b, dtype=jnp.int32) if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
+    limits = _row_limits(max_new_rows, b * scfg.num_samples, scfg)
+    return _generate(params, prompt_tokens_bp, prompt_mask_bp, rng, prompt_index, limits, cfg=cfg, scfg=scfg,
+                     act=act)
 
 
 def compile_count() -> int:

@@ -1,12 +1,25 @@
 """Sampler throughput: our jitted KV-cache sampler against transformers `generate`, same weights, one run.
 
-    python tools/bench_sampler.py --size=S [--dtype=float32|bfloat16] [--peer=hf]
+    python tools/bench_sampler.py --size=S [--dtype=float32|bfloat16] [--peer=hf] [--profile]
+    python tools/bench_sampler.py --lengths=geometric    # continuous batching vs the static sampler
+    python tools/bench_sampler.py --analyze              # bytes per decode step at the paper shape
 
 Batch 16, prompt 64 tokens, 128 new tokens, greedy, EOS disabled (every row makes every token), KV cache on
 both sides, torch on 2 threads. Each side is timed after a warm-up (best of --repeats). Prints tokens/s of
 each, our per-step time as a multiple of this machine's roofline for the shape (max of weight bytes over
 measured memory bandwidth and FLOPs over measured matmul peak), and as its last line
-`ratio_vs_hf=<our tokens/s / transformers tokens/s>`.
+`ratio_vs_hf=<our tokens/s / transformers tokens/s>`. `--profile` adds a breakdown of one decode step into
+isolated jitted pieces (weight matmuls, LM head, cache write + attention, layout copies in the HLO).
+
+`--lengths=geometric`: --prompts prompts, each with a response budget drawn (seeded) from a geometric law
+of mean new_tokens/4, truncated at new_tokens, the same budgets for both sides; greedy, EOS off, so every
+row makes exactly its budget. The static sampler decodes batches of --batch prompts (each batch runs until
+its longest row ends); `continuous.generate` decodes the whole queue on --batch rows. Prints useful
+(budgeted) tokens/s of each; last line `ratio_vs_static=`.
+
+`--analyze`: compiles (does not run) one decode step at Qwen2.5-3B's architecture, float32, 64 rows, P =
+1535 prompt slots + 3000 new = 4,535 slots, 2,500 live slots per row on average, and reads the bytes it
+moves from XLA's cost analysis; last line `bytes_vs_ideal=` (ideal: every weight once + the live KV).
 """
 
 import os
@@ -16,7 +29,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from bench_common import SHAPES, best_time  # noqa: E402
+from bench_common import SHAPES, best_time, best_times_interleaved  # noqa: E402
 
 flags.DEFINE_enum("size", "S", ["XS", "S"], "XS: hidden 256, 4 layers; S: ~100M parameters.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights and compute dtype on both sides.")
@@ -25,6 +38,10 @@ flags.DEFINE_integer("batch", 16, "Rows.")
 flags.DEFINE_integer("prompt_len", 64, "Prompt tokens per row.")
 flags.DEFINE_integer("new_tokens", 128, "Generated tokens per row.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per side (best is reported).")
+flags.DEFINE_enum("lengths", "fixed", ["fixed", "geometric"], "fixed: vs transformers; geometric: see above.")
+flags.DEFINE_integer("prompts", 48, "Prompts in the queue (--lengths=geometric).")
+flags.DEFINE_bool("analyze", False, "Bytes per decode step at the paper shape (compile only).")
+flags.DEFINE_bool("profile", False, "Per-op breakdown of one decode step (--lengths=fixed).")
 FLAGS = flags.FLAGS
 
 def measure_machine():
@@ -41,9 +58,173 @@ def measure_machine():
     return bandwidth, 2 * 2048**3 / t
 
 
+def decode_step_fn(cfg, rows):
+    """One decode step as the sampler runs it: forward of one token per row over the cache, LM head, argmax."""
+    import jax
+    import jax.numpy as jnp
+    from repirl_jax.models import qwen
+
+    def step(params, head, cache, token, positions):
+        hidden, cache = qwen.forward(params, cfg, token[:, None], positions[:, None],
+                                     jnp.ones((rows, 1), jnp.int32), cache)
+        logits = qwen.lm_logits(params, cfg, hidden, head_ev=head)[:, 0]
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
+    return step
+
+
+def analyze():
+    """Bytes one compiled decode step moves at the paper shape, against weights + live KV."""
+    import jax
+    import jax.numpy as jnp
+    from repirl_jax import sampling
+    from repirl_jax.models import qwen
+    from repirl_jax.models.config import preset
+
+    cfg = preset("qwen2.5-3b", dtype="float32", param_dtype="float32")
+    rows, p, new, live = 64, 1535, 3000, 2500
+    f32 = 4
+    abstract = qwen.abstract_params(cfg)
+    head = jax.ShapeDtypeStruct((cfg.hidden_size, cfg.vocab_size), jnp.float32)
+    vec = jax.ShapeDtypeStruct((rows,), jnp.int32)
+    per_slot = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * f32  # k and v, all layers
+    weight_bytes = sum(x.size for x in jax.tree.leaves(abstract)) * f32  # the head copy stands in for the
+    # tied embedding table, of which a step reads only `rows` rows
+    ends = sampling.segment_ends(new, sampling.SamplingConfig(max_new_tokens=new).slot_bucket)
+    bound = p + next(e for e in ends if p + e >= live)
+
+    def step_bytes(slots):
+        cache = jax.eval_shape(lambda: qwen.init_cache(cfg, rows, slots)._replace(index=jnp.zeros((), jnp.int32)))
+        step = jax.jit(decode_step_fn(cfg, rows), donate_argnums=2)  # the cache is updated in place
+        compiled = step.lower(abstract, head, cache, vec, vec).compile()
+        return compiled.cost_analysis()["bytes accessed"]
+
+    # XLA counts a gather as reading its whole operand: the embedding lookup would count the full
+    # [vocab, embed] table. Measure that op alone and replace its count by the rows it really reads.
+    table = jax.ShapeDtypeStruct((cfg.vocab_size, cfg.hidden_size), jnp.float32)
+    gather = jax.jit(lambda t, i: jnp.take(t, i, axis=0)).lower(table, vec).compile().cost_analysis()["bytes accessed"]
+    gather_fix = gather - 2 * rows * cfg.hidden_size * f32 - rows * 4
+
+    ideal = weight_bytes + rows * live * per_slot
+    print(f"paper shape: Qwen2.5-3B architecture, float32, {rows} rows, {p}+{new}={p + new} slots, {live} live "
+          f"slots per row on average")
+    print("accounting: 'bytes accessed' of XLA's cost analysis of the compiled step (every HLO op's operand and "
+          "output bytes; the KV write is an in-place dynamic-update-slice on the donated cache, which XLA counts "
+          f"as the update's bytes read and written, not a copy of the cache), minus {gather_fix / 1e9:.2f} GB of "
+          "the embedding gather's count of the whole table (compiled alone) plus the rows it reads")
+    print(f"ideal: weights {weight_bytes / 1e9:.2f} GB (each read once) + live KV {rows * live * per_slot / 1e9:.2f} GB "
+          f"({rows} x {live} slots x {per_slot} B) = {ideal / 1e9:.2f} GB")
+    full = step_bytes(p + new) - gather_fix
+    print(f"step reading every slot ({p + new}; as before length buckets; continuous batching still does): "
+          f"{full / 1e9:.2f} GB = {full / ideal:.2f}x ideal")
+    bucketed = step_bytes(bound) - gather_fix
+    print(f"length-bucketed step (static sampler, slot_bucket={ends[0]}): the segment holding {live} live slots "
+          f"reads {bound} slots: {bucketed / 1e9:.2f} GB")
+    print(f"bytes_vs_ideal={bucketed / ideal:.2f}")
+    return 0
+
+
+def geometric(params, cfg, b, p, n):
+    """Useful tokens/s of the static sampler and of continuous batching on geometric response lengths."""
+    import jax.numpy as jnp
+    import numpy as np
+    from repirl_jax import continuous, sampling
+
+    q = FLAGS.prompts
+    rng = np.random.RandomState(0)
+    budgets = np.minimum(rng.geometric(4.0 / n, size=q), n).astype(np.int32)
+    tokens = jnp.asarray(rng.randint(0, cfg.vocab_size, size=(q, p)).astype(np.int32))
+    mask = jnp.ones((q, p), jnp.int32)
+    scfg = sampling.SamplingConfig(max_new_tokens=n, greedy=True, stop_token_ids=())
+    jb = jnp.asarray(budgets)
+
+    def static():
+        outs = [sampling.generate(params, cfg, tokens[i:i + b], mask[i:i + b], scfg, max_new_rows=jb[i:i + b])
+                for i in range(0, q, b)]
+        return np.concatenate([np.asarray(o.tokens) for o in outs])
+
+    def cont():
+        return np.asarray(continuous.generate(params, cfg, tokens, mask, scfg, rows=b, max_new_rows=jb).tokens)
+
+    t_static, t_cont = best_times_interleaved([static, cont], FLAGS.repeats)
+    same = bool((static() == cont()).all())
+    useful = int(budgets.sum())
+    longest = [int(budgets[i:i + b].max()) for i in range(0, q, b)]
+    print(f"{q} prompts of {p} tokens, {b} rows, response budgets geometric(mean {n / 4:.0f}) truncated at {n}: "
+          f"mean {budgets.mean():.1f}, {useful} useful tokens; static batches' longest rows {longest}")
+    print(f"static sampler: {useful / t_static:.0f} useful tok/s ({t_static:.2f} s)")
+    print(f"continuous batching: {useful / t_cont:.0f} useful tok/s ({t_cont:.2f} s)")
+    print(f"same tokens on both sides: {same}")
+    print(f"ratio_vs_static={t_static / t_cont:.2f}")
+    return 0
+
+
+def profile(params, cfg, b, p, n):
+    """Wall time of isolated jitted pieces of one decode step at this shape (best of 5 each)."""
+    import jax
+    import numpy as np
+    import jax.numpy as jnp
+    from repirl_jax.models import qwen
+
+    slots = p + n
+    head = jax.block_until_ready(qwen.lm_head_weight(params, cfg) + 0)
+    cache = qwen.init_cache(cfg, b, slots)._replace(index=jnp.asarray(p + n // 2, jnp.int32))
+    cache = cache._replace(valid=jnp.arange(slots)[None, :].repeat(b, 0) < p + n // 2)
+    tok = jnp.zeros((b,), jnp.int32)
+    pos = jnp.full((b,), p + n // 2, jnp.int32)
+    step = jax.jit(decode_step_fn(cfg, b))
+    x = jnp.ones((b, cfg.hidden_size), jnp.float32)
+    layers = [params[f"layer_{i}"] for i in range(cfg.num_hidden_layers)]
+
+    def matmuls(layers, x):  # every weight matrix once, on [b, E] activations (the weight-streaming floor)
+        y = x
+        for lp in layers:
+            a, m = lp["attn"], lp["mlp"]
+            qkv = jnp.concatenate([jnp.einsum("be,ehd->bhd", y, a[k]).reshape(b, -1) for k in
+                                   ("q_kernel", "k_kernel", "v_kernel")], -1)
+            y = y + jnp.einsum("bhd,hde->be", qkv[:, :cfg.num_attention_heads * cfg.head_dim].reshape(
+                b, cfg.num_attention_heads, cfg.head_dim), a["o_kernel"])
+            y = y + (jax.nn.silu(y @ m["gate_kernel"]) * (y @ m["up_kernel"])) @ m["down_kernel"]
+        return y
+
+    def attention(ck, cv, qkv_new, index, valid):  # cache write + masked softmax attention, every layer
+        g = cfg.num_groups
+        q = jnp.ones((b, 1, cfg.num_key_value_heads, g, cfg.head_dim), jnp.float32)
+        outs = []
+        for k, v in zip(ck, cv):
+            o, _ = qwen.cached_attention(q, qkv_new, qkv_new, (k, v), index, valid[:, None, :], jnp.float32)
+            outs.append(o.sum())
+        return sum(outs)
+
+    kv_new = jnp.ones((b, 1, cfg.num_key_value_heads, cfg.head_dim), jnp.float32)
+    pieces = {
+        "whole decode step": lambda: step(params, head, cache, tok, pos),
+        "weight matmuls (q,k,v,o,gate,up,down)": lambda: jax.jit(matmuls)(layers, x),
+        "LM head [E, V]": lambda: jax.jit(lambda h, x: x @ h)(head, x),
+        "cache write + attention, all layers": lambda: jax.jit(attention)(cache.k, cache.v, kv_new, cache.index,
+                                                                          cache.valid),
+    }
+    print(f"decode step breakdown, {b} rows, {slots} slots (isolated jitted pieces, best of 5 each):")
+    for name, fn in pieces.items():
+        t = best_time(lambda fn=fn: jax.block_until_ready(fn()), 5)
+        print(f"  {name}: {t * 1e3:.2f} ms")
+    hlo = step.lower(params, head, cache, tok, pos).compile().as_text()
+    moved = {"copy": 0, "transpose": 0}
+    for line in hlo.splitlines():
+        for op in moved:
+            if f" {op}(" in line and "=" in line:
+                shape = line.split("=")[1].split("{")[0].split("[")
+                if len(shape) > 1 and shape[0].strip() in ("f32", "bf16"):
+                    dims = [int(d) for d in shape[1].rstrip("]").split(",") if d.strip()]
+                    moved[op] += int(np.prod(dims)) * (4 if shape[0].strip() == "f32" else 2)
+    print(f"  layout ops in the compiled step: copies {moved['copy'] / 1e6:.1f} MB, transposes "
+          f"{moved['transpose'] / 1e6:.1f} MB written per step")
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.analyze:
+        return analyze()
     import jax.numpy as jnp
     import numpy as np
     import torch
@@ -65,6 +246,8 @@ def main(argv):
     mask = np.ones((b, p), np.int32)
     scfg = sampling.SamplingConfig(max_new_tokens=n, greedy=True, stop_token_ids=())
     jt, jm = jnp.asarray(tokens), jnp.asarray(mask)
+    if FLAGS.lengths == "geometric":
+        return geometric(params, cfg, b, p, n)
 
     def ours():
         return sampling.generate(params, cfg, jt, jm, scfg).tokens.block_until_ready()
@@ -80,8 +263,7 @@ def main(argv):
         print("peer=tunix: the comparison with google-tunix's sampler is not implemented yet", file=sys.stderr)
         return 2
 
-    t_ours = best_time(ours, FLAGS.repeats)
-    t_hf = best_time(theirs, FLAGS.repeats)
+    t_ours, t_hf = best_times_interleaved([ours, theirs], FLAGS.repeats)  # alternating: shared machine
     same = bool((np.asarray(ours()) == theirs()[:, p:].numpy()).mean() > 0.9) if FLAGS.dtype == "float32" else None
     bandwidth, peak = measure_machine()
     n_params = cfg.num_params()
@@ -97,6 +279,8 @@ def main(argv):
     print(f"transformers: {tok_hf:.0f} tok/s ({t_hf / n * 1e3:.2f} ms/step, {t_hf / n / roofline:.1f}x roofline)")
     if same is not None:
         print(f"greedy tokens agree with transformers: {same}")
+    if FLAGS.profile:
+        profile(params, cfg, b, p, n)
     print(f"ratio_vs_hf={tok_ours / tok_hf:.2f}")
     return 0
 

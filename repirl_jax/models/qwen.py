@@ -41,7 +41,7 @@ class KVCache(NamedTuple):
     k: tuple[jax.Array, ...]  # L x [B, K, D, S]
     v: tuple[jax.Array, ...]  # L x [B, K, S, D]
     valid: jax.Array  # [B, S] bool: slot holds a real (non-padding) token
-    index: jax.Array  # [B] int32: next slot to write, per row
+    index: jax.Array  # [B] int32: next slot to write, per row; or a scalar: the same slot for every row
 
 
 def init_cache(cfg: QwenConfig, batch: int, length: int, dtype=None) -> KVCache:
@@ -89,12 +89,45 @@ def rotary(x_btnd: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Arra
 
 
 def _write_rows(buf, new, index, axis):
-    """Write new[b] into buf[b] starting at index[b] along `axis` (per-row dynamic update)."""
+    """Write new[b] into buf[b] starting at slot index[b] along `axis` (per-row dynamic update).
+
+    A scalar `index` (every row at the same slot, as in the sampler) is one in-place dynamic-update-slice
+    of the whole batch instead of a per-row scatter."""
+    if jnp.ndim(index) == 0:
+        start = [jnp.zeros((), jnp.int32)] * buf.ndim
+        start[axis] = jnp.asarray(index, jnp.int32)
+        return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), start)
+
     def one(b, n, i):
         start = [0] * b.ndim
         start[axis - 1] = i
         return jax.lax.dynamic_update_slice(b, n.astype(b.dtype), start)
     return jax.vmap(one)(buf, new, index)
+
+
+def cached_attention(q_btkgd, k_btkd, v_btkd, layer_cache, cache_index, kv_mask_bts, dt):
+    """Attention of T new queries over a KV cache, after writing the T new keys/values at `cache_index`.
+
+    q [B, T, K, G, D] (already scaled), k/v [B, T, K, D]; layer cache (k [B, K, D, S], v [B, K, S, D]);
+    cache_index [B] or a scalar (all rows at one slot); kv_mask [B, T, S] bool (slots each query sees).
+    Every slot of the given cache is read: the sampler bounds S per segment of its decode loop (length
+    buckets), so a step reads only slots up to its bucket's bound. Returns out [B, T, K, G, D] and the
+    updated (k, v)."""
+    ck, cv = layer_cache
+    ck = _write_rows(ck, k_btkd.transpose(0, 2, 3, 1), cache_index, axis=3)  # [B, K, D, S]
+    cv = _write_rows(cv, v_btkd.transpose(0, 2, 1, 3), cache_index, axis=2)  # [B, K, S, D]
+    b, t, k, g, d = q_btkgd.shape
+    # Scores [B, K, S, T*G] in the order the cache-times-query dot produces them (no transposed copies of
+    # slot-sized arrays); softmax over S, normalised after the value dot on the small [B, K, T*G, D] output.
+    qf = q_btkgd.transpose(0, 2, 4, 1, 3).reshape(b, k, d, t * g)
+    scores = jnp.einsum("bkds,bkdq->bksq", ck.astype(dt), qf, preferred_element_type=jnp.float32)
+    visible = jnp.repeat(kv_mask_bts.transpose(0, 2, 1), g, axis=2)[:, None]  # [B, 1, S, T*G]
+    scores = jnp.where(visible, scores, _MASK_VALUE)
+    weights = jnp.exp(scores - jnp.max(scores, axis=2, keepdims=True))
+    total = jnp.sum(weights, axis=2)  # [B, K, T*G]
+    out = jnp.einsum("bksq,bksd->bkqd", weights.astype(dt), cv.astype(dt), preferred_element_type=jnp.float32)
+    out = (out / total[..., None]).astype(dt)
+    return out.reshape(b, k, t, g, d).transpose(0, 2, 1, 3, 4), (ck, cv)
 
 
 class Attention(nn.Module):
@@ -133,16 +166,8 @@ class Attention(nn.Module):
                                              remat=cfg.remat != "none")
             new_cache = None
         else:
-            ck, cv = layer_cache
-            ck = _write_rows(ck, kk.transpose(0, 2, 3, 1), cache_index, axis=3)  # [B, K, D, S]
-            cv = _write_rows(cv, vv.transpose(0, 2, 1, 3), cache_index, axis=2)  # [B, K, S, D]
-            ck = constrain(ck, CACHE_AXES, self.act)
-            cv = constrain(cv, V_CACHE_AXES, self.act)
-            new_cache = (ck, cv)
-            scores = jnp.einsum("btkgd,bkds->bkgts", q, ck.astype(dt), preferred_element_type=jnp.float32)
-            scores = jnp.where(kv_mask[:, None, None, :, :], scores, _MASK_VALUE)
-            probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-            out = jnp.einsum("bkgts,bksd->btkgd", probs, cv.astype(dt))
+            out, (ck, cv) = cached_attention(q, kk, vv, layer_cache, cache_index, kv_mask, dt)
+            new_cache = (constrain(ck, CACHE_AXES, self.act), constrain(cv, V_CACHE_AXES, self.act))
         out = out.reshape(b, t, h, d)
         y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
         if cfg.o_bias:
@@ -213,9 +238,15 @@ class Qwen(nn.Module):
             index = None
         else:
             s = cache.valid.shape[1]
-            q_slot = cache.index[:, None] + jnp.arange(t)[None, :]  # [B, T]
+            # A query sees every valid slot except those written later in this same call: with slots filled
+            # in order that is the causal rule; it also holds for a ring of slots (continuous batching),
+            # where a row's older tokens may sit at higher slots than its newest.
+            index_b = jnp.broadcast_to(cache.index, (tokens_bt.shape[0],))[:, None]
+            q_slot = index_b + jnp.arange(t)[None, :]  # [B, T]
+            slot = jnp.arange(s)[None, None, :]
+            later = (slot > q_slot[:, :, None]) & (slot < index_b[:, :, None] + t)
             valid = _write_rows(cache.valid, mask_bt, cache.index, axis=1)
-            kv_mask = (jnp.arange(s)[None, None, :] <= q_slot[:, :, None]) & valid[:, None, :]  # [B, T, S]
+            kv_mask = valid[:, None, :] & ~later  # [B, T, S]
             index = cache.index
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):

@@ -273,16 +273,41 @@ def noisy_response(chain: Chain, rng: Any, step: int | None = None) -> tuple[str
     return _render(chain, _continue(chain, j, _wrong_value(chain.values[j + 1], rng, chain.modulus))), j
 
 
-def demonstration(chain: Chain, rng: Any = None, noise: float = 0.0) -> tuple[str, int | None]:
-    """An expert demonstration: with probability `noise` a `noisy_response` (returns its slipped step),
-    else the correct solution (returns None)."""
+def corrected_response(chain: Chain, rng: Any, step: int | None = None) -> tuple[str, int]:
+    """A solution with one slip that is corrected at once: at step j (drawn uniformly, or `step`) the line
+    states a wrong result, the next line redoes step j correctly (same left side, right result), and the
+    rest is the expert's. The final answer is right; `label_steps` marks the slipped line (item j) wrong and
+    every other item correct. Returns (response, j)."""
+    rng = _as_rng(rng)
+    n = chain.num_steps
+    j = int(rng.integers(n)) if step is None else int(step)
+    if not 0 <= j < n:
+        raise ValueError(f"step={step}: expected 0..{n - 1}")
+    vals = chain.values
+    items = chain.expert_items()
+    op, b = chain.ops[j]
+    f = chain.fmt
+    wrong = f"{f(vals[j])}{op}{f(b)}={f(_wrong_value(vals[j + 1], rng, chain.modulus))}"
+    return "\n".join(items[:j] + [wrong] + items[j:]), j
+
+
+NOISE_KINDS = ("corrected", "carried")
+
+
+def demonstration(chain: Chain, rng: Any = None, noise: float = 0.0, kind: str = "carried") -> tuple[str, int | None]:
+    """An expert demonstration: with probability `noise` an imperfect one -- kind "carried": a
+    `noisy_response` (one slip continued consistently, wrong answer); "corrected": a `corrected_response`
+    (one slip redone on the next line, right answer) -- returning its slipped item index; else the correct
+    solution (returns None)."""
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise={noise}: expected a fraction in [0, 1]")
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"noise kind={kind!r}: expected one of {NOISE_KINDS}")
     if noise == 0.0:
         return chain.expert_response(), None
     rng = _as_rng(rng)
     if rng.random() < noise:
-        return noisy_response(chain, rng)
+        return (corrected_response if kind == "corrected" else noisy_response)(chain, rng)
     return chain.expert_response(), None
 
 
@@ -367,8 +392,22 @@ def split_items(response: str) -> list[tuple[str, int, int]]:
     return items
 
 
+def _retracted(items: Sequence[tuple[str, int, int]]) -> list[bool]:
+    """Item i is a RETRACTED attempt iff it is a well-formed step line and the next item is a step line with
+    the same left side (a<op>b) but a different stated result: the trace redoes that step (a correction)."""
+    out = []
+    for i, (text, _, _) in enumerate(items):
+        ms = _STEP_RE.fullmatch(text)
+        nxt = _STEP_RE.fullmatch(items[i + 1][0]) if i + 1 < len(items) else None
+        out.append(bool(ms and nxt and ms.groups()[:3] == nxt.groups()[:3] and ms.group(4) != nxt.group(4)))
+    return out
+
+
 def label_steps(prompt: str | Chain, response: str, modulus: int = MODULUS) -> StepLabels:
-    """Per-item correctness of any response (expert, garbage, truncated) to a task prompt (or a Chain)."""
+    """Per-item correctness of any response (expert, garbage, truncated, with corrections) to a task prompt
+    (or a Chain). Item i is judged against the expert's item at POSITION p(i): p(0) = 0 and p advances by
+    one after every item except a retracted attempt (`_retracted`: a step line redone by the next line), so
+    a redo is judged against the same expert item as the attempt it replaces; without retractions p(i) = i."""
     chain = prompt if isinstance(prompt, Chain) else parse_prompt(prompt, modulus)
     if not isinstance(response, str):
         raise TypeError(f"response: expected str, got {type(response).__name__}")
@@ -377,27 +416,35 @@ def label_steps(prompt: str | Chain, response: str, modulus: int = MODULUS) -> S
     steps: list[Step] = []
     carried: int | None = chain.start
     first_error = None
-    for i, (text, s, e) in enumerate(split_items(response)):
+    items = split_items(response)
+    retracted = _retracted(items)
+    pos = 0
+    for i, (text, s, e) in enumerate(items):
         ms, ma = _STEP_RE.fullmatch(text), _ANSWER_RE.fullmatch(text)
         kind = "step" if ms else "answer" if ma else "malformed"
-        exp = expected[i] if i < len(expected) else None
+        exp = expected[pos] if pos < len(expected) else None
         correct = exp is not None and text == exp
         valid = False
         if ms:
             a, op, b, c = int(ms.group(1)), ms.group(2), int(ms.group(3)), int(ms.group(4))
             f = chain.fmt
-            valid = (i < n and (op, b) == chain.ops[i] and carried is not None and a == carried
+            valid = (pos < n and (op, b) == chain.ops[pos] and carried is not None and a == carried
                      and (f(a), f(b), f(c)) == (ms.group(1), ms.group(3), ms.group(4))
                      and c == apply_op(op, a, b, chain.modulus))
-            carried = c
+            if not retracted[i]:
+                carried = c
         else:
             if ma:
-                valid = i == n and carried is not None and ma.group(1) == chain.fmt(carried)
+                valid = pos == n and carried is not None and ma.group(1) == chain.fmt(carried)
             carried = None
         if not correct and first_error is None:
             first_error = i
         steps.append(Step(i, text, s, e, kind, correct, exp, valid))
-    return StepLabels(steps, first_error, len(expected), len(steps) >= len(expected), extract_answer(response))
+        if not retracted[i]:
+            pos += 1
+    n_retracted = sum(retracted)
+    return StepLabels(steps, first_error, len(expected), len(steps) - n_retracted >= len(expected),
+                      extract_answer(response))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -629,6 +676,7 @@ class SyntheticTask:
     num_experts: int = DEFAULT_NUM_EXPERTS
     noise: float = 0.0
     noise_splits: tuple[str, ...] = ("train",)
+    noise_kind: str = "carried"
     modulus: int = MODULUS
     ops: str = OPS
     max_addend: int = DEFAULT_MAX_ADDEND
@@ -639,6 +687,8 @@ class SyntheticTask:
             raise ValueError(f"noise={self.noise}: expected a fraction in [0, 1]")
         if self.num_experts < 0:
             raise ValueError(f"num_experts={self.num_experts}: expected >= 0")
+        if self.noise_kind not in NOISE_KINDS:
+            raise ValueError(f"noise_kind={self.noise_kind!r}: expected one of {NOISE_KINDS}")
         bad = [s for s in self.noise_splits if s not in SPLITS]
         if bad:
             raise ValueError(f"noise_splits: unknown split(s) {bad}; expected {SPLITS}")
@@ -686,7 +736,7 @@ class SyntheticTask:
     def _record(self, chain: Chain, split: str, i: int, rng: np.random.Generator, noise: float) -> dict:
         experts, errors = [], []
         for _ in range(self.num_experts):
-            text, err = demonstration(chain, rng, noise)
+            text, err = demonstration(chain, rng, noise, self.noise_kind)
             experts.append(text)
             errors.append(err)
         return {
@@ -706,7 +756,7 @@ class SyntheticTask:
 
 def make_splits(seed: int, n_train: int, n_val: int, n_test: int, **task: Any) -> dict[str, list[dict]]:
     """{"train": [...], "val": [...], "test": [...]} for `SyntheticTask(seed, n_train, n_val, n_test, **task)`.
-    task: num_steps, num_experts, noise, noise_splits, modulus, ops, max_addend, max_factor."""
+    task: num_steps, num_experts, noise, noise_splits, noise_kind, modulus, ops, max_addend, max_factor."""
     if "num_steps" in task and isinstance(task["num_steps"], list):
         task["num_steps"] = tuple(task["num_steps"])
     return SyntheticTask(seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, **task).splits()

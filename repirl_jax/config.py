@@ -41,7 +41,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.irl = ml_collections.ConfigDict(dict(
         pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)
         weight_scope="batch",  # batch (Algorithm 1) | prompt
-        importance_weights=True))  # False: uniform weights (paper Figure 2 ablation)
+        importance_weights=True,  # False: uniform weights (paper Figure 2 ablation)
+        # Beyond the paper (issue 11; defaults = the paper): losses.transform_log_weights / truncate_weights.
+        log_weight_norm="none",  # none | per_token (log w / response length)
+        weight_temperature=1.0,  # log w / temperature before the softmax
+        weight_cap=0.0,  # > 0: w_hat truncated at cap / |N|, renormalised
+        prm_epochs=1))  # passes of the PRM step over each iteration's batch (paper: 1)
 
     c.policy = ml_collections.ConfigDict(dict(
         lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1, adam_eps=1e-8,

@@ -462,12 +462,15 @@ class Trainer:
                                                        c.prm.beta)
             return loss * extra["row_scale"], aux
 
+        irl_opts = dict(log_weight_norm=c.irl.get("log_weight_norm", "none"),  # issue 11 knobs (paper defaults)
+                        weight_temperature=c.irl.get("weight_temperature", 1.0), weight_cap=c.irl.get("weight_cap", 0.0))
+
         def irl_full_loss(prm, mb):
             """L_phi on a whole mini-batch in one pass (the weights are computed inside, without gradient)."""
             traj, extra = mb
             r = token_rewards(shift_invariant(prm), traj, None)
             out = losses.repirl_reward_loss(r, traj.response_mask, extra["logp_old"], extra["pos"], extra["neg"],
-                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights)
+                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights, **irl_opts)
             aux = {f"irl_{k_}": getattr(out, k_) for k_ in ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg")}
             aux["irl_max_weight"] = out.max_weight
             return out.loss, aux
@@ -500,10 +503,10 @@ class Trainer:
 
         def irl_coefficients(r, mask, logp_old, pos, neg, group):
             out = losses.repirl_reward_loss(r, mask, logp_old, pos, neg, group, c.irl.weight_scope,
-                                            c.irl.importance_weights)
+                                            c.irl.importance_weights, **irl_opts)
             R, _ = losses.trajectory_scores(r, mask)
-            w_hat = losses.normalized_weights(losses.importance_log_weights(R, logp_old, mask), neg, group,
-                                              c.irl.weight_scope, c.irl.importance_weights)
+            w_hat = losses.irl_weights(R, logp_old, mask, neg, group, c.irl.weight_scope, c.irl.importance_weights,
+                                       **irl_opts)
             coef = jnp.where(neg > 0, w_hat, 0.0) - pos / jnp.maximum(pos.sum(), 1.0)
             return coef, out
         self.irl_coefficients = jax.jit(irl_coefficients)
@@ -798,7 +801,9 @@ class Trainer:
         pos = (((1 - is_roll) > 0) | (is_roll.astype(bool) & correct & bool(c.irl.pseudo_expert))) * row_keep
         neg = (is_roll.astype(bool) & ~correct) * row_keep
         micro = c.prm.micro_batch
-        for idx in self._minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts):
+        epochs = c.irl.get("prm_epochs", 1) if c.algo == "repirl" else 1  # issue 11 knob (paper: 1)
+        for idx in [i for _ in range(epochs) for i in self._minibatches(traj.prompt.shape[0], per_prompt,
+                                                                         c.prm.minibatch_prompts)]:
             part = Traj(*(x[idx] for x in traj))
             local_group = group[idx] - group[idx].min()  # segment ids must index this mini-batch's rows
             n_micro = len(idx) // micro

@@ -29,8 +29,11 @@ value) is ~97% on "+" and "-" but ~57% on "*", so errors are mostly multiplicati
 
 Expert
 ------
-`expert_response(chain)` writes the correct solution. `demonstration(chain, rng, noise)`: with
-probability `noise` (independently per demonstration) the demonstration has exactly ONE arithmetic slip:
+`expert_response(chain)` writes the correct solution. `demonstration(chain, rng, noise, kind)`: with
+probability `noise` (independently per demonstration) the demonstration is imperfect. kind "corrected"
+(`corrected_response`, the demo's default since issue 11): at a step j the line states a wrong result and
+the NEXT line redoes step j correctly (same left side), so the answer is right but one line is wrong and
+the response is one line longer. kind "carried" (`noisy_response`): exactly ONE arithmetic slip:
 at a step j drawn uniformly from 0..N-1 the stated result is a wrong value (a near miss +-1, +-2, +-10 or a
 uniformly random other value), and every later line continues CONSISTENTLY from the wrong value (later
 steps are arithmetically right given their left side, the answer line repeats the last stated value). The
@@ -44,7 +47,11 @@ The response is split on "\\n" into items (the characters between newlines; a si
 not start a new item; "" has no items). Every item is a step, the answer line included. The expert's items
 are its N step lines followed by its answer line (N + 1 items).
 
-    item i is CORRECT  iff  i < N + 1 and the item text equals the expert's item i exactly.
+    item i is CORRECT  iff  p(i) < N + 1 and the item text equals the expert's item p(i) exactly,
+
+where p(i) is the item's position: p(0) = 0, and p advances by one after every item except a RETRACTED
+attempt -- a step line followed by a step line with the same left side (a<op>b) but a different result,
+i.e. a correction; the redo is then judged against the same expert item. Without retractions p(i) = i.
 
 So a step is correct iff it applies the chain's i-th operation with the right operand to the TRUE value
 v[i] and states the TRUE result v[i+1] in canonical form (fixed width, no spaces), and the answer line is

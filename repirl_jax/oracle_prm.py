@@ -20,6 +20,7 @@ room to improve.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -122,9 +123,15 @@ def train_oracle_prm(prm: dict, cfg, traces: LabelledTraces, steps: int, batch: 
     return params, log
 
 
+@functools.lru_cache(maxsize=8)
+def _reward_fn(cfg):
+    """One jitted scalar-head reward function per model config (compiled once per batch shape)."""
+    return jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
+
+
 def score_traces(prm: dict, cfg, traces: LabelledTraces, batch: int = 128) -> np.ndarray:
     """Scalar-head token rewards / logits [B, R] (0 off-mask) of any scalar-head PRM on `traces`."""
-    fn = jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
+    fn = _reward_fn(cfg)
     out = []
     n = len(traces)
     for s in range(0, n, batch):

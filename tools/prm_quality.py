@@ -156,7 +156,9 @@ def run_seed(seed: int, log) -> dict:
         t = time.time()
         c = set_keys(base.copy_and_resolve_references(), METHODS[name].items())
         c.train.max_iterations = FLAGS.iterations
-        trainer = train.Trainer(c, mesh, launch.build_models(c, cfg, mesh, bc_params), tok, reward_fn, train_set)
+        # a copy per method: the trainer's jitted steps donate (delete) the parameter buffers they are given
+        own = jax.tree.map(lambda x: x.copy(), bc_params)
+        trainer = train.Trainer(c, mesh, launch.build_models(c, cfg, mesh, own), tok, reward_fn, train_set)
         ess = []
         for it in range(1, FLAGS.iterations + 1):
             m = trainer.iteration(it)

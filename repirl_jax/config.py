@@ -43,7 +43,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.irl = ml_collections.ConfigDict(dict(
         pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)
         weight_scope="batch",  # batch (Algorithm 1) | prompt
-        importance_weights=True))  # False: uniform weights (paper Figure 2 ablation)
+        importance_weights=True,  # False: uniform weights (paper Figure 2 ablation)
+        # Beyond the paper (issue 11; defaults = the paper): losses.transform_log_weights / truncate_weights.
+        log_weight_norm="none",  # none | per_token (log w / response length)
+        weight_temperature=1.0,  # log w / temperature before the softmax
+        weight_cap=0.0,  # > 0: w_hat truncated at cap / |N|, renormalised
+        prm_epochs=1))  # passes of the PRM step over each iteration's batch (paper: 1)
 
     c.policy = ml_collections.ConfigDict(dict(
         lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1, adam_eps=1e-8,
@@ -97,6 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
         val_limit=256,
         filter=ml_collections.ConfigDict(dict(enabled=True, low=0.2, high=0.8)),
         synthetic=ml_collections.ConfigDict(dict(n_train=2000, n_val=200, n_test=500, noise=0.0,
+                                                 noise_kind="carried",  # carried | corrected (synthetic.py)
                                                  num_steps=(4, 4), ops="+-*", max_addend=99, max_factor=9,
                                                  modulus=100))))
 
@@ -189,6 +195,10 @@ FIELD_HELP = {
     "irl.pseudo_expert": "correct rollouts join the PRM's positives (False: the paper's D.2 ablation)",
     "irl.weight_scope": "importance weights normalised over the batch (Algorithm 1) | per prompt",
     "irl.importance_weights": "False: uniform weights over the negatives (paper Figure 2 ablation)",
+    "irl.log_weight_norm": "beyond the paper: none (Eq. 4) | per_token (log-weights divided by response length)",
+    "irl.weight_temperature": "beyond the paper: log-weights divided by this before normalising (1 = Eq. 4)",
+    "irl.weight_cap": "beyond the paper: > 0 truncates each weight at cap/|N| and renormalises (0 = off)",
+    "irl.prm_epochs": "passes of the rePIRL PRM step over each iteration's batch (paper: 1)",
     "policy.lr": "policy learning rate",
     "policy.weight_decay": "policy AdamW weight decay",
     "policy.clip": "policy gradient-norm clip",
@@ -252,6 +262,7 @@ FIELD_HELP = {
     "data.synthetic.n_val": "synthetic task: validation prompts",
     "data.synthetic.n_test": "synthetic task: test prompts",
     "data.synthetic.noise": "synthetic task: fraction of corrupted expert demonstrations",
+    "data.synthetic.noise_kind": "synthetic task: carried (the slip carries to a wrong answer) | corrected (redone next line)",
     "data.synthetic.num_steps": "synthetic task: (min, max) operations per chain",
     "data.synthetic.ops": "synthetic task: operators used",
     "data.synthetic.max_addend": "synthetic task: largest addend",

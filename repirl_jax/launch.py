@@ -39,7 +39,8 @@ def build_datasets(config, tokenizer):
         from repirl_jax.data import synthetic
         s = config.data.synthetic
         splits = synthetic.make_splits(seed=config.seed, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
-                                       noise=s.noise, num_steps=tuple(s.num_steps), ops=s.ops,
+                                       noise=s.noise, noise_kind=s.get("noise_kind", "carried"),
+                                       num_steps=tuple(s.num_steps), ops=s.ops,
                                        max_addend=s.max_addend, max_factor=s.max_factor, modulus=s.modulus,
                                        num_experts=max(config.data.experts_per_prompt, 1))
         if config.data.train == "synthetic:test":  # test-time training: the test prompts are the training set
@@ -419,7 +420,10 @@ def _summary_table(summary: dict, workdir: str) -> str:
         if key in summary and summary[key] is not None:
             v = summary[key]
             name = names.get(key, key)
-            lines.append(f"| {name} | {v:.3f} |" if isinstance(v, float) else f"| {name} | {v} |")
+            if key.startswith("test_accuracy") and isinstance(v, float):
+                lines.append(f"| {name} | {100 * v:.1f}% |")
+            else:
+                lines.append(f"| {name} | {v:.3f} |" if isinstance(v, float) else f"| {name} | {v} |")
     lines.append(f"| metrics | {os.path.join(workdir, 'metrics.jsonl')} |")
     lines.append(f"| checkpoints | {summary.get('checkpoints')} |")
     return "\n".join(lines)

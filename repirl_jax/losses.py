@@ -90,19 +90,59 @@ def normalized_weights(log_w_b, neg_b, group_b=None, scope: str = "batch", impor
     return within / jnp.maximum(has_neg.sum(), 1)
 
 
+def irl_weights(R_b, logp_old_bt, mask_bt, neg_b, group_b=None, scope: str = "batch", importance_weights: bool = True,
+                log_weight_norm: str = "none", weight_temperature: float = 1.0, weight_cap: float = 0.0):
+    """w_hat over the negatives: Eq. 4 log-weights -> `transform_log_weights` -> `normalized_weights` ->
+    `truncate_weights` (the last two of which are identities at their defaults; uniform weights skip all)."""
+    lw = transform_log_weights(importance_log_weights(R_b, logp_old_bt, mask_bt), mask_bt, log_weight_norm,
+                               weight_temperature)
+    w = normalized_weights(lw, neg_b, group_b, scope, importance_weights)
+    return truncate_weights(w, neg_b, weight_cap) if importance_weights else w
+
+
+def transform_log_weights(log_w_b, mask_bt, norm: str = "none", temperature: float = 1.0):
+    """Options beyond the paper for the degenerate weights of long responses (defaults = the paper's Eq. 4):
+    norm "per_token": log w_j / T_j (T_j = response tokens of row j, i.e. rbar_j - mean_t logp_old[j, t]:
+    a per-token geometric mean of the density ratio); then divided by `temperature` (tempered weights,
+    temperature > 1 flattens them toward uniform). "none" with temperature 1 returns log w unchanged."""
+    if norm not in ("none", "per_token"):
+        raise ValueError(f"irl.log_weight_norm={norm!r}: expected none or per_token")
+    if not temperature > 0:
+        raise ValueError(f"irl.weight_temperature={temperature}: must be > 0")
+    lw = log_w_b
+    if norm == "per_token":
+        lw = lw / jnp.maximum(mask_bt.astype(jnp.float32).sum(axis=1), 1.0)
+    return lw / temperature
+
+
+def truncate_weights(w_hat_b, neg_b, cap: float = 0.0):
+    """Truncated self-normalised weights: min(w_hat, cap / |N|), renormalised over the negatives (one
+    truncation pass; cap = 0: off, the paper). E.g. cap = 5: no negative gets more than 5x the uniform share
+    before renormalising."""
+    if cap <= 0:
+        return w_hat_b
+    neg = neg_b.astype(jnp.float32)
+    limit = cap / jnp.maximum(neg.sum(), 1.0)
+    w = jnp.where(neg > 0, jnp.minimum(w_hat_b, limit), 0.0)
+    return w / jnp.maximum(w.sum(), 1e-30)
+
+
 def repirl_reward_loss(r_bt, mask_bt, logp_old_bt, pos_b, neg_b, group_b=None, weight_scope: str = "batch",
-                       importance_weights: bool = True) -> IRLMetrics:
+                       importance_weights: bool = True, log_weight_norm: str = "none", weight_temperature: float = 1.0,
+                       weight_cap: float = 0.0) -> IRLMetrics:
     """L_phi = sum_{j in N} w_hat_j rbar(tau_j) - mean_{i in P} rbar(tau_i)   (minimised; Algorithm 1 step 8).
 
     r_bt: [B, T] token rewards r_phi(s_t, a_t) of every trajectory (expert demonstrations and rollouts).
     pos_b / neg_b: [B] 0/1 membership of P (experts + correct rollouts) and N (failed rollouts).
     logp_old_bt: [B, T] sampling log-probs (used for negatives only). group_b: [B] prompt index.
     The gradient is Eq. 3 with token-mean scores: sum_N w_hat grad rbar - mean_P grad rbar.
+    log_weight_norm / weight_temperature / weight_cap: `transform_log_weights`, `truncate_weights` (off by
+    default: the paper's weights).
     """
     pos, neg = pos_b.astype(jnp.float32), neg_b.astype(jnp.float32)
     R, rbar = trajectory_scores(r_bt, mask_bt)
-    w_hat = normalized_weights(importance_log_weights(R, logp_old_bt, mask_bt), neg, group_b, weight_scope,
-                               importance_weights)
+    w_hat = irl_weights(R, logp_old_bt, mask_bt, neg, group_b, weight_scope, importance_weights, log_weight_norm,
+                        weight_temperature, weight_cap)
     n_pos, n_neg = pos.sum(), neg.sum()
     neg_term = jnp.sum(jnp.where(neg > 0, w_hat * rbar, 0.0))
     pos_term = jnp.sum(pos * rbar) / jnp.maximum(n_pos, 1.0)

@@ -163,3 +163,23 @@ def localisation_rows(prompts, responses, rewards, modulus: int) -> list[dict]:
         rows.append({"prompt": p, "response": resp, "rewards": list(map(float, r)), "first_error_span": span,
                      "correct": labels.first_error is None and labels.complete})
     return rows
+
+
+def pair_accuracy(prompts, clean, corrupted, clean_rewards, corrupted_rewards, modulus: int,
+                  reduce: str = "last") -> float:
+    """Clean-vs-corrupted pair accuracy: for each (clean demonstration, the same one with one corrupted step
+    j), the fraction of pairs whose corrupted step j scores strictly below the clean step j (ties count
+    half). Step scores: `synthetic.per_step(rewards, ..., reduce)`; j: the corrupted copy's first error."""
+    from repirl_jax.data import synthetic
+    wins = []
+    for p, a, b, ra, rb in zip(prompts, clean, corrupted, clean_rewards, corrupted_rewards):
+        tb = synthetic.token_step_labels(p, b[:len(rb)], modulus=modulus)
+        j = tb.labels.first_error
+        if j is None:
+            continue
+        va, _ = synthetic.per_step(ra, synthetic.token_step_labels(p, a[:len(ra)], modulus=modulus), reduce)
+        vb, _ = synthetic.per_step(rb, tb, reduce)
+        if j >= len(va) or j >= len(vb):
+            continue
+        wins.append(1.0 if vb[j] < va[j] else 0.5 if vb[j] == va[j] else 0.0)
+    return float(np.mean(wins)) if wins else float("nan")

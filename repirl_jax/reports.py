@@ -126,6 +126,14 @@ def trainer_reward_rows(trainer) -> Callable:
     return reward_rows
 
 
+def trainer_text_rewards(trainer, prompts: Sequence[str], texts: Sequence[str]) -> list[np.ndarray]:
+    """The trainer's current PRM token rewards of each (prompt text, response text): [len(response_i)] each."""
+    tok = trainer.tokenizer
+    return token_rewards_of_texts(trainer_reward_rows(trainer), [tok.encode(p, add_special_tokens=False) for p in prompts],
+                                  [tok.encode(t, add_special_tokens=False) for t in texts], trainer.P, trainer.R,
+                                  trainer.pad_id)
+
+
 def run_config(path: str) -> dict | None:
     """The config of a training run directory (written by repirl_jax.launch), or None for model dirs."""
     import json
@@ -205,11 +213,7 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
         clean = r["experts"][0]
         prompts += [r["prompt"], r["prompt"]]
         texts += [clean, synthetic.corrupt(clean, rng, modulus=modulus)]
-    tok = trainer.tokenizer
-    rewards = token_rewards_of_texts(trainer_reward_rows(trainer),
-                                     [tok.encode(p, add_special_tokens=False) for p in prompts],
-                                     [tok.encode(t, add_special_tokens=False) for t in texts], trainer.P, trainer.R,
-                                     trainer.pad_id)
+    rewards = trainer_text_rewards(trainer, prompts, texts)
     n_policy = len(ro["texts"])
     reduce = step_reduce(config.algo)
     out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, reduce)

@@ -257,3 +257,45 @@ def test_corrupt():
     assert S.corrupt("garbage\n" + GOOD + "\n", rng, step=2).endswith("\n")
     with pytest.raises(ValueError, match="no step line"):
         S.corrupt("#24", rng)
+
+
+# --- corrections (a slip redone on the next line) ---------------------------------------------------------
+
+def test_label_corrected_slip():
+    resp = "07*03=21\n21-05=15\n21-05=16\n16+08=24\n#24"  # item 1 slips, item 2 redoes step 1
+    lab = S.label_steps(PROMPT, resp)
+    assert lab.correct == [True, False, True, True, True] and lab.first_error == 1
+    assert [s.expected for s in lab.steps] == GOOD.split("\n")[:2] + GOOD.split("\n")[1:]
+    assert [s.locally_valid for s in lab.steps] == [True, False, True, True, True]
+    assert lab.complete and not lab.all_correct and S.score(resp, "24") == 1.0
+    # the same line twice (same result) is no correction: the second copy is judged as the next step
+    lab = S.label_steps(PROMPT, "07*03=21\n07*03=21\n21-05=16\n16+08=24\n#24")
+    assert lab.correct == [True, False, False, False, False]
+    # a redo that is itself wrong, then a right one: both attempts are wrong, the rest right
+    lab = S.label_steps(PROMPT, "07*03=21\n21-05=15\n21-05=17\n21-05=16\n16+08=24\n#24")
+    assert lab.correct == [True, False, False, True, True, True]
+    # an expert line that repeats itself (5*3 = 5 mod 10) stays correct
+    c = S.parse_prompt("5*3*3=?", modulus=10)
+    assert S.label_steps(c, c.expert_response(), 10).all_correct
+
+
+def test_corrected_noise():
+    task = S.SyntheticTask(seed=5, n_train=200, n_val=10, n_test=10, num_steps=(3, 8), noise=0.4,
+                           noise_kind="corrected")
+    n_noisy = total = 0
+    for r in task.split("train"):
+        for e, err in zip(r["experts"], r["metadata"]["expert_error_steps"]):
+            total += 1
+            lab = S.label_steps(r["prompt"], e)
+            assert S.score(e, r["ground_truth"]) == 1.0 and lab.complete
+            if err is None:
+                assert lab.all_correct
+                continue
+            n_noisy += 1
+            assert lab.first_error == err and lab.correct.count(False) == 1
+            assert len(lab.steps) == r["metadata"]["num_steps"] + 2
+    assert 0.33 < n_noisy / total < 0.47
+    with pytest.raises(ValueError, match="noise_kind"):
+        S.SyntheticTask(noise_kind="typo")
+    with pytest.raises(ValueError, match="step="):
+        S.corrected_response(S.parse_prompt(PROMPT), 0, step=3)

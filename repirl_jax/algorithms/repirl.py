@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repirl_jax import distributed, losses
-from repirl_jax.algorithms.base import Algorithm, register, with_experts
+from repirl_jax.algorithms.base import Algorithm, ConfigError, register, with_experts
 from repirl_jax.batches import take
 
 IRL_STATS = ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight")
@@ -27,13 +27,20 @@ def shift_invariant(prm):
     return {**prm, "head": {**prm["head"], "bias": jax.lax.stop_gradient(prm["head"]["bias"])}}
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7))
-def irl_coefficients(r, mask, logp_old, pos, neg, group, scope: str, importance_weights: bool):
+def weight_options(c) -> dict:
+    """The importance-weight options beyond the paper (losses.irl_weights; defaults = the paper's Eq. 4)."""
+    return dict(log_weight_norm=c.irl.log_weight_norm, weight_temperature=float(c.irl.weight_temperature),
+                weight_cap=float(c.irl.weight_cap))
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
+def irl_coefficients(r, mask, logp_old, pos, neg, group, scope: str, importance_weights: bool,
+                     log_weight_norm: str = "none", weight_temperature: float = 1.0, weight_cap: float = 0.0):
     """(coef [B], RePIRLLoss): coef = w_hat on negatives, -1/|P| on positives (Eq. 4-5)."""
-    out = losses.repirl_reward_loss(r, mask, logp_old, pos, neg, group, scope, importance_weights)
+    opts = dict(log_weight_norm=log_weight_norm, weight_temperature=weight_temperature, weight_cap=weight_cap)
+    out = losses.repirl_reward_loss(r, mask, logp_old, pos, neg, group, scope, importance_weights, **opts)
     R, _ = losses.trajectory_scores(r, mask)
-    w_hat = losses.normalized_weights(losses.importance_log_weights(R, logp_old, mask), neg, group, scope,
-                                      importance_weights)
+    w_hat = losses.irl_weights(R, logp_old, mask, neg, group, scope, importance_weights, **opts)
     return jnp.where(neg > 0, w_hat, 0.0) - pos / jnp.maximum(pos.sum(), 1.0), out
 
 
@@ -43,6 +50,16 @@ class RePIRL(Algorithm):
     needs_experts = True
     experts_in_data = True
     required = {"prm.head": "scalar"}
+
+    def validate(self, c) -> None:
+        super().validate(c)
+        if int(c.irl.prm_epochs) < 1:
+            raise ConfigError(f"irl.prm_epochs={c.irl.prm_epochs}: must be >= 1")
+        if c.irl.log_weight_norm not in ("none", "per_token"):
+            raise ConfigError(f"irl.log_weight_norm={c.irl.log_weight_norm!r}: expected none or per_token")
+        if not float(c.irl.weight_temperature) > 0 or float(c.irl.weight_cap) < 0:
+            raise ConfigError(f"irl.weight_temperature={c.irl.weight_temperature} must be > 0 and "
+                              f"irl.weight_cap={c.irl.weight_cap} >= 0")
 
     def prm_rows_per_prompt(self, c):
         return c.rollout.n + c.data.experts_per_prompt
@@ -59,12 +76,14 @@ class RePIRL(Algorithm):
             traj, extra = mb
             r = token_rewards(shift_invariant(prm), traj, None)
             out = losses.repirl_reward_loss(r, traj.response_mask, extra["logp_old"], extra["pos"], extra["neg"],
-                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights)
+                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights,
+                                            **weight_options(c))
             return out.loss, {f"irl_{k}": getattr(out, k) for k in IRL_STATS}
         return {"main": coef_loss, "single_pass": single_pass}
 
     def reward_model_step(self, tr, b):
-        """One epoch over PRM mini-batches; rows grouped by prompt: its n rollouts, then its k demonstrations."""
+        """irl.prm_epochs epochs (paper: 1) over PRM mini-batches; rows grouped by prompt: its n rollouts, then
+        its k demonstrations."""
         c, n, k, bsz = tr.c, tr.n, tr.k, len(b.records)
         agg: dict = {}
         per_prompt = n + k
@@ -76,7 +95,8 @@ class RePIRL(Algorithm):
         row_keep = np.repeat(b.keep, per_prompt)
         pos = ((~is_roll | (is_roll & correct & bool(c.irl.pseudo_expert))) * row_keep).astype(np.float32)
         neg = ((is_roll & ~correct) * row_keep).astype(np.float32)
-        for idx in tr.minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts):
+        batches = tr.minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts)
+        for idx in [idx for _ in range(int(c.irl.prm_epochs)) for idx in batches]:
             part, local_group = take(traj, idx), group[idx] - group[idx].min()
             n_micro = len(idx) // c.prm.micro_batch
             if pos[idx].sum() + neg[idx].sum() == 0:
@@ -92,8 +112,10 @@ class RePIRL(Algorithm):
             else:
                 r = tr.rewards_in_chunks(part, None)
                 inputs = (r, part.response_mask, lp_old[idx], pos[idx], neg[idx], local_group)
+                opts = weight_options(c)
                 coef, irl = distributed.to_host(irl_coefficients(*tr.put_rows(inputs), c.irl.weight_scope,
-                                                                 bool(c.irl.importance_weights)))
+                                                                 bool(c.irl.importance_weights), opts["log_weight_norm"],
+                                                                 opts["weight_temperature"], opts["weight_cap"]))
                 for key in IRL_STATS:
                     agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
                 agg.setdefault("irl_loss", []).append(float(irl.loss))

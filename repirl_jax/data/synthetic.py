@@ -29,8 +29,11 @@ value) is ~97% on "+" and "-" but ~57% on "*", so errors are mostly multiplicati
 
 Expert
 ------
-`expert_response(chain)` writes the correct solution. `demonstration(chain, rng, noise)`: with
-probability `noise` (independently per demonstration) the demonstration has exactly ONE arithmetic slip:
+`expert_response(chain)` writes the correct solution. `demonstration(chain, rng, noise, kind)`: with
+probability `noise` (independently per demonstration) the demonstration is imperfect. kind "corrected"
+(`corrected_response`, the demo's default since issue 11): at a step j the line states a wrong result and
+the NEXT line redoes step j correctly (same left side), so the answer is right but one line is wrong and
+the response is one line longer. kind "carried" (`noisy_response`): exactly ONE arithmetic slip:
 at a step j drawn uniformly from 0..N-1 the stated result is a wrong value (a near miss +-1, +-2, +-10 or a
 uniformly random other value), and every later line continues CONSISTENTLY from the wrong value (later
 steps are arithmetically right given their left side, the answer line repeats the last stated value). The
@@ -44,7 +47,11 @@ The response is split on "\\n" into items (the characters between newlines; a si
 not start a new item; "" has no items). Every item is a step, the answer line included. The expert's items
 are its N step lines followed by its answer line (N + 1 items).
 
-    item i is CORRECT  iff  i < N + 1 and the item text equals the expert's item i exactly.
+    item i is CORRECT  iff  p(i) < N + 1 and the item text equals the expert's item p(i) exactly,
+
+where p(i) is the item's position: p(0) = 0, and p advances by one after every item except a RETRACTED
+attempt -- a step line followed by a step line with the same left side (a<op>b) but a different result,
+i.e. a correction; the redo is then judged against the same expert item. Without retractions p(i) = i.
 
 So a step is correct iff it applies the chain's i-th operation with the right operand to the TRUE value
 v[i] and states the TRUE result v[i+1] in canonical form (fixed width, no spaces), and the answer line is
@@ -273,16 +280,41 @@ def noisy_response(chain: Chain, rng: Any, step: int | None = None) -> tuple[str
     return _render(chain, _continue(chain, j, _wrong_value(chain.values[j + 1], rng, chain.modulus))), j
 
 
-def demonstration(chain: Chain, rng: Any = None, noise: float = 0.0) -> tuple[str, int | None]:
-    """An expert demonstration: with probability `noise` a `noisy_response` (returns its slipped step),
-    else the correct solution (returns None)."""
+def corrected_response(chain: Chain, rng: Any, step: int | None = None) -> tuple[str, int]:
+    """A solution with one slip that is corrected at once: at step j (drawn uniformly, or `step`) the line
+    states a wrong result, the next line redoes step j correctly (same left side, right result), and the
+    rest is the expert's. The final answer is right; `label_steps` marks the slipped line (item j) wrong and
+    every other item correct. Returns (response, j)."""
+    rng = _as_rng(rng)
+    n = chain.num_steps
+    j = int(rng.integers(n)) if step is None else int(step)
+    if not 0 <= j < n:
+        raise ValueError(f"step={step}: expected 0..{n - 1}")
+    vals = chain.values
+    items = chain.expert_items()
+    op, b = chain.ops[j]
+    f = chain.fmt
+    wrong = f"{f(vals[j])}{op}{f(b)}={f(_wrong_value(vals[j + 1], rng, chain.modulus))}"
+    return "\n".join(items[:j] + [wrong] + items[j:]), j
+
+
+NOISE_KINDS = ("corrected", "carried")
+
+
+def demonstration(chain: Chain, rng: Any = None, noise: float = 0.0, kind: str = "carried") -> tuple[str, int | None]:
+    """An expert demonstration: with probability `noise` an imperfect one -- kind "carried": a
+    `noisy_response` (one slip continued consistently, wrong answer); "corrected": a `corrected_response`
+    (one slip redone on the next line, right answer) -- returning its slipped item index; else the correct
+    solution (returns None)."""
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise={noise}: expected a fraction in [0, 1]")
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"noise kind={kind!r}: expected one of {NOISE_KINDS}")
     if noise == 0.0:
         return chain.expert_response(), None
     rng = _as_rng(rng)
     if rng.random() < noise:
-        return noisy_response(chain, rng)
+        return (corrected_response if kind == "corrected" else noisy_response)(chain, rng)
     return chain.expert_response(), None
 
 
@@ -367,8 +399,22 @@ def split_items(response: str) -> list[tuple[str, int, int]]:
     return items
 
 
+def _retracted(items: Sequence[tuple[str, int, int]]) -> list[bool]:
+    """Item i is a RETRACTED attempt iff it is a well-formed step line and the next item is a step line with
+    the same left side (a<op>b) but a different stated result: the trace redoes that step (a correction)."""
+    out = []
+    for i, (text, _, _) in enumerate(items):
+        ms = _STEP_RE.fullmatch(text)
+        nxt = _STEP_RE.fullmatch(items[i + 1][0]) if i + 1 < len(items) else None
+        out.append(bool(ms and nxt and ms.groups()[:3] == nxt.groups()[:3] and ms.group(4) != nxt.group(4)))
+    return out
+
+
 def label_steps(prompt: str | Chain, response: str, modulus: int = MODULUS) -> StepLabels:
-    """Per-item correctness of any response (expert, garbage, truncated) to a task prompt (or a Chain)."""
+    """Per-item correctness of any response (expert, garbage, truncated, with corrections) to a task prompt
+    (or a Chain). Item i is judged against the expert's item at POSITION p(i): p(0) = 0 and p advances by
+    one after every item except a retracted attempt (`_retracted`: a step line redone by the next line), so
+    a redo is judged against the same expert item as the attempt it replaces; without retractions p(i) = i."""
     chain = prompt if isinstance(prompt, Chain) else parse_prompt(prompt, modulus)
     if not isinstance(response, str):
         raise TypeError(f"response: expected str, got {type(response).__name__}")
@@ -377,27 +423,35 @@ def label_steps(prompt: str | Chain, response: str, modulus: int = MODULUS) -> S
     steps: list[Step] = []
     carried: int | None = chain.start
     first_error = None
-    for i, (text, s, e) in enumerate(split_items(response)):
+    items = split_items(response)
+    retracted = _retracted(items)
+    pos = 0
+    for i, (text, s, e) in enumerate(items):
         ms, ma = _STEP_RE.fullmatch(text), _ANSWER_RE.fullmatch(text)
         kind = "step" if ms else "answer" if ma else "malformed"
-        exp = expected[i] if i < len(expected) else None
+        exp = expected[pos] if pos < len(expected) else None
         correct = exp is not None and text == exp
         valid = False
         if ms:
             a, op, b, c = int(ms.group(1)), ms.group(2), int(ms.group(3)), int(ms.group(4))
             f = chain.fmt
-            valid = (i < n and (op, b) == chain.ops[i] and carried is not None and a == carried
+            valid = (pos < n and (op, b) == chain.ops[pos] and carried is not None and a == carried
                      and (f(a), f(b), f(c)) == (ms.group(1), ms.group(3), ms.group(4))
                      and c == apply_op(op, a, b, chain.modulus))
-            carried = c
+            if not retracted[i]:
+                carried = c
         else:
             if ma:
-                valid = i == n and carried is not None and ma.group(1) == chain.fmt(carried)
+                valid = pos == n and carried is not None and ma.group(1) == chain.fmt(carried)
             carried = None
         if not correct and first_error is None:
             first_error = i
         steps.append(Step(i, text, s, e, kind, correct, exp, valid))
-    return StepLabels(steps, first_error, len(expected), len(steps) >= len(expected), extract_answer(response))
+        if not retracted[i]:
+            pos += 1
+    n_retracted = sum(retracted)
+    return StepLabels(steps, first_error, len(expected), len(steps) - n_retracted >= len(expected),
+                      extract_answer(response))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -629,6 +683,7 @@ class SyntheticTask:
     num_experts: int = DEFAULT_NUM_EXPERTS
     noise: float = 0.0
     noise_splits: tuple[str, ...] = ("train",)
+    noise_kind: str = "carried"
     modulus: int = MODULUS
     ops: str = OPS
     max_addend: int = DEFAULT_MAX_ADDEND
@@ -639,6 +694,8 @@ class SyntheticTask:
             raise ValueError(f"noise={self.noise}: expected a fraction in [0, 1]")
         if self.num_experts < 0:
             raise ValueError(f"num_experts={self.num_experts}: expected >= 0")
+        if self.noise_kind not in NOISE_KINDS:
+            raise ValueError(f"noise_kind={self.noise_kind!r}: expected one of {NOISE_KINDS}")
         bad = [s for s in self.noise_splits if s not in SPLITS]
         if bad:
             raise ValueError(f"noise_splits: unknown split(s) {bad}; expected {SPLITS}")
@@ -686,7 +743,7 @@ class SyntheticTask:
     def _record(self, chain: Chain, split: str, i: int, rng: np.random.Generator, noise: float) -> dict:
         experts, errors = [], []
         for _ in range(self.num_experts):
-            text, err = demonstration(chain, rng, noise)
+            text, err = demonstration(chain, rng, noise, self.noise_kind)
             experts.append(text)
             errors.append(err)
         return {
@@ -706,7 +763,7 @@ class SyntheticTask:
 
 def make_splits(seed: int, n_train: int, n_val: int, n_test: int, **task: Any) -> dict[str, list[dict]]:
     """{"train": [...], "val": [...], "test": [...]} for `SyntheticTask(seed, n_train, n_val, n_test, **task)`.
-    task: num_steps, num_experts, noise, noise_splits, modulus, ops, max_addend, max_factor."""
+    task: num_steps, num_experts, noise, noise_splits, noise_kind, modulus, ops, max_addend, max_factor."""
     if "num_steps" in task and isinstance(task["num_steps"], list):
         task["num_steps"] = tuple(task["num_steps"])
     return SyntheticTask(seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, **task).splits()

@@ -1,0 +1,163 @@
+"""The oracle PRM: a scalar-head PRM trained with SUPERVISED per-token step labels from the synthetic task's
+labeller (`synthetic.token_step_labels`), the ceiling against which learned PRMs are measured.
+
+    traces = label_traces(prompts, responses, tokenizer, P, R, modulus)     # host arrays + 0/1 targets
+    prm, log = train_oracle_prm(prm, cfg, traces, steps=400, batch=64, lr=1e-3, seed=0)
+    rewards = score_traces(prm, cfg, traces)                                  # [B, R] logits, 0 off-mask
+
+Target of response token t of a trace: 1 if the step (line) it belongs to is correct, 0 if not (each line's
+terminating newline belongs to it); the end-of-sequence token's target is 1 iff the trace ends with the
+correct answer line (as the labeller judges it). Loss: token-mean binary cross-entropy of sigmoid(z_t), z_t the scalar head's
+output at token t (the same place rePIRL reads r_phi(s_t, a_t)):
+
+    L = -sum_{b,t} m[b,t] (y log sigmoid(z) + (1 - y) log sigmoid(-z)) / sum m
+
+If a model of the demo's size trained this way separates correct from wrong steps (step-error AUROC >= 0.90
+on held-out policy traces), a step is locally checkable by that model, and a learned PRM below that has
+room to improve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from repirl_jax import logprobs, losses, sampling
+
+
+@dataclasses.dataclass
+class LabelledTraces:
+    """Prompt/response arrays in the trainer's layout plus per-token targets. B rows, P / R slots."""
+    prompt: np.ndarray  # [B, P] int32, left-padded
+    prompt_mask: np.ndarray  # [B, P] int32
+    response: np.ndarray  # [B, R] int32 (response tokens + eos, right-padded)
+    response_mask: np.ndarray  # [B, R] float32
+    targets: np.ndarray  # [B, R] float32 0/1 (0 off-mask)
+    prompts: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return self.prompt.shape[0]
+
+    def rows(self, idx) -> "LabelledTraces":
+        idx = np.asarray(idx)
+        return LabelledTraces(self.prompt[idx], self.prompt_mask[idx], self.response[idx], self.response_mask[idx],
+                              self.targets[idx], [self.prompts[i] for i in idx], [self.texts[i] for i in idx])
+
+    @staticmethod
+    def concat(parts: Sequence["LabelledTraces"]) -> "LabelledTraces":
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        return LabelledTraces(cat("prompt"), cat("prompt_mask"), cat("response"), cat("response_mask"),
+                              cat("targets"), [s for p in parts for s in p.prompts], [s for p in parts for s in p.texts])
+
+
+def token_targets(prompt: str, response: str, max_len: int, modulus: int) -> np.ndarray:
+    """Targets [max_len] float32 for `response` + eos cut to max_len (see module docstring)."""
+    from repirl_jax.data import synthetic
+    tl = synthetic.token_step_labels(prompt, response, with_eos=True, modulus=modulus)
+    y = (tl.step_correct == 1).astype(np.float32)
+    steps = tl.labels.steps
+    y[-1] = float(bool(steps) and steps[-1].kind == "answer" and steps[-1].correct)  # eos: a right final answer
+    out = np.zeros(max_len, np.float32)
+    out[:min(len(y), max_len)] = y[:max_len]
+    return out
+
+
+def label_traces(prompts: Sequence[str], responses: Sequence[str], tokenizer, max_prompt_len: int,
+                 max_response_len: int, modulus: int) -> LabelledTraces:
+    """Token arrays and labeller targets of (prompt, response) pairs of the synthetic task."""
+    from repirl_jax.batches import pad_right
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    p_ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    r_ids = [tokenizer.encode(r, add_special_tokens=False)[:max_response_len - 1] + [tokenizer.eos_token_id]
+             for r in responses]
+    pt, pm = sampling.pad_prompts(p_ids, max_prompt_len, pad_token_id=tokenizer.pad_token_id, truncate="left")
+    rt, rm = pad_right(r_ids, max_response_len, tokenizer.pad_token_id)
+    y = np.stack([token_targets(p, r, max_response_len, modulus) for p, r in zip(prompts, responses)]) * rm
+    return LabelledTraces(pt, pm.astype(np.int32), rt, rm, y.astype(np.float32), list(prompts), list(responses))
+
+
+def oracle_loss(prm: dict, cfg, batch: tuple) -> tuple[jax.Array, dict]:
+    """Token-mean BCE of the scalar head's logits against the labeller's per-token targets."""
+    prompt, prompt_mask, response, response_mask, targets = batch
+    z = logprobs.prm_token_rewards(prm, cfg, prompt, prompt_mask, response, response_mask)
+    return losses.step_bce_loss(z, response_mask, targets)
+
+
+def train_oracle_prm(prm: dict, cfg, traces: LabelledTraces, steps: int, batch: int = 64, lr: float = 1e-3,
+                     seed: int = 0, clip: float = 1.0) -> tuple[dict, list[float]]:
+    """`steps` AdamW steps of `oracle_loss` on random mini-batches of `batch` rows of `traces` (sampled
+    without replacement within each pass). Returns (trained PRM, loss per step)."""
+    if steps < 0 or batch < 1:
+        raise ValueError(f"steps={steps}, batch={batch}: need steps >= 0, batch >= 1")
+    if len(traces) == 0:
+        raise ValueError("train_oracle_prm: no traces")
+    opt = optax.chain(optax.clip_by_global_norm(clip), optax.adamw(lr, weight_decay=0.0))
+
+    @jax.jit
+    def step(params, opt_state, mb):
+        (loss, aux), g = jax.value_and_grad(oracle_loss, has_aux=True)(params, cfg, mb)
+        upd, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, upd), opt_state, loss, aux["step_acc"]
+
+    params = jax.tree.map(jnp.asarray, prm)
+    opt_state = opt.init(params)
+    rng = np.random.default_rng(seed)
+    b = min(batch, len(traces))
+    order, pos, log = rng.permutation(len(traces)), 0, []
+    arrays = (traces.prompt, traces.prompt_mask, traces.response, traces.response_mask, traces.targets)
+    for _ in range(steps):
+        if pos + b > len(order):
+            order, pos = rng.permutation(len(traces)), 0
+        idx = order[pos:pos + b]
+        pos += b
+        params, opt_state, loss, _ = step(params, opt_state, tuple(a[idx] for a in arrays))
+        log.append(float(loss))
+    return params, log
+
+
+@functools.lru_cache(maxsize=8)
+def _reward_fn(cfg):
+    """One jitted scalar-head reward function per model config (compiled once per batch shape)."""
+    return jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
+
+
+def score_traces(prm: dict, cfg, traces: LabelledTraces, batch: int = 128) -> np.ndarray:
+    """Scalar-head token rewards / logits [B, R] (0 off-mask) of any scalar-head PRM on `traces`."""
+    fn = _reward_fn(cfg)
+    out = []
+    n = len(traces)
+    for s in range(0, n, batch):
+        sl = slice(s, min(s + batch, n))
+        args = [traces.prompt[sl], traces.prompt_mask[sl], traces.response[sl], traces.response_mask[sl]]
+        pad = batch - (sl.stop - sl.start)
+        if pad:  # one shape per call
+            args = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in args]
+        out.append(np.asarray(fn(prm, *args))[:sl.stop - sl.start])
+    return np.concatenate(out) if out else np.zeros((0, traces.response.shape[1]), np.float32)
+
+
+def per_trace_rewards(rewards: np.ndarray, traces: LabelledTraces) -> list[np.ndarray]:
+    """Each row's rewards over its response characters (eos dropped), for `prm_eval.step_error_auroc`."""
+    return [rewards[i, :len(t)] for i, t in enumerate(traces.texts)]
+
+
+def corrupted_pairs(records: Sequence[dict], rng: Any, modulus: int) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, clean, corrupted): each record's first demonstration and a copy with one step's result
+    changed (`synthetic.corrupt`, not propagated)."""
+    from repirl_jax.data import synthetic
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    prompts, clean, bad = [], [], []
+    for r in records:
+        ref = r["metadata"].get("reference", r["experts"][0]) if "metadata" in r else r["experts"][0]
+        prompts.append(r["prompt"])
+        clean.append(ref)
+        bad.append(synthetic.corrupt(ref, rng, modulus=modulus))
+    return prompts, clean, bad

@@ -1,0 +1,75 @@
+"""The oracle PRM (supervised per-token step labels) and the PRM quality suite on a tiny run."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from repirl_jax import oracle_prm, prm_eval
+from repirl_jax.data import synthetic as S
+from repirl_jax.models import config as mconfig, heads, qwen
+
+PROMPT = "07*03-05+08=?\n"
+GOOD = "07*03=21\n21-05=16\n16+08=24\n#24"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_token_targets():
+    tok = S.get_tokenizer()
+    bad = "07*03=21\n21-05=15\n15+08=23\n#23"
+    fixed = "07*03=21\n21-05=15\n21-05=16\n16+08=24\n#24"
+    tr = oracle_prm.label_traces([PROMPT] * 3, [GOOD, bad, fixed], tok, 16, 48, 100)
+    y, m = tr.targets, tr.response_mask
+    assert m.sum(1).tolist() == [len(GOOD) + 1, len(bad) + 1, len(fixed) + 1]  # + eos
+    assert y[0, :len(GOOD) + 1].tolist() == [1.0] * (len(GOOD) + 1)
+    assert y[1, :len(bad) + 1].tolist() == [1.0] * 9 + [0.0] * (len(bad) - 9 + 1)  # eos: wrong answer
+    assert y[2, :len(fixed) + 1].tolist() == [1.0] * 9 + [0.0] * 9 + [1.0] * (len(fixed) - 18 + 1)
+    assert (y[m == 0] == 0).all()
+
+
+def test_oracle_loss_is_bce_and_training_lowers_it():
+    cfg = mconfig.preset("tiny-qwen3", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=16, intermediate_size=64, vocab_size=32).replace(dtype="float32")
+    prm = {"trunk": qwen.init_params(cfg, jax.random.key(0)), "head": heads.init_scalar_head(cfg, jax.random.key(1))}
+    recs = S.make_splits(0, 16, 0, 0, num_steps=(2, 2))["train"]
+    rng = np.random.default_rng(0)
+    p, clean, bad = oracle_prm.corrupted_pairs(recs, rng, 100)
+    tr = oracle_prm.label_traces(p + p, clean + bad, S.get_tokenizer(), 12, 24, 100)
+    z = oracle_prm.score_traces(prm, cfg, tr, batch=8)
+    y, m = tr.targets, tr.response_mask
+    ref = -(y * np.log(1 / (1 + np.exp(-z))) + (1 - y) * np.log(1 / (1 + np.exp(z))))
+    arrays = (tr.prompt, tr.prompt_mask, tr.response, tr.response_mask, tr.targets)
+    loss, _ = oracle_prm.oracle_loss(prm, cfg, arrays)
+    np.testing.assert_allclose(float(loss), (ref * m).sum() / m.sum(), rtol=1e-4)
+    trained, log = oracle_prm.train_oracle_prm(prm, cfg, tr, steps=40, batch=16, lr=3e-3, seed=0)
+    assert len(log) == 40 and np.mean(log[-5:]) < 0.9 * np.mean(log[:5])
+    # trained on these traces, it ranks their correct steps above their wrong ones
+    r = oracle_prm.per_trace_rewards(oracle_prm.score_traces(trained, cfg, tr, batch=8), tr)
+    assert prm_eval.step_error_auroc(tr.prompts, tr.texts, r, 100, "last")["auroc_all_steps"] > 0.6
+
+
+def test_pair_accuracy():
+    bad = S.corrupt(GOOD, np.random.default_rng(0), step=1)
+    ra = np.zeros(len(GOOD))
+    rb = np.zeros(len(bad))
+    rb[9:18] = -1.0  # the corrupted step scores lower: a win
+    assert prm_eval.pair_accuracy([PROMPT], [GOOD], [bad], [ra], [rb], 100, "last") == 1.0
+    assert prm_eval.pair_accuracy([PROMPT], [GOOD], [bad], [ra], [-rb], 100, "last") == 0.0
+    assert prm_eval.pair_accuracy([PROMPT], [GOOD], [bad], [ra], [np.zeros(len(bad))], 100, "mean") == 0.5
+
+
+def test_prm_quality_tiny_run(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"), "--seeds=0", "--iterations=1",
+         "--oracle_steps=3", "--test_prompts=4", "--oracle_train_prompts=4", "--methods=repirl",
+         f"--config={os.path.join(ROOT, 'tests', 'train_config.py')}", f"--out={tmp_path}",
+         "--set=data.synthetic.n_test=8"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    keys = [kv.split("=")[0] for kv in last.split()]
+    assert keys == ["oracle_auroc", "repirl_auroc", "floor_auroc"], last
+    vals = [float(kv.split("=")[1]) for kv in last.split()]
+    assert all(np.isnan(v) or 0.0 <= v <= 1.0 for v in vals)
+    assert (tmp_path / "table.md").exists() and "| oracle |" in (tmp_path / "table.md").read_text()

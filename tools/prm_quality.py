@@ -1,0 +1,222 @@
+"""PRM quality against true step labels (issue 11 item 2): every reward model scored on the same held-out
+policy traces of the demo task, between a ceiling and a floor.
+
+    python tools/prm_quality.py [--seeds=0,1,2] [--iterations=20] [--oracle_steps=400] [--out=results/prm_quality]
+
+Per seed: the demo's BC warm-up (configs/demo.py, or --warmup=DIR/warmup of an earlier run of the same
+seed), then the held-out traces: n = rollout.n samples (T = 1) of the BC policy on the first --test_prompts
+test prompts, plus per test prompt its clean reference solution and a copy with one corrupted step
+(`synthetic.corrupt`). Reward models, each from the BC trunk:
+  oracle        scalar head + trunk trained with the labeller's per-token labels (`oracle_prm`; ceiling),
+                on BC samples and clean/corrupted pairs of TRAIN prompts
+  repirl        --iterations of the demo's rePIRL (importance weights, batch scope)
+  repirl_uniform, repirl_prompt     the same with uniform weights / prompt-scope weights
+  math_shepherd, airl_dense, prime  --iterations of those methods (configs as in tools/reproduce.py)
+  floor         the BC trunk with an untrained (random) head
+Metrics on the held-out traces: step-error AUROC over every step of the policy samples (a step's score is
+its LAST token's reward: the only token at which a causal PRM has read the whole step), the same with the
+step's mean token reward, the first-error AUROC (first wrong step against the correct steps before it), and
+the clean-vs-corrupted pair accuracy (`prm_eval.pair_accuracy`). Mean +- std over seeds; writes
+OUT/table.md and OUT/results.json. The last line is `oracle_auroc=<x> repirl_auroc=<x> floor_auroc=<x>`
+(step-error AUROC, last-token scores, means over seeds).
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+METHODS = {
+    "repirl": {"algo": "repirl"},
+    "repirl_uniform": {"algo": "repirl", "irl.importance_weights": False},
+    "repirl_prompt": {"algo": "repirl", "irl.weight_scope": "prompt"},
+    "math_shepherd": {"algo": "math_shepherd", "advantage.c": 0.1, "prm.micro_batch": 128,
+                      "shepherd.prefixes_per_call": 128, "shepherd.k": 2},
+    "airl_dense": {"algo": "airl_dense", "advantage.c": 1.0, "advantage.outcome_weight": 1.0,
+                   "airl.perturbed_negatives": True, "prm.micro_batch": 128},
+    "prime": {"algo": "prime", "prm.head": "implicit", "prm.micro_batch": 128},
+}
+ORDER = ("oracle", *METHODS, "floor")
+
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+flags.DEFINE_integer("iterations", 20, "Training iterations per learned reward model.")
+flags.DEFINE_integer("oracle_steps", 400, "Oracle PRM optimiser steps (batch 64).")
+flags.DEFINE_float("oracle_lr", 1e-3, "Oracle PRM learning rate.")
+flags.DEFINE_integer("oracle_train_prompts", 512, "Train prompts whose BC samples (and pairs) train the oracle.")
+flags.DEFINE_integer("test_prompts", 128, "Test prompts for the held-out traces (a multiple of rollout.prompts_per_call).")
+flags.DEFINE_list("methods", list(METHODS), "Learned reward models to score.")
+flags.DEFINE_string("config", os.path.join(ROOT, "configs", "demo.py"), "Task/model config.")
+flags.DEFINE_list("set", [], "KEY=VALUE config overrides (python literals), applied to every run.")
+flags.DEFINE_string("warmup", "", "A BC warm-up directory (hf params dir) to use for every seed instead of training one.")
+flags.DEFINE_string("out", "results/prm_quality", "Output directory.")
+FLAGS = flags.FLAGS
+
+
+def set_keys(c, pairs):
+    import ast
+    for key, value in pairs:
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        if isinstance(value, str):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass
+        node[last] = value
+    return c
+
+
+def scores(prompts, texts, rewards, pairs, pair_rewards, modulus):
+    """All metrics of one reward model's token rewards on the held-out traces."""
+    from repirl_jax import prm_eval
+    last = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "last")
+    mean = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "mean")
+    pp, clean, bad = pairs
+    n = len(pp)
+    return {"auroc": last["auroc_all_steps"], "auroc_mean": mean["auroc_all_steps"],
+            "auroc_first_error": last["auroc_first_error"],
+            "pair_acc": prm_eval.pair_accuracy(pp, clean, bad, pair_rewards[:n], pair_rewards[n:], modulus, "last"),
+            "steps": last["steps"], "wrong_steps": last["wrong_steps"]}
+
+
+def run_seed(seed: int, log) -> dict:
+    import jax
+    import numpy as np
+    from repirl_jax import hf, launch, oracle_prm, reports, train
+    from repirl_jax.rewards.scorers import build_reward_fn
+    from repirl_jax.config import load_config_file
+    from repirl_jax.models import heads
+    from repirl_jax.sharding import make_mesh
+    base = set_keys(load_config_file(FLAGS.config), [kv.split("=", 1) for kv in FLAGS.set])
+    base.seed = seed
+    base.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    tok = launch.build_tokenizer(base)
+    train_set, _, test_set = launch.build_datasets(base, tok)
+    cfg = launch.model_config(base, tok)
+    reward_fn, _ = build_reward_fn(base)
+    mod = base.data.synthetic.modulus
+    P, R = base.rollout.max_prompt_len, base.rollout.max_response_len
+    t = time.time()
+    if FLAGS.warmup:
+        bc_params = hf.load_params_dir(FLAGS.warmup, mesh=mesh, cfg=cfg)[0]
+    else:
+        with tempfile.TemporaryDirectory() as wd:
+            bc_params = launch.bc_warmup(base, wd, mesh, cfg, tok, reward_fn, train_set, progress_bar=False)
+    log(f"seed {seed}: BC warm-up {time.time() - t:.0f} s")
+
+    # Held-out traces: BC samples on test prompts, and clean / one-step-corrupted reference pairs.
+    c_ro = base.copy_and_resolve_references()
+    c_ro.algo = "rloo"
+    sampler = train.Trainer(c_ro, mesh, launch.build_models(c_ro, cfg, mesh, bc_params), tok, reward_fn, train_set)
+    test = sampler.tokenize_set(test_set[:FLAGS.test_prompts], "test")
+    ro = sampler.rollouts(test, jax.random.key(1000 + seed))
+    prompts = [r["prompt"] for r in test for _ in range(sampler.n)]
+    texts = list(ro["texts"])
+    pairs = oracle_prm.corrupted_pairs(test, np.random.default_rng(seed), mod)
+    pair_prompts, pair_texts = pairs[0] + pairs[0], pairs[1] + pairs[2]
+    held = oracle_prm.label_traces(prompts, texts, tok, P, R, mod)
+    held_pairs = oracle_prm.label_traces(pair_prompts, pair_texts, tok, P, R, mod)
+    sample_acc = float(np.mean(reward_fn([r for r in test for _ in range(sampler.n)], texts)[0]))
+    out = {"bc_sample_accuracy": sample_acc}
+
+    def score_scalar(prm):
+        r = oracle_prm.per_trace_rewards(oracle_prm.score_traces(prm, cfg, held), held)
+        rp = oracle_prm.per_trace_rewards(oracle_prm.score_traces(prm, cfg, held_pairs), held_pairs)
+        return scores(prompts, texts, r, pairs, rp, mod)
+
+    fresh = lambda: {"trunk": jax.tree.map(lambda x: x.copy(), bc_params),  # noqa: E731
+                     "head": heads.init_scalar_head(cfg, jax.random.fold_in(jax.random.key(seed), 3))}
+    out["floor"] = score_scalar(fresh())
+    log(f"seed {seed}: floor {out['floor']}")
+
+    # Oracle: supervised labels on BC samples of train prompts (+ their clean / corrupted pairs).
+    t = time.time()
+    tr_recs = sampler.train_set[:FLAGS.oracle_train_prompts]
+    ro_tr = sampler.rollouts(tr_recs, jax.random.key(2000 + seed))
+    tp, tc, tb = oracle_prm.corrupted_pairs(tr_recs, np.random.default_rng(10_000 + seed), mod)
+    tr = oracle_prm.LabelledTraces.concat([
+        oracle_prm.label_traces([r["prompt"] for r in tr_recs for _ in range(sampler.n)], ro_tr["texts"], tok, P, R,
+                                mod),
+        oracle_prm.label_traces(tp + tp, tc + tb, tok, P, R, mod)])
+    oracle, loss_log = oracle_prm.train_oracle_prm(fresh(), cfg, tr, FLAGS.oracle_steps, 64, FLAGS.oracle_lr, seed)
+    out["oracle"] = {**score_scalar(oracle), "train_loss_end": float(np.mean(loss_log[-20:])),
+                     "time_s": time.time() - t}
+    log(f"seed {seed}: oracle {out['oracle']}")
+    del sampler
+
+    for name in FLAGS.methods:
+        t = time.time()
+        c = set_keys(base.copy_and_resolve_references(), METHODS[name].items())
+        c.train.max_iterations = FLAGS.iterations
+        # a copy per method: the trainer's jitted steps donate (delete) the parameter buffers they are given
+        own = jax.tree.map(lambda x: x.copy(), bc_params)
+        trainer = train.Trainer(c, mesh, launch.build_models(c, cfg, mesh, own), tok, reward_fn, train_set)
+        ess = []
+        for it in range(1, FLAGS.iterations + 1):
+            m = trainer.iteration(it)
+            if "irl_ess" in m:
+                ess.append(m["irl_ess"])
+        r = reports.trainer_text_rewards(trainer, prompts, texts)
+        rp = reports.trainer_text_rewards(trainer, pair_prompts, pair_texts)
+        out[name] = {**scores(prompts, texts, r, pairs, rp, mod), "time_s": time.time() - t}
+        if ess:
+            out[name]["irl_ess_mean"] = float(np.mean(ess))
+        log(f"seed {seed}: {name} {out[name]}")
+        del trainer
+    return out
+
+
+def summarise(per_seed: dict, names) -> tuple[str, dict]:
+    import numpy as np
+    keys = ("auroc", "auroc_mean", "auroc_first_error", "pair_acc")
+    agg = {}
+    rows = ["| reward model | step-error AUROC (last token) | step-error AUROC (step mean) | first-error AUROC "
+            "| clean-vs-corrupted pair accuracy |", "|---|---|---|---|---|"]
+    for name in names:
+        vals = {k: [per_seed[s][name][k] for s in per_seed if name in per_seed[s]] for k in keys}
+        if not vals["auroc"]:
+            continue
+        agg[name] = {k: (float(np.nanmean(v)), float(np.nanstd(v))) for k, v in vals.items()}
+        rows.append(f"| {name} | " + " | ".join(f"{agg[name][k][0]:.3f} ± {agg[name][k][1]:.3f}" for k in keys) + " |")
+    return "\n".join(rows), agg
+
+
+def main(_):
+    import logging
+    logging.getLogger("jax").setLevel(logging.ERROR)
+    os.makedirs(FLAGS.out, exist_ok=True)
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
+
+    unknown = [m for m in FLAGS.methods if m not in METHODS]
+    if unknown:
+        raise app.UsageError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
+    per_seed = {int(s): run_seed(int(s), log) for s in FLAGS.seeds}
+    names = [n for n in ORDER if n in ("oracle", "floor") or n in FLAGS.methods]
+    table, agg = summarise(per_seed, names)
+    header = (f"Seeds {','.join(FLAGS.seeds)}; {FLAGS.iterations} iterations per learned model; oracle "
+              f"{FLAGS.oracle_steps} steps; {FLAGS.test_prompts} test prompts; mean ± std over seeds.\n\n")
+    with open(os.path.join(FLAGS.out, "table.md"), "w") as f:
+        f.write(header + table + "\n")
+    with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
+        json.dump({"per_seed": per_seed, "summary": agg, "flags": {k: FLAGS[k].value for k in
+                   ("seeds", "iterations", "oracle_steps", "test_prompts", "methods", "set")},
+                   "time_s": time.time() - t0}, f, indent=2)
+    print(header + table)
+    get = lambda n: agg[n]["auroc"][0] if n in agg else float("nan")  # noqa: E731
+    print(f"oracle_auroc={get('oracle'):.3f} repirl_auroc={get('repirl'):.3f} floor_auroc={get('floor'):.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

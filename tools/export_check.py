@@ -70,10 +70,10 @@ def programs(config, devices: int):
     trainer = train.Trainer(config, mesh, memory_plan.abstract_models(config, cfg), None, None, [], abstract=True)
     out = [(name.split(" ")[0], fn, args) for name, fn, args, _ in memory_plan.programs(trainer, gpu_sampler=False)]
     rows = trainer.chunk_rows(config.data.prompts_per_iter * trainer.n)
-    traj = memory_plan._abstract(trainer._put_rows(memory_plan._traj(rows, trainer.P, trainer.R)))
+    traj = memory_plan._abstract(trainer.put_rows(memory_plan._traj(rows, trainer.P, trainer.R)))
     policy = trainer.state["policy"]["model"]
     out.insert(0, ("policy_logprobs", trainer.logp, (policy, traj)))
-    toks = memory_plan._abstract(trainer._put_rows(np.zeros((rows, trainer.P + trainer.R), np.int32)))
+    toks = memory_plan._abstract(trainer.put_rows(np.zeros((rows, trainer.P + trainer.R), np.int32)))
 
     def forward_logits(params, tokens, c=cfg):
         mask = (tokens >= 0).astype(np.int32)

@@ -1,6 +1,17 @@
-"""What the benchmark scripts share: the model shapes they time and best-of-N wall-clock timing."""
+"""What the tool scripts share: simulated CPU devices, the model shapes they time, best-of-N timing.
 
+Imports no JAX, so a script can call `simulate_devices` before it imports jax."""
+
+import os
+import sys
 import time
+
+
+def simulate_devices(argv, default: int = 8) -> None:
+    """Make the CPU backend show `--devices=N` (default 8) devices; call before jax is imported."""
+    n = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--devices=")), default)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 SHAPES = {
     "XS": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,

@@ -20,20 +20,11 @@ from __future__ import annotations
 import os
 import sys
 
-
-def _devices_from_argv(argv) -> int:
-    for a in argv:
-        if a.startswith("--devices="):
-            return int(a.split("=", 1)[1])
-    return 8
-
-
-if __name__ == "__main__":  # simulated devices must be set before jax is imported
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_devices_from_argv(sys.argv)}").strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # simulated devices must be set before jax is imported
+    from bench_common import simulate_devices
+    simulate_devices(sys.argv)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny(config, devices: int):

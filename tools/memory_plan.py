@@ -33,18 +33,10 @@ import re
 import sys
 import time
 
-
-def _devices_from_argv(argv) -> int:
-    for a in argv:
-        if a.startswith("--devices="):
-            return int(a.split("=", 1)[1])
-    return 8
-
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 if __name__ == "__main__":  # simulated devices must be set before jax is imported
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_devices_from_argv(sys.argv)}").strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from bench_common import simulate_devices
+    simulate_devices(sys.argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402

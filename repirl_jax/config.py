@@ -176,6 +176,7 @@ FIELD_HELP = {
     "model.remat": "rematerialisation: none | full (recompute each layer in the backward pass)",
     "model.max_positions": "longest sequence the model is built for",
     "model.attn_block": "query positions per causal attention block without a cache (0: one block)",
+    "model.attn_impl": "attention kernel without a cache: auto (cuDNN flash on GPUs where it applies, else blocked) | blocked | cudnn",
     "model.hidden_size": "> 0 overrides the preset's hidden size",
     "model.num_layers": "> 0 overrides the preset's number of layers",
     "model.num_heads": "> 0 overrides the preset's attention heads",

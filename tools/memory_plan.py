@@ -107,8 +107,7 @@ def sampler_float32(trainer, scfg, weights, toks, mask):
     cfg32 = trainer.cfg.replace(dtype="float32")
     w32 = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32 if x.dtype == jnp.bfloat16 else x.dtype,
                                                       sharding=x.sharding), weights)
-    gen = jax.jit(lambda params, t, m, key: sampling._generate(params, t, m, key, cfg=cfg32, scfg=scfg,
-                                                               act=trainer.sample_act))
+    gen = jax.jit(lambda params, t, m, key: sampling.generate(params, cfg32, t, m, scfg, key, act=trainer.sample_act))
     return gen, (w32, _abstract(toks), _abstract(mask), jax.eval_shape(lambda: jax.random.key(0)))
 
 
@@ -151,8 +150,8 @@ def programs(trainer, gpu_sampler: bool = True):
                                    rules=trainer.sample_act.rules)
     scfg = sampling.SamplingConfig(max_new_tokens=R, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                    num_samples=n, stop_token_ids=(0,), pad_token_id=0)
-    gen = jax.jit(lambda params, t, m, key: sampling._generate(params, t, m, key, cfg=trainer.cfg, scfg=scfg,
-                                                               act=trainer.sample_act))
+    gen = jax.jit(lambda params, t, m, key: sampling.generate(params, trainer.cfg, t, m, scfg, key,
+                                                              act=trainer.sample_act))
     weights, weight_state = state["policy"]["model"], ("policy.model",)
     if c.rollout.weights != "train":  # the sampler's own copy (rollout.weights): an input of the sampler
         from repirl_jax.models import qwen

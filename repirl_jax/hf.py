@@ -450,7 +450,7 @@ def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
     """Into the HF export `dst` of training run `workdir`: the run's tokenizer files (chat template
     included) and a generation_config.json (the source model's, if any) whose eos_token_id lists every
     end-of-turn id the run's sampler stopped at, so that transformers' generate stops where ours does."""
-    from repirl_jax import generation
+    from repirl_jax import rollout
     from repirl_jax.run_dirs import tokenizer_source
     try:
         tok_dir = tokenizer_source("", workdir)
@@ -463,7 +463,9 @@ def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
         if name != "config.json" and os.path.isfile(os.path.join(tok_dir, name)):
             shutil.copyfile(os.path.join(tok_dir, name), os.path.join(dst, name))
     with open(os.path.join(workdir, "config.json")) as f:
-        model_path = json.load(f).get("model", {}).get("path", "")
+        run = json.load(f)
+    model_path = run.get("model", {}).get("path", "")
+    chat = rollout.is_chat(run.get("data", {}).get("prompt_format", "raw"))
     gen = {}
     src_gen = os.path.join(model_path, "generation_config.json") if model_path else ""
     if src_gen and os.path.exists(src_gen):
@@ -471,7 +473,7 @@ def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
             gen = json.load(f)
     import transformers
     tok = transformers.AutoTokenizer.from_pretrained(dst)
-    stop = list(generation.stop_token_ids(cfg, tok))
+    stop = list(rollout.stop_token_ids(cfg, tok, chat=chat))
     gen.update(eos_token_id=stop if len(stop) > 1 else stop[0],
                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stop[0])
     if tok.bos_token_id is not None:

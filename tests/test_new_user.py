@@ -89,7 +89,7 @@ def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run)
     import jax
     import torch
     import transformers
-    from repirl_jax import generation, hf, sampling
+    from repirl_jax import generation, hf, rollout, sampling
     dst = str(paper_run["root"] / "export")
     hf.checkpoint_to_hf(paper_run["workdir"], dst)
     names = set(os.listdir(dst))
@@ -101,10 +101,12 @@ def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run)
     assert tok(text)["input_ids"] == src_tok(text)["input_ids"]
     assert tok.chat_template == src_tok.chat_template and tok.chat_template
     gen_cfg = json.load(open(os.path.join(dst, "generation_config.json")))
-    assert set(np.atleast_1d(gen_cfg["eos_token_id"])) >= {151643, 151645}  # <|endoftext|>, <|im_end|>
+    params, cfg, _, _ = hf.load_training_checkpoint(paper_run["workdir"])
+    # every id the run's sampler stops at (rollout.stop_token_ids: chat prompts end at <|im_end|>)
+    assert set(np.atleast_1d(gen_cfg["eos_token_id"]).tolist()) == set(rollout.stop_token_ids(cfg, tok, chat=True))
+    assert 151645 in np.atleast_1d(gen_cfg["eos_token_id"])  # <|im_end|>
 
     model = transformers.AutoModelForCausalLM.from_pretrained(dst, dtype=torch.float32).eval()
-    params, cfg, _, _ = hf.load_training_checkpoint(paper_run["workdir"])
     ours = generation.TextGenerator(jax.device_put(params), cfg.replace(dtype="float32"), tok, 32, 2)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in ("What is 2+3?", "Name a prime.")]

@@ -16,7 +16,7 @@ temporaries. The last line is `peak_bytes_per_device=<max over programs>`.
 
 Compiled by the CPU backend (the only one here): its buffer assignment is not the GPU's, and it keeps
 bfloat16 weights and the KV cache in float32 inside the sampler's decode loop (Qwen2.5-3B, 64 rows per
-device: 32.4 GiB of temporaries in bf16 against 21.9 GiB for the same program in float32). So with a
+device: 23.0 GiB of temporaries in bf16 against 21.9 GiB for the same program in float32). So with a
 bfloat16 model the sampler is also compiled in float32 (`sampler@float32`, nothing to upcast) and reported
 as a GPU holds it: the bf16 program's arguments and outputs, and temporaries = float32 temporaries - the
 bf16 KV cache per device (the f32 program holds the cache at twice its bf16 size; every other buffer of the

@@ -113,7 +113,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         max_iterations=2, checkpoint_every=50, keep=3, eval_every=50, eval_batch=64,
         logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True,
-        max_empty_iterations=10))  # stop after this many iterations in a row that keep no prompt (0: never)
+        max_empty_iterations=10,  # stop after this many iterations in a row that keep no prompt (0: never)
+        early_signal_k=0))  # > 0 (methods with a PRM): early-signal check k iterations after all-fail prompts
 
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
     return c
@@ -286,6 +287,8 @@ FIELD_HELP = {
     "train.max_nonfinite_in_a_row": "stop after this many non-finite updates in a row",
     "train.async_checkpoint": "write checkpoints in the background",
     "train.max_empty_iterations": "stop after this many iterations in a row that keep no prompt (0: never)",
+    "train.early_signal_k": "> 0, methods with a PRM: prompts whose rollouts all fail are re-tried greedily k "
+                            "iterations later; WORKDIR/early_signal.jsonl and summary early_signal_auroc (0: off)",
     "mesh.data": "data-parallel axis size (-1: the remaining devices)",
     "mesh.fsdp": "fully-sharded axis size (-1: the remaining devices)",
     "mesh.tensor": "tensor-parallel axis size",

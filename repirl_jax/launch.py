@@ -281,8 +281,15 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
         empty = EmptyIterations(config.train.get("max_empty_iterations", 0), config.data.filter.low,
                                 config.data.filter.high)
         summary["empty_iterations"] = 0
+        watch = None
+        if config.train.get("early_signal_k", 0) and trainer.algo.needs_prm:
+            from repirl_jax.early_signal import EarlySignal
+            watch = EarlySignal(config.train.early_signal_k, os.path.join(workdir, "early_signal.jsonl")
+                                if jax.process_index() == 0 else None, config.train.eval_batch)
         for it in range(start + 1, config.train.max_iterations + 1):
             m = trainer.iteration(it)
+            if watch is not None:
+                watch.after_iteration(trainer, it)
             try:
                 empty.update(it, m)
             finally:
@@ -305,6 +312,8 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
         writer.close()
         summary["data_report"] = trainer.data_report
         summary["nonfinite_updates_skipped"] = trainer.nonfinite_total
+        if watch is not None:
+            summary.update(watch.summary())
         if test:
             summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
         if test and config.data.train == "synthetic" and "prm" in trainer.state:

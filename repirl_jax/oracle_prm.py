@@ -41,6 +41,9 @@ class LabelledTraces:
     targets: np.ndarray  # [B, R] float32 0/1 (0 off-mask)
     prompts: list[str]
     texts: list[str]
+    ends: np.ndarray | None = None  # [B, R] float32: 1 at each step's last token and at the eos
+
+    _ARRAYS = ("prompt", "prompt_mask", "response", "response_mask", "targets", "ends")
 
     def __len__(self) -> int:
         return self.prompt.shape[0]
@@ -48,25 +51,34 @@ class LabelledTraces:
     def rows(self, idx) -> "LabelledTraces":
         idx = np.asarray(idx)
         return LabelledTraces(self.prompt[idx], self.prompt_mask[idx], self.response[idx], self.response_mask[idx],
-                              self.targets[idx], [self.prompts[i] for i in idx], [self.texts[i] for i in idx])
+                              self.targets[idx], [self.prompts[i] for i in idx], [self.texts[i] for i in idx],
+                              None if self.ends is None else self.ends[idx])
 
     @staticmethod
     def concat(parts: Sequence["LabelledTraces"]) -> "LabelledTraces":
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        ends = cat("ends") if all(p.ends is not None for p in parts) else None
         return LabelledTraces(cat("prompt"), cat("prompt_mask"), cat("response"), cat("response_mask"),
-                              cat("targets"), [s for p in parts for s in p.prompts], [s for p in parts for s in p.texts])
+                              cat("targets"), [s for p in parts for s in p.prompts], [s for p in parts for s in p.texts],
+                              ends)
 
 
-def token_targets(prompt: str, response: str, max_len: int, modulus: int) -> np.ndarray:
-    """Targets [max_len] float32 for `response` + eos cut to max_len (see module docstring)."""
+def token_targets(prompt: str, response: str, max_len: int, modulus: int) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, ends) [max_len] float32 for `response` + eos cut to max_len (see module docstring); ends is 1
+    at each step's last token (its newline, or its last character for the final line) and at the eos."""
     from repirl_jax.data import synthetic
     tl = synthetic.token_step_labels(prompt, response, with_eos=True, modulus=modulus)
     y = (tl.step_correct == 1).astype(np.float32)
     steps = tl.labels.steps
     y[-1] = float(bool(steps) and steps[-1].kind == "answer" and steps[-1].correct)  # eos: a right final answer
-    out = np.zeros(max_len, np.float32)
+    idx = tl.step_index
+    e = np.zeros(len(y), np.float32)
+    e[-1] = 1.0
+    e[:-1] = (idx[:-1] >= 0) & (idx[:-1] != np.append(idx[1:-1], -2))  # the last token of each item
+    out, ends = np.zeros(max_len, np.float32), np.zeros(max_len, np.float32)
     out[:min(len(y), max_len)] = y[:max_len]
-    return out
+    ends[:min(len(e), max_len)] = e[:max_len]
+    return out, ends
 
 
 def label_traces(prompts: Sequence[str], responses: Sequence[str], tokenizer, max_prompt_len: int,
@@ -80,25 +92,36 @@ def label_traces(prompts: Sequence[str], responses: Sequence[str], tokenizer, ma
              for r in responses]
     pt, pm = sampling.pad_prompts(p_ids, max_prompt_len, pad_token_id=tokenizer.pad_token_id, truncate="left")
     rt, rm = pad_right(r_ids, max_response_len, tokenizer.pad_token_id)
-    y = np.stack([token_targets(p, r, max_response_len, modulus) for p, r in zip(prompts, responses)]) * rm
-    return LabelledTraces(pt, pm.astype(np.int32), rt, rm, y.astype(np.float32), list(prompts), list(responses))
+    ye = [token_targets(p, r, max_response_len, modulus) for p, r in zip(prompts, responses)]
+    y = np.stack([a for a, _ in ye]) * rm if ye else np.zeros_like(rm)
+    e = np.stack([b for _, b in ye]) * rm if ye else np.zeros_like(rm)
+    return LabelledTraces(pt, pm.astype(np.int32), rt, rm, y.astype(np.float32), list(prompts), list(responses),
+                          e.astype(np.float32))
 
 
 def oracle_loss(prm: dict, cfg, batch: tuple) -> tuple[jax.Array, dict]:
-    """Token-mean BCE of the scalar head's logits against the labeller's per-token targets."""
-    prompt, prompt_mask, response, response_mask, targets = batch
+    """Mean BCE of the scalar head's logits against the labeller's targets over the tokens where `where` is 1
+    (every response token, or the step-end tokens only)."""
+    prompt, prompt_mask, response, response_mask, targets, where = batch
     z = logprobs.prm_token_rewards(prm, cfg, prompt, prompt_mask, response, response_mask)
-    return losses.step_bce_loss(z, response_mask, targets)
+    return losses.step_bce_loss(z, where * response_mask, targets)
 
 
 def train_oracle_prm(prm: dict, cfg, traces: LabelledTraces, steps: int, batch: int = 64, lr: float = 1e-3,
-                     seed: int = 0, clip: float = 1.0) -> tuple[dict, list[float]]:
+                     seed: int = 0, clip: float = 1.0, log=None, log_every: int = 100,
+                     targets_at: str = "all") -> tuple[dict, list[float]]:
     """`steps` AdamW steps of `oracle_loss` on random mini-batches of `batch` rows of `traces` (sampled
-    without replacement within each pass). Returns (trained PRM, loss per step)."""
+    without replacement within each pass), with targets at every response token (`targets_at="all"`) or at
+    the step-end tokens only ("step_end": the tokens at which a step is scored). `log(step, mean loss of the last log_every steps, params)`
+    is called every `log_every` steps when given (progress, learning curves). Returns (trained PRM, loss per step)."""
     if steps < 0 or batch < 1:
         raise ValueError(f"steps={steps}, batch={batch}: need steps >= 0, batch >= 1")
     if len(traces) == 0:
         raise ValueError("train_oracle_prm: no traces")
+    if targets_at not in ("all", "step_end"):
+        raise ValueError(f"targets_at={targets_at!r}: expected all or step_end")
+    if targets_at == "step_end" and traces.ends is None:
+        raise ValueError("targets_at='step_end' needs traces with ends (label_traces)")
     opt = optax.chain(optax.clip_by_global_norm(clip), optax.adamw(lr, weight_decay=0.0))
 
     @jax.jit
@@ -111,16 +134,19 @@ def train_oracle_prm(prm: dict, cfg, traces: LabelledTraces, steps: int, batch: 
     opt_state = opt.init(params)
     rng = np.random.default_rng(seed)
     b = min(batch, len(traces))
-    order, pos, log = rng.permutation(len(traces)), 0, []
-    arrays = (traces.prompt, traces.prompt_mask, traces.response, traces.response_mask, traces.targets)
+    order, pos, losses_ = rng.permutation(len(traces)), 0, []
+    where = traces.ends if targets_at == "step_end" else np.ones_like(traces.response_mask)
+    arrays = (traces.prompt, traces.prompt_mask, traces.response, traces.response_mask, traces.targets, where)
     for _ in range(steps):
         if pos + b > len(order):
             order, pos = rng.permutation(len(traces)), 0
         idx = order[pos:pos + b]
         pos += b
         params, opt_state, loss, _ = step(params, opt_state, tuple(a[idx] for a in arrays))
-        log.append(float(loss))
-    return params, log
+        losses_.append(float(loss))
+        if log is not None and len(losses_) % log_every == 0:
+            log(len(losses_), float(np.mean(losses_[-log_every:])), params)
+    return params, losses_
 
 
 @functools.lru_cache(maxsize=8)
@@ -149,9 +175,11 @@ def per_trace_rewards(rewards: np.ndarray, traces: LabelledTraces) -> list[np.nd
     return [rewards[i, :len(t)] for i, t in enumerate(traces.texts)]
 
 
-def corrupted_pairs(records: Sequence[dict], rng: Any, modulus: int) -> tuple[list[str], list[str], list[str]]:
+def corrupted_pairs(records: Sequence[dict], rng: Any, modulus: int,
+                    propagate: bool = False) -> tuple[list[str], list[str], list[str]]:
     """(prompts, clean, corrupted): each record's first demonstration and a copy with one step's result
-    changed (`synthetic.corrupt`, not propagated)."""
+    changed (`synthetic.corrupt`; `propagate=True`: later lines continue consistently from the wrong value,
+    like a policy's carried slip)."""
     from repirl_jax.data import synthetic
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     prompts, clean, bad = [], [], []
@@ -159,5 +187,19 @@ def corrupted_pairs(records: Sequence[dict], rng: Any, modulus: int) -> tuple[li
         ref = r["metadata"].get("reference", r["experts"][0]) if "metadata" in r else r["experts"][0]
         prompts.append(r["prompt"])
         clean.append(ref)
-        bad.append(synthetic.corrupt(ref, rng, modulus=modulus))
+        bad.append(synthetic.corrupt(ref, rng, modulus=modulus, propagate=propagate))
     return prompts, clean, bad
+
+
+def corrupt_each(response: str, rng: Any, rate: float, modulus: int) -> str:
+    """`response` with each well-formed step line's result independently changed with probability `rate`
+    (`synthetic.corrupt`, not carried on: the next line keeps the true value, so every changed line is the
+    only wrong step of its own). Many wrong steps per trace: the oracle sees enough local errors to learn the
+    check (one corrupted step per trace leaves ~5% wrong step ends, and its pair accuracy stays at chance)."""
+    from repirl_jax.data import synthetic
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    out = response
+    for j, (text, _, _) in enumerate(synthetic.split_items(response)):
+        if synthetic.is_step_line(text) and rng.random() < rate:
+            out = synthetic.corrupt(out, rng, step=j, modulus=modulus)
+    return out

@@ -13,8 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step")
-PRM_SELECTIONS = ("best_of_n", "prm_weighted", "min_step")
+SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step", "prm_weighted:sigmoid", "prm_weighted:exp",
+              "prm_weighted:rank")
+PRM_SELECTIONS = tuple(s for s in SELECTIONS if s != "majority")
 
 
 # --- selection and pass@k (pure functions) --------------------------------------------------------------
@@ -70,16 +71,45 @@ def group_answers(answers: Sequence[str | None], equivalent: Callable[[list[tupl
     return labels
 
 
+VOTE_TRANSFORMS = ("none", "sigmoid", "exp", "rank")
+
+
+def vote_weights(prm_scores: Sequence[float], transform: str = "none") -> np.ndarray:
+    """Per-sample vote weights from PRM scores s_i: none s_i (METHOD.md), sigmoid 1 / (1 + e^-s_i), exp
+    e^(s_i - max s) (a softmax vote), rank the 1-based rank of s_i among the N (ties share the mean rank).
+    Every transform but none is positive and increasing, so a group's total grows with its size."""
+    s = np.asarray(prm_scores, np.float64)
+    if transform == "none":
+        return s
+    if transform == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-s))
+    if transform == "exp":
+        return np.exp(s - s.max())
+    if transform == "rank":
+        order = np.argsort(s, kind="mergesort")
+        ranks = np.empty(len(s))
+        ranks[order] = np.arange(1, len(s) + 1)
+        for v in np.unique(s):  # ties: the mean rank
+            ranks[s == v] = ranks[s == v].mean()
+        return ranks
+    raise ValueError(f"vote transform {transform!r}: expected one of {VOTE_TRANSFORMS}")
+
+
 def select(method: str, labels: Sequence[int], answers: Sequence[str | None],
            prm_scores: Sequence[float] | None = None) -> int:
     """Index of the chosen sample under `method`: majority (largest answer group), best_of_n / min_step (the
     highest `prm_scores`: mean token reward / minimum step score), prm_weighted (the group with the largest
-    sum of PRM scores, its best-scoring member)."""
+    sum of PRM scores, its best-scoring member; METHOD.md's rule). "prm_weighted:<t>" sums transformed
+    scores instead (`vote_weights`: sigmoid, exp, rank), so mostly negative scores do not penalise a
+    large group."""
     n = len(labels)
     has_answer = np.array([a is not None for a in answers])
+    method, _, transform = method.partition(":")
     if method in ("best_of_n", "min_step"):  # rerank: the highest-scoring sample
         return int(np.argmax(np.asarray(prm_scores)))
-    weights = np.ones(n) if method == "majority" else np.asarray(prm_scores, float)
+    if method not in ("majority", "prm_weighted"):
+        raise ValueError(f"selection {method!r}: expected one of {SELECTIONS}")
+    weights = np.ones(n) if method == "majority" else vote_weights(prm_scores, transform or "none")
     groups = sorted(set(labels))
     totals = {g: sum(weights[i] for i in range(n) if labels[i] == g) for g in groups}
     # Groups with a real answer beat answerless singletons; ties go to the earliest group.
@@ -231,7 +261,8 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
 def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature: float = 0.8) -> dict:
     """Test-time reranking with the run's PRM / discriminator on the synthetic test prompts: max(ns) samples
     per prompt at `temperature`; for each N the first N are ranked. Per N (fractions of prompts): pass@1 (mean
-    single-sample accuracy), majority vote, best-of-N by mean token reward, best-of-N by minimum step score."""
+    single-sample accuracy), majority vote, best-of-N by mean token reward, best-of-N by minimum step score,
+    and the PRM-weighted vote on mean token rewards (METHOD.md's sum, and its sigmoid / exp / rank transforms)."""
     import jax
     from repirl_jax.batches import Traj
     from repirl_jax.data import synthetic
@@ -249,7 +280,8 @@ def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature:
     answers = [synthetic.extract_answer(t) for t in ro["texts"]]
     out = {}
     for n in ns:
-        acc = {"pass@1": [], "majority": [], "best_of_n": [], "min_step": []}
+        acc = {"pass@1": [], "majority": [], "best_of_n": [], "min_step": [],
+               **{f"prm_weighted{t}": [] for t in ("", ":sigmoid", ":exp", ":rank")}}
         for i in range(len(records)):
             ans = answers[i * big:i * big + n]
             labels = group_answers(ans, lambda pairs: [a == b for a, b in pairs])
@@ -257,5 +289,7 @@ def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature:
             acc["majority"].append(scores[i, select("majority", labels, ans)])
             acc["best_of_n"].append(scores[i, select("best_of_n", labels, ans, mean[i, :n])])
             acc["min_step"].append(scores[i, select("min_step", labels, ans, low[i, :n])])
+            for key in [k for k in acc if k.startswith("prm_weighted")]:
+                acc[key].append(scores[i, select(key, labels, ans, mean[i, :n])])
         out[n] = {k: float(np.mean(v)) for k, v in acc.items()}
     return out

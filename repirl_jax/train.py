@@ -297,14 +297,15 @@ class Trainer:
         return scores, distributed.allgather_stats(stats)
 
     def evaluate(self, records: list[dict], batch: int) -> dict[str, float]:
-        """Greedy accuracy of the current policy on `records` (already tokenised by `tokenize_set`)."""
+        """Greedy accuracy of the current policy on `records` (already tokenised by `tokenize_set`), and each
+        record's score."""
         scores, params, scfg = [], self.sampler_params(self.state["policy"]["model"]), self.sampling_config(1, greedy=True)
         for s in range(0, len(records), batch):
             part = records[s:s + batch]
             toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id)
             out = distributed.to_host(self.generate(params, toks, mask, scfg))
             scores += list(self.score(part, rollout.decode(self.tokenizer, out)[:len(part)])[0])
-        return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores)}
+        return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores), "scores": scores}
 
     # -- one iteration ----------------------------------------------------------------------------------
 
@@ -340,6 +341,7 @@ class Trainer:
         timers["advantage"] = time.perf_counter() - t
         t = time.perf_counter()  # 7. policy step
         metrics.update(self.policy_step(traj, extra, per_prompt))
+        self.last_batch = b  # read by early_signal.EarlySignal
         timers["policy"] = time.perf_counter() - t
         timers["total"] = time.perf_counter() - t0
         return {**metrics, **{f"time_{k_}": v for k_, v in timers.items()}}

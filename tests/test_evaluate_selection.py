@@ -98,3 +98,21 @@ def test_rerank_by_mean_reward_and_by_minimum_step_pick_different_traces():
     labels, answers = [0, 1], ["1", "2"]
     assert select("best_of_n", labels, answers, mean) == 0
     assert select("min_step", labels, answers, low) == 1
+
+
+def test_vote_transforms():
+    from repirl_jax.reports import vote_weights
+    s = np.array([-3.0, -1.0, 0.5, 0.5])
+    np.testing.assert_allclose(vote_weights(s, "none"), s)
+    np.testing.assert_allclose(vote_weights(s, "sigmoid"), 1 / (1 + np.exp(-s)))
+    np.testing.assert_allclose(vote_weights(s, "exp"), np.exp(s - 0.5))
+    np.testing.assert_allclose(vote_weights(s, "rank"), [1, 2, 3.5, 3.5])
+    # mostly negative scores: the raw sum punishes the large group "7", a positive transform does not
+    answers = ["7", "7", "7", "3"]
+    labels = group_answers(answers, _eq)
+    prm = [-1.0, -1.2, -0.9, -1.5]
+    assert answers[select("prm_weighted", labels, answers, prm)] == "3"
+    for t in ("sigmoid", "exp", "rank"):
+        assert answers[select(f"prm_weighted:{t}", labels, answers, prm)] == "7", t
+    with pytest.raises(ValueError):
+        select("prm_weighted:cube", labels, answers, prm)

@@ -1,4 +1,5 @@
 """The oracle PRM (supervised per-token step labels) and the PRM quality suite on a tiny run."""
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,10 @@ def test_token_targets():
     assert y[1, :len(bad) + 1].tolist() == [1.0] * 9 + [0.0] * (len(bad) - 9 + 1)  # eos: wrong answer
     assert y[2, :len(fixed) + 1].tolist() == [1.0] * 9 + [0.0] * 9 + [1.0] * (len(fixed) - 18 + 1)
     assert (y[m == 0] == 0).all()
+    # step-end tokens: each line's newline, the answer line's last character, and the eos
+    e = tr.ends[0, :len(GOOD) + 1]
+    assert np.flatnonzero(e).tolist() == [8, 17, 26, len(GOOD) - 1, len(GOOD)]
+    assert (tr.ends[m == 0] == 0).all() and np.flatnonzero(tr.ends[2]).tolist()[:3] == [8, 17, 26]
 
 
 def test_oracle_loss_is_bce_and_training_lowers_it():
@@ -40,13 +45,17 @@ def test_oracle_loss_is_bce_and_training_lowers_it():
     y, m = tr.targets, tr.response_mask
     ref = -(y * np.log(1 / (1 + np.exp(-z))) + (1 - y) * np.log(1 / (1 + np.exp(z))))
     arrays = (tr.prompt, tr.prompt_mask, tr.response, tr.response_mask, tr.targets)
-    loss, _ = oracle_prm.oracle_loss(prm, cfg, arrays)
+    loss, _ = oracle_prm.oracle_loss(prm, cfg, arrays + (np.ones_like(m),))
     np.testing.assert_allclose(float(loss), (ref * m).sum() / m.sum(), rtol=1e-4)
+    loss_end, _ = oracle_prm.oracle_loss(prm, cfg, arrays + (tr.ends,))  # step-end tokens only
+    np.testing.assert_allclose(float(loss_end), (ref * tr.ends).sum() / tr.ends.sum(), rtol=1e-4)
     trained, log = oracle_prm.train_oracle_prm(prm, cfg, tr, steps=40, batch=16, lr=3e-3, seed=0)
     assert len(log) == 40 and np.mean(log[-5:]) < 0.9 * np.mean(log[:5])
     # trained on these traces, it ranks their correct steps above their wrong ones
     r = oracle_prm.per_trace_rewards(oracle_prm.score_traces(trained, cfg, tr, batch=8), tr)
     assert prm_eval.step_error_auroc(tr.prompts, tr.texts, r, 100, "last")["auroc_all_steps"] > 0.6
+    _, log_end = oracle_prm.train_oracle_prm(prm, cfg, tr, steps=40, batch=16, lr=3e-3, seed=0, targets_at="step_end")
+    assert np.mean(log_end[-5:]) < 0.9 * np.mean(log_end[:5])
 
 
 def test_pair_accuracy():
@@ -61,8 +70,9 @@ def test_pair_accuracy():
 
 def test_prm_quality_tiny_run(tmp_path):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"), "--seeds=0", "--iterations=1",
-         "--oracle_steps=3", "--test_prompts=4", "--oracle_train_prompts=4", "--methods=repirl",
+        [sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"), "--seeds=0", "--iterations=2",
+         "--oracle_steps=3", "--test_prompts=4", "--oracle_train_prompts=4", "--oracle_pair_prompts=8",
+         "--methods=repirl", "--variant=repirl_e2:irl.prm_epochs=2;prm.lr=1e-3", "--curve_every=1",
          f"--config={os.path.join(ROOT, 'tests', 'train_config.py')}", f"--out={tmp_path}",
          "--set=data.synthetic.n_test=8"],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -72,4 +82,32 @@ def test_prm_quality_tiny_run(tmp_path):
     assert keys == ["oracle_auroc", "repirl_auroc", "floor_auroc"], last
     vals = [float(kv.split("=")[1]) for kv in last.split()]
     assert all(np.isnan(v) or 0.0 <= v <= 1.0 for v in vals)
-    assert (tmp_path / "table.md").exists() and "| oracle |" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    for row in ("| oracle |", "| repirl |", "| repirl_e2 |", "| policy_logp |", "| floor |"):
+        assert row in table, row
+    res = json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]
+    assert res["repirl_e2"]["overrides"] == {"algo": "repirl", "irl.prm_epochs": "2", "prm.lr": "1e-3"}
+    assert [p["iteration"] for p in res["repirl"]["curve"]] == [1]  # --curve_every=1, 2 iterations
+    assert res["oracle"]["curve"] == [] or "train_loss" in res["oracle"]["curve"][0]
+
+
+def test_prm_quality_rejects_a_bad_variant(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"), "--variant=nocolon",
+                          f"--out={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode != 0 and "--variant" in out.stderr
+
+
+def test_corrupt_each_changes_results_only_and_keeps_true_left_sides():
+    rng = np.random.default_rng(0)
+    ref = GOOD
+    seen = set()
+    for _ in range(50):
+        bad = oracle_prm.corrupt_each(ref, rng, 0.5, 100)
+        lab = S.label_steps(PROMPT, bad)
+        wrong = [i for i, ok in enumerate(lab.correct) if not ok]
+        seen.add(len(wrong))
+        for i, (a, b) in enumerate(zip(ref.split("\n"), bad.split("\n"))):
+            assert a.split("=")[0] == b.split("=")[0]  # left sides (and the answer line) unchanged
+            assert (a != b) == (i in wrong)  # exactly the changed lines are wrong: nothing carried
+    assert seen >= {0, 1, 2}  # 0..3 corrupted lines at rate 0.5
+    assert oracle_prm.corrupt_each(ref, rng, 0.0, 100) == ref

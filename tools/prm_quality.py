@@ -12,10 +12,17 @@ test prompts, plus per test prompt its clean reference solution and a copy with 
   repirl        --iterations of the demo's rePIRL (importance weights, batch scope)
   repirl_uniform, repirl_prompt     the same with uniform weights / prompt-scope weights
   math_shepherd, airl_dense, prime  --iterations of those methods (configs as in tools/reproduce.py)
+  --variant NAME:KEY=VALUE;...      more learned models: the config with these overrides (rePIRL by default)
+  policy_logp   no training: the BC policy's own log-prob of each token as its reward (a zero-shot verifier)
   floor         the BC trunk with an untrained (random) head
+The oracle's targets are at the step-end tokens by default (--oracle_targets); it trains on BC samples of
+--oracle_train_prompts train prompts and on the reference solutions of every train prompt, clean and
+corrupted: half with each step's result changed w.p. --oracle_corrupt_rate (not carried: local errors), half
+with one slip carried on consistently. --curve_every=K adds learning curves (every K iterations; the oracle
+every 10K steps) to results.json.
 Metrics on the held-out traces: step-error AUROC over every step of the policy samples (a step's score is
 its LAST token's reward: the only token at which a causal PRM has read the whole step), the same with the
-step's mean token reward, the first-error AUROC (first wrong step against the correct steps before it), and
+step's mean and minimum token reward, the first-error AUROC (first wrong step against the correct steps before it), and
 the clean-vs-corrupted pair accuracy (`prm_eval.pair_accuracy`). Mean +- std over seeds; writes
 OUT/table.md and OUT/results.json. The last line is `oracle_auroc=<x> repirl_auroc=<x> floor_auroc=<x>`
 (step-error AUROC, last-token scores, means over seeds).
@@ -42,15 +49,38 @@ METHODS = {
                    "airl.perturbed_negatives": True, "prm.micro_batch": 128},
     "prime": {"algo": "prime", "prm.head": "implicit", "prm.micro_batch": 128},
 }
-ORDER = ("oracle", *METHODS, "floor")
+
+
+def parse_variants(specs) -> dict:
+    """{name: overrides} from --variant NAME:KEY=VALUE;KEY=VALUE (algo defaults to repirl)."""
+    out = {}
+    for spec in specs:
+        name, sep, body = spec.partition(":")
+        pairs = [kv.split("=", 1) for kv in body.split(";") if kv.strip()]
+        if not sep or not name or any(len(kv) != 2 for kv in pairs):
+            raise app.UsageError(f"--variant={spec!r}: expected NAME:KEY=VALUE[;KEY=VALUE...]")
+        if name in METHODS or name in ("oracle", "floor"):
+            raise app.UsageError(f"--variant={spec!r}: {name!r} is a built-in name")
+        out[name] = {"algo": "repirl", **{k.strip(): v.strip() for k, v in pairs}}
+    return out
+ORDER = ("oracle", *METHODS, "policy_logp", "floor")
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("iterations", 20, "Training iterations per learned reward model.")
 flags.DEFINE_integer("oracle_steps", 400, "Oracle PRM optimiser steps (batch 64).")
 flags.DEFINE_float("oracle_lr", 1e-3, "Oracle PRM learning rate.")
-flags.DEFINE_integer("oracle_train_prompts", 512, "Train prompts whose BC samples (and pairs) train the oracle.")
+flags.DEFINE_integer("oracle_train_prompts", 512, "Train prompts whose BC samples train the oracle.")
+flags.DEFINE_integer("oracle_pair_prompts", 0, "Train prompts whose reference solutions, each with one corrupted step "
+                     "(half of them carried on, like a policy's slip), also train the oracle (0: every train prompt).")
+flags.DEFINE_float("oracle_corrupt_rate", 0.4, "Per-step corruption rate of the oracle's local-error traces.")
+flags.DEFINE_enum("oracle_targets", "step_end", ["step_end", "all"], "Oracle BCE targets at the step-end tokens "
+                  "(where steps are scored) or at every response token.")
 flags.DEFINE_integer("test_prompts", 128, "Test prompts for the held-out traces (a multiple of rollout.prompts_per_call).")
 flags.DEFINE_list("methods", list(METHODS), "Learned reward models to score.")
+flags.DEFINE_multi_string("variant", [], "NAME:KEY=VALUE[;KEY=VALUE...]: one more learned reward model, the demo "
+                          "config with these overrides (e.g. 'repirl_e4:irl.prm_epochs=4;prm.lr=1e-3'); repeatable.")
+flags.DEFINE_integer("curve_every", 0, "Also score every learned model (oracle: every 10x this many steps) every "
+                     "this many iterations: a learning curve in results.json (0: final scores only).")
 flags.DEFINE_string("config", os.path.join(ROOT, "configs", "demo.py"), "Task/model config.")
 flags.DEFINE_list("set", [], "KEY=VALUE config overrides (python literals), applied to every run.")
 flags.DEFINE_string("warmup", "", "A BC warm-up directory (hf params dir) to use for every seed instead of training one.")
@@ -79,9 +109,10 @@ def scores(prompts, texts, rewards, pairs, pair_rewards, modulus):
     from repirl_jax import prm_eval
     last = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "last")
     mean = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "mean")
+    low = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "min")
     pp, clean, bad = pairs
     n = len(pp)
-    return {"auroc": last["auroc_all_steps"], "auroc_mean": mean["auroc_all_steps"],
+    return {"auroc": last["auroc_all_steps"], "auroc_mean": mean["auroc_all_steps"], "auroc_min": low["auroc_all_steps"],
             "auroc_first_error": last["auroc_first_error"],
             "pair_acc": prm_eval.pair_accuracy(pp, clean, bad, pair_rewards[:n], pair_rewards[n:], modulus, "last"),
             "steps": last["steps"], "wrong_steps": last["wrong_steps"]}
@@ -90,7 +121,7 @@ def scores(prompts, texts, rewards, pairs, pair_rewards, modulus):
 def run_seed(seed: int, log) -> dict:
     import jax
     import numpy as np
-    from repirl_jax import hf, launch, oracle_prm, reports, train
+    from repirl_jax import hf, launch, logprobs, oracle_prm, train
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.config import load_config_file
     from repirl_jax.models import heads
@@ -136,51 +167,102 @@ def run_seed(seed: int, log) -> dict:
     fresh = lambda: {"trunk": jax.tree.map(lambda x: x.copy(), bc_params),  # noqa: E731
                      "head": heads.init_scalar_head(cfg, jax.random.fold_in(jax.random.key(seed), 3))}
     out["floor"] = score_scalar(fresh())
+    # Zero-shot reference: the BC policy's own log-prob of each token as its reward (no training).
+    lp_fn = jax.jit(lambda p, *a: logprobs.response_logprobs(p, cfg, *a, with_entropy=False)[0])
+    policy_lp = lambda tr_: [np.asarray(lp_fn(bc_params, tr_.prompt[i:i + 128], tr_.prompt_mask[i:i + 128],  # noqa: E731
+                                              tr_.response[i:i + 128], tr_.response_mask[i:i + 128]))
+                             for i in range(0, len(tr_), 128)]
+    out["policy_logp"] = scores(prompts, texts, oracle_prm.per_trace_rewards(np.concatenate(policy_lp(held)), held),
+                                pairs, oracle_prm.per_trace_rewards(np.concatenate(policy_lp(held_pairs)), held_pairs),
+                                mod)
+    log(f"seed {seed}: policy_logp {out['policy_logp']}")
     log(f"seed {seed}: floor {out['floor']}")
 
     # Oracle: supervised labels on BC samples of train prompts (+ their clean / corrupted pairs).
+    learned = {**{m: METHODS[m] for m in FLAGS.methods}, **parse_variants(FLAGS.variant)}
+    if FLAGS.oracle_steps == 0:
+        log(f"seed {seed}: oracle skipped (--oracle_steps=0)")
+        del sampler
+        return run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts,
+                           pairs, pair_prompts, pair_texts, score_scalar, mod, log, seed)
     t = time.time()
     tr_recs = sampler.train_set[:FLAGS.oracle_train_prompts]
     ro_tr = sampler.rollouts(tr_recs, jax.random.key(2000 + seed))
-    tp, tc, tb = oracle_prm.corrupted_pairs(tr_recs, np.random.default_rng(10_000 + seed), mod)
+    pair_recs = sampler.train_set[:FLAGS.oracle_pair_prompts or len(sampler.train_set)]
+    half = len(pair_recs) // 2
+    rng_pairs = np.random.default_rng(10_000 + seed)
+    # half: every step corrupted w.p. --oracle_corrupt_rate, not carried (local errors); half: one slip
+    # carried on consistently (a policy's error and its consequences)
+    tp, tc, _ = oracle_prm.corrupted_pairs(pair_recs[:half], rng_pairs, mod)
+    tb = [oracle_prm.corrupt_each(x, rng_pairs, FLAGS.oracle_corrupt_rate, mod) for x in tc]
+    tp2, tc2, tb2 = oracle_prm.corrupted_pairs(pair_recs[half:], rng_pairs, mod, propagate=True)
+    tp, tc, tb = tp + tp2, tc + tc2, tb + tb2
     tr = oracle_prm.LabelledTraces.concat([
         oracle_prm.label_traces([r["prompt"] for r in tr_recs for _ in range(sampler.n)], ro_tr["texts"], tok, P, R,
                                 mod),
         oracle_prm.label_traces(tp + tp, tc + tb, tok, P, R, mod)])
-    oracle, loss_log = oracle_prm.train_oracle_prm(fresh(), cfg, tr, FLAGS.oracle_steps, 64, FLAGS.oracle_lr, seed)
-    out["oracle"] = {**score_scalar(oracle), "train_loss_end": float(np.mean(loss_log[-20:])),
-                     "time_s": time.time() - t}
-    log(f"seed {seed}: oracle {out['oracle']}")
-    del sampler
+    curve = []
 
-    for name in FLAGS.methods:
+    def progress(step, loss, params):
+        point = {"step": step, "train_loss": loss}
+        if FLAGS.curve_every and step % (10 * FLAGS.curve_every) == 0:
+            point.update(score_scalar(params))
+        curve.append(point)
+        log(f"seed {seed}: oracle step {step} " + " ".join(f"{k}={v:.3f}" for k, v in point.items()
+                                                            if isinstance(v, float)))
+    log(f"seed {seed}: oracle training set {len(tr)} traces ({time.time() - t:.0f} s)")
+    oracle, loss_log = oracle_prm.train_oracle_prm(fresh(), cfg, tr, FLAGS.oracle_steps, 64, FLAGS.oracle_lr, seed,
+                                                   log=progress, log_every=50, targets_at=FLAGS.oracle_targets)
+    out["oracle"] = {**score_scalar(oracle), "train_loss_end": float(np.mean(loss_log[-20:])),
+                     "time_s": time.time() - t, "curve": curve}
+    log(f"seed {seed}: oracle " + str({k: v for k, v in out["oracle"].items() if k != "curve"}))
+    del sampler
+    return run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts, pairs,
+                       pair_prompts, pair_texts, score_scalar, mod, log, seed)
+
+
+def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts, pairs,
+                pair_prompts, pair_texts, score_scalar, mod, log, seed) -> dict:
+    """Train and score each learned reward model from a copy of the BC parameters."""
+    import jax
+    import numpy as np
+    from repirl_jax import launch, reports, train
+    for name, overrides in learned.items():
         t = time.time()
-        c = set_keys(base.copy_and_resolve_references(), METHODS[name].items())
+        c = set_keys(base.copy_and_resolve_references(), overrides.items())
         c.train.max_iterations = FLAGS.iterations
         # a copy per method: the trainer's jitted steps donate (delete) the parameter buffers they are given
         own = jax.tree.map(lambda x: x.copy(), bc_params)
         trainer = train.Trainer(c, mesh, launch.build_models(c, cfg, mesh, own), tok, reward_fn, train_set)
-        ess = []
+        ess, curve = [], []
+
+        def score_now(tr_=trainer):
+            r = reports.trainer_text_rewards(tr_, prompts, texts)
+            rp = reports.trainer_text_rewards(tr_, pair_prompts, pair_texts)
+            return scores(prompts, texts, r, pairs, rp, mod)
         for it in range(1, FLAGS.iterations + 1):
             m = trainer.iteration(it)
             if "irl_ess" in m:
                 ess.append(m["irl_ess"])
-        r = reports.trainer_text_rewards(trainer, prompts, texts)
-        rp = reports.trainer_text_rewards(trainer, pair_prompts, pair_texts)
-        out[name] = {**scores(prompts, texts, r, pairs, rp, mod), "time_s": time.time() - t}
+            if FLAGS.curve_every and it % FLAGS.curve_every == 0 and it < FLAGS.iterations:
+                curve.append({"iteration": it, **score_now()})
+                log(f"seed {seed}: {name} iteration {it} auroc={curve[-1]['auroc']:.3f}")
+        out[name] = {**score_now(), "time_s": time.time() - t, "overrides": {k: str(v) for k, v in overrides.items()}}
+        if curve:
+            out[name]["curve"] = curve
         if ess:
             out[name]["irl_ess_mean"] = float(np.mean(ess))
-        log(f"seed {seed}: {name} {out[name]}")
+        log(f"seed {seed}: {name} " + str({k: v for k, v in out[name].items() if k != "curve"}))
         del trainer
     return out
 
 
 def summarise(per_seed: dict, names) -> tuple[str, dict]:
     import numpy as np
-    keys = ("auroc", "auroc_mean", "auroc_first_error", "pair_acc")
+    keys = ("auroc", "auroc_mean", "auroc_min", "auroc_first_error", "pair_acc")
     agg = {}
-    rows = ["| reward model | step-error AUROC (last token) | step-error AUROC (step mean) | first-error AUROC "
-            "| clean-vs-corrupted pair accuracy |", "|---|---|---|---|---|"]
+    rows = ["| reward model | step-error AUROC (last token) | (step mean) | (step min) | first-error AUROC "
+            "| clean-vs-corrupted pair accuracy |", "|---|---|---|---|---|---|"]
     for name in names:
         vals = {k: [per_seed[s][name][k] for s in per_seed if name in per_seed[s]] for k in keys}
         if not vals["auroc"]:
@@ -202,8 +284,10 @@ def main(_):
     unknown = [m for m in FLAGS.methods if m not in METHODS]
     if unknown:
         raise app.UsageError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
+    parse_variants(FLAGS.variant)  # bad specs fail before any training
     per_seed = {int(s): run_seed(int(s), log) for s in FLAGS.seeds}
-    names = [n for n in ORDER if n in ("oracle", "floor") or n in FLAGS.methods]
+    names = [n for n in ORDER if n in ("oracle", "policy_logp", "floor") or n in FLAGS.methods] + list(
+        parse_variants(FLAGS.variant))
     table, agg = summarise(per_seed, names)
     header = (f"Seeds {','.join(FLAGS.seeds)}; {FLAGS.iterations} iterations per learned model; oracle "
               f"{FLAGS.oracle_steps} steps; {FLAGS.test_prompts} test prompts; mean ± std over seeds.\n\n")
@@ -211,7 +295,7 @@ def main(_):
         f.write(header + table + "\n")
     with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
         json.dump({"per_seed": per_seed, "summary": agg, "flags": {k: FLAGS[k].value for k in
-                   ("seeds", "iterations", "oracle_steps", "test_prompts", "methods", "set")},
+                   ("seeds", "iterations", "oracle_steps", "test_prompts", "methods", "set", "variant")},
                    "time_s": time.time() - t0}, f, indent=2)
     print(header + table)
     get = lambda n: agg[n]["auroc"][0] if n in agg else float("nan")  # noqa: E731

@@ -8,8 +8,11 @@ then runs the same number of iterations on the same prompts. Writes OUT/table.md
 the final greedy test accuracy, and the step-error AUROC of methods that learn a scalar PRM),
 OUT/runs.jsonl (one line per run) and OUT/accuracy.png (validation accuracy against iteration). Methods with
 a scalar-head reward model (rePIRL, AIRL, Math-Shepherd) also rerank 16 samples per test prompt (T = 0.8)
-at N = 4, 8, 16 by mean token reward and by minimum step score (OUT/rerank.md: gain over pass@1). Runs that
-already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
+at N = 4, 8, 16 by mean token reward, by minimum step score and by PRM-weighted vote (OUT/rerank.md: gain
+over pass@1). OUT/claims.md: the paper's claims (CLAIMS) as paired gains over seeds with a 95% t-interval
+and a verdict; the early-signal row reads each rePIRL run's `early_signal_auroc` (train.early_signal_k,
+--early_signal_k), the test-time-training row the `ttt` method (configs/demo_ttt.py from the same seed's
+rePIRL run). Runs that already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
 """
 
 import json
@@ -22,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from repirl_jax import algorithms  # noqa: E402
+from repirl_jax.stats import claims_table  # noqa: E402
 
 # This comparison's own settings per method on the demo task (batch sizes of the PRM step; AIRL: the
 # discriminator logit (c = 1) plus the outcome (weight 1, like every other method here), one-step-corrupted
@@ -39,24 +43,60 @@ METHODS.update({
     "repirl_no_iw": {"algo": "repirl", "irl.importance_weights": False},
     "repirl_no_pseudo_expert": {"algo": "repirl", "irl.pseudo_expert": False},
     "prm_only": {"algo": "repirl", "advantage.outcome_weight": 0.0},
+    # test-time training (configs/demo_ttt.py) from the same seed's finished rePIRL run: its policy and
+    # frozen PRM, trained on the test prompts with process rewards only
+    "ttt": {"algo": "repirl", "data.train": "synthetic:test", "warmup_bc.steps": 0, "prm.frozen": True,
+            "advantage.outcome_weight": 0.0, "advantage.c": 1.0},
 })
+TTT_FROM = "repirl"
+# The paper's claims as paired comparisons over seeds: (claim, method a, field a, method b, field b);
+# gain = a - b per seed ("b" None: a - 0.5, for an AUROC).
+CLAIMS = (
+    ("rePIRL > RLOO (test accuracy after RL)", "repirl", "test_accuracy_end", "rloo", "test_accuracy_end"),
+    ("importance weights > uniform weights", "repirl", "test_accuracy_end", "repirl_no_iw", "test_accuracy_end"),
+    ("pseudo-experts help", "repirl", "test_accuracy_end", "repirl_no_pseudo_expert", "test_accuracy_end"),
+    ("PRM-only training improves over the BC start", "prm_only", "test_accuracy_end", "prm_only",
+     "test_accuracy_start"),
+    ("PRM-weighted vote >= majority vote at N = 16 (rePIRL PRM)", "repirl", "rerank.16.prm_weighted", "repirl",
+     "rerank.16.majority"),
+    ("  the same, sigmoid-transformed scores", "repirl", "rerank.16.prm_weighted:sigmoid", "repirl",
+     "rerank.16.majority"),
+    ("  the same, rank-transformed scores", "repirl", "rerank.16.prm_weighted:rank", "repirl", "rerank.16.majority"),
+    ("test-time training improves accuracy", "ttt", "test_accuracy_end", "ttt", "test_accuracy_start"),
+    ("early signal: PRM score of all-fail prompts predicts a later solve (AUROC > 0.5)", "repirl",
+     "early_signal_auroc", None, None),
+)
 RERANK_NS = (4, 8, 16)
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+flags.DEFINE_string("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py"),
+                    "The task / model config every method starts from.")
 flags.DEFINE_integer("iterations", 60, "RL iterations per run (the compute budget).")
 flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
 flags.DEFINE_string("out", "results", "Output directory.")
 flags.DEFINE_list("from_runs", [], "Only write the tables, from these runs.jsonl files (runs of earlier invocations).")
+flags.DEFINE_integer("early_signal_k", 10, "train.early_signal_k of every run with a PRM (0: off).")
+flags.DEFINE_integer("rerank_prompts", 0, "Test prompts reranked (16 samples each) per PRM run (0: every test prompt).")
+flags.DEFINE_string("warmup_from", "", "A BC warm-up directory (a run's WORKDIR/warmup) used as EVERY seed's start "
+                    "instead of one BC per seed (seeds then differ in RL only; said in the tables).")
 FLAGS = flags.FLAGS
 
 
 def configure(method: str, seed: int, iterations: int):
     from repirl_jax.config import load_config_file
-    c = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py"))
+    c = load_config_file(FLAGS.config)
     c.seed = seed
     c.train.max_iterations = iterations
     c.train.checkpoint_every = iterations
+    c.train.early_signal_k = FLAGS.early_signal_k
     algorithms.apply_settings(c, METHODS[method])
+    if method == "ttt":
+        src = os.path.join(FLAGS.out, "runs", f"{TTT_FROM}_s{seed}")
+        if not os.path.exists(os.path.join(src, "summary.json")):
+            raise app.UsageError(f"method ttt starts from a finished {TTT_FROM} run of seed {seed} ({src}): "
+                                 f"put {TTT_FROM} before ttt in --methods")
+        c.model.path = c.prm.path = src
+        c.train.early_signal_k = 0
     return c
 
 
@@ -68,6 +108,8 @@ def run_one(method, seed, out):
     if os.path.exists(done):
         return json.load(open(done)), read_metrics(wd)
     warm = os.path.join(out, "warmup", f"s{seed}")
+    if FLAGS.warmup_from and not os.path.exists(warm):
+        shutil.copytree(FLAGS.warmup_from, warm)
     os.makedirs(wd, exist_ok=True)
     if os.path.exists(warm) and not os.path.exists(os.path.join(wd, "warmup")):
         shutil.copytree(warm, os.path.join(wd, "warmup"))
@@ -76,8 +118,9 @@ def run_one(method, seed, out):
     if not os.path.exists(warm):
         shutil.copytree(os.path.join(wd, "warmup"), warm)
     trainer = summary.pop("trainer")
-    if "prm" in trainer.state and config.prm.head == "scalar":
+    if "prm" in trainer.state and config.prm.head == "scalar" and method != "ttt":
         test = trainer.tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
+        test = test[:FLAGS.rerank_prompts or len(test)]
         summary["rerank"] = reports.rerank_report(config, trainer, test, RERANK_NS)
         json.dump(summary, open(done, "w"), indent=2, default=str)
     return summary, read_metrics(wd)
@@ -111,7 +154,8 @@ def main(argv):
                 row = {"method": method, "seed": seed,
                        **{k: summary.get(k) for k in ("test_accuracy_start", "test_accuracy_end",
                                                       "prm_auroc_all_steps", "prm_auroc_first_error",
-                                                      "time_total_s", "rerank")}}
+                                                      "time_total_s", "rerank", "early_signal_auroc",
+                                                      "early_signal_prompts")}}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 results.setdefault(method, []).append(row)
@@ -126,7 +170,9 @@ def main(argv):
             return "-"
         return f"{100 * np.mean(vals):.1f} ± {100 * np.std(vals):.1f}"
 
-    lines = [f"Same budget per method: BC warm start (shared per seed), then {FLAGS.iterations} iterations of "
+    start = (f"one BC warm start ({FLAGS.warmup_from}) shared by every seed and method" if FLAGS.warmup_from
+             else "BC warm start (one per seed, shared by its methods)")
+    lines = [f"Same budget per method: {start}, then {FLAGS.iterations} iterations of "
              f"32 prompts x 4 rollouts; seeds {','.join(FLAGS.seeds)}; mean ± std over seeds (%).", "",
              "| method | test accuracy before RL | test accuracy after | PRM step-error AUROC | AUROC first error |",
              "|---|---|---|---|---|"]
@@ -139,8 +185,8 @@ def main(argv):
     print(table)
     rr = ["Reranking 16 samples per test prompt (T = 0.8), first N used; gain = accuracy of the selection "
           "minus pass@1 (points, mean ± std over seeds).", "",
-          "| method | N | pass@1 | majority vote gain | mean-token-reward rerank gain | min-step rerank gain |",
-          "|---|---|---|---|---|---|"]
+          "| method | N | pass@1 | majority vote gain | mean-token-reward rerank gain | min-step rerank gain "
+          "| PRM-weighted vote gain (sum; sigmoid; rank) |", "|---|---|---|---|---|---|---|"]
     for method, rows in results.items():
         runs = [r["rerank"] for r in rows if r.get("rerank")]
         for n in RERANK_NS:
@@ -148,10 +194,18 @@ def main(argv):
             if not got:
                 continue
             gain = lambda key: fmt([g[key] - g["pass@1"] for g in got])  # noqa: E731
+            votes = "; ".join(gain(k) for k in ("prm_weighted", "prm_weighted:sigmoid", "prm_weighted:rank")
+                              if all(k in g for g in got)) or "-"
             rr.append(f"| {method} | {n} | {fmt([g['pass@1'] for g in got])} | {gain('majority')} | "
-                      f"{gain('best_of_n')} | {gain('min_step')} |")
+                      f"{gain('best_of_n')} | {gain('min_step')} | {votes} |")
     open(os.path.join(FLAGS.out, "rerank.md"), "w").write("\n".join(rr) + "\n")
     print("\n".join(rr))
+    claims = (f"The paper's claims on the demo task: paired gains over seeds {','.join(FLAGS.seeds)} ({start}; "
+              f"{FLAGS.iterations} iterations), mean and 95% t-interval; holds = interval above 0, does not hold = "
+              "below 0.\n\n"
+              + claims_table(results, CLAIMS))
+    open(os.path.join(FLAGS.out, "claims.md"), "w").write(claims)
+    print(claims)
 
     if FLAGS.from_runs:
         return 0

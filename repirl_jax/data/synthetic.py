@@ -514,6 +514,11 @@ def per_step(values: Any, token_labels: TokenStepLabels, reduce: str = "mean") -
 
 # --- perturbation ------------------------------------------------------------------------------------
 
+def is_step_line(text: str) -> bool:
+    """Whether `text` (one item, no newline) is a well-formed step line a<op>b=c."""
+    return _STEP_RE.fullmatch(text) is not None
+
+
 def corrupt(response: str, rng: Any, *, step: int | None = None, propagate: bool = False,
             modulus: int = MODULUS) -> str:
     """Change exactly one step line's stated result (a well-formed `a<op>b=c` line, chosen uniformly or

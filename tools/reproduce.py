@@ -115,7 +115,7 @@ def run_one(method, seed, out):
         shutil.copytree(warm, os.path.join(wd, "warmup"))
     config = configure(method, seed, FLAGS.iterations)
     summary = launch.run(config, wd, progress_bar=False)
-    if not os.path.exists(warm):
+    if not os.path.exists(warm) and os.path.exists(os.path.join(wd, "warmup")):  # configs without BC have none
         shutil.copytree(os.path.join(wd, "warmup"), warm)
     trainer = summary.pop("trainer")
     if "prm" in trainer.state and config.prm.head == "scalar" and method != "ttt":

@@ -10,15 +10,17 @@ from the run's frozen PRM, then measure greedy test accuracy.
 
 import os
 
+from repirl_jax import algorithms
 from repirl_jax.config import load_config_file
+
+# What makes a run test-time training (also tools/reproduce.py's `ttt` method); advantage.c = 1: the process
+# reward is the only signal.
+SETTINGS = {"data.train": "synthetic:test", "warmup_bc.steps": 0, "prm.frozen": True,
+            "advantage.outcome_weight": 0.0, "advantage.c": 1.0}
 
 
 def get_config():
     c = load_config_file(os.path.join(os.path.dirname(__file__), "demo.py"))
-    c.data.train = "synthetic:test"
-    c.warmup_bc.steps = 0
-    c.prm.frozen = True
-    c.advantage.outcome_weight = 0.0
-    c.advantage.c = 1.0  # the process reward is the only signal
+    algorithms.apply_settings(c, SETTINGS)
     c.train.update(max_iterations=30, eval_every=10, checkpoint_every=30)
     return c

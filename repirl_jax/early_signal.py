@@ -60,7 +60,7 @@ class EarlySignal:
 
     def after_iteration(self, trainer, it: int) -> None:
         """`observe` the batch trainer.iteration(it) just used (if it has rollouts), then `resolve` iteration it."""
-        b = getattr(trainer, "last_batch", None)
+        b = trainer.last_batch
         if b is not None and b.it == it and b.process is not None:
             self.observe(it, b.records, b.outcome, b.process, b.rollouts.response_mask, trainer.n, b.keep)
         self.resolve(trainer, it)

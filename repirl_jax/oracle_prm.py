@@ -43,8 +43,6 @@ class LabelledTraces:
     texts: list[str]
     ends: np.ndarray | None = None  # [B, R] float32: 1 at each step's last token and at the eos
 
-    _ARRAYS = ("prompt", "prompt_mask", "response", "response_mask", "targets", "ends")
-
     def __len__(self) -> int:
         return self.prompt.shape[0]
 
@@ -155,9 +153,26 @@ def _reward_fn(cfg):
     return jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
 
 
+@functools.lru_cache(maxsize=8)
+def _logprob_fn(cfg):
+    """One jitted token log-prob function per model config."""
+    return jax.jit(lambda p, *a: logprobs.response_logprobs(p, cfg, *a, with_entropy=False)[0])
+
+
 def score_traces(prm: dict, cfg, traces: LabelledTraces, batch: int = 128) -> np.ndarray:
     """Scalar-head token rewards / logits [B, R] (0 off-mask) of any scalar-head PRM on `traces`."""
-    fn = _reward_fn(cfg)
+    return _in_batches(_reward_fn(cfg), prm, traces, batch)
+
+
+def policy_logprobs(params: dict, cfg, traces: LabelledTraces, batch: int = 128) -> np.ndarray:
+    """log pi(a_t | s_t) [B, R] of a policy (qwen params) for every response token of `traces`: the policy's
+    own likelihood as a zero-shot token reward."""
+    return _in_batches(_logprob_fn(cfg), params, traces, batch)
+
+
+def _in_batches(fn, params, traces: LabelledTraces, batch: int) -> np.ndarray:
+    """fn(params, prompt, prompt_mask, response, response_mask) -> [rows, R] over `traces` in batches of
+    `batch` rows (the last one zero-padded: one shape per call)."""
     out = []
     n = len(traces)
     for s in range(0, n, batch):
@@ -166,7 +181,7 @@ def score_traces(prm: dict, cfg, traces: LabelledTraces, batch: int = 128) -> np
         pad = batch - (sl.stop - sl.start)
         if pad:  # one shape per call
             args = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in args]
-        out.append(np.asarray(fn(prm, *args))[:sl.stop - sl.start])
+        out.append(np.asarray(fn(params, *args))[:sl.stop - sl.start])
     return np.concatenate(out) if out else np.zeros((0, traces.response.shape[1]), np.float32)
 
 

@@ -13,8 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step", "prm_weighted:sigmoid", "prm_weighted:exp",
-              "prm_weighted:rank")
+VOTE_TRANSFORMS = ("none", "sigmoid", "exp", "rank")  # `vote_weights`
+PRM_VOTES = ("prm_weighted", *(f"prm_weighted:{t}" for t in VOTE_TRANSFORMS[1:]))
+SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step", *PRM_VOTES[1:])
 PRM_SELECTIONS = tuple(s for s in SELECTIONS if s != "majority")
 
 
@@ -69,9 +70,6 @@ def group_answers(answers: Sequence[str | None], equivalent: Callable[[list[tupl
             labels[i] = next_label
             next_label += 1
     return labels
-
-
-VOTE_TRANSFORMS = ("none", "sigmoid", "exp", "rank")
 
 
 def vote_weights(prm_scores: Sequence[float], transform: str = "none") -> np.ndarray:
@@ -280,8 +278,7 @@ def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature:
     answers = [synthetic.extract_answer(t) for t in ro["texts"]]
     out = {}
     for n in ns:
-        acc = {"pass@1": [], "majority": [], "best_of_n": [], "min_step": [],
-               **{f"prm_weighted{t}": [] for t in ("", ":sigmoid", ":exp", ":rank")}}
+        acc = {"pass@1": [], "majority": [], "best_of_n": [], "min_step": [], **{k: [] for k in PRM_VOTES}}
         for i in range(len(records)):
             ans = answers[i * big:i * big + n]
             labels = group_answers(ans, lambda pairs: [a == b for a, b in pairs])
@@ -289,7 +286,7 @@ def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature:
             acc["majority"].append(scores[i, select("majority", labels, ans)])
             acc["best_of_n"].append(scores[i, select("best_of_n", labels, ans, mean[i, :n])])
             acc["min_step"].append(scores[i, select("min_step", labels, ans, low[i, :n])])
-            for key in [k for k in acc if k.startswith("prm_weighted")]:
+            for key in PRM_VOTES:
                 acc[key].append(scores[i, select(key, labels, ans, mean[i, :n])])
         out[n] = {k: float(np.mean(v)) for k, v in acc.items()}
     return out

@@ -135,6 +135,7 @@ class Trainer:
         self._build_steps()
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.last_batch: Batch | None = None  # the last iteration's scored rollouts (early_signal reads it)
 
     # -- data ---------------------------------------------------------------------------------------------
 
@@ -341,7 +342,7 @@ class Trainer:
         timers["advantage"] = time.perf_counter() - t
         t = time.perf_counter()  # 7. policy step
         metrics.update(self.policy_step(traj, extra, per_prompt))
-        self.last_batch = b  # read by early_signal.EarlySignal
+        self.last_batch = b
         timers["policy"] = time.perf_counter() - t
         timers["total"] = time.perf_counter() - t0
         return {**metrics, **{f"time_{k_}": v for k_, v in timers.items()}}

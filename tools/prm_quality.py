@@ -63,6 +63,8 @@ def parse_variants(specs) -> dict:
             raise app.UsageError(f"--variant={spec!r}: {name!r} is a built-in name")
         out[name] = {"algo": "repirl", **{k.strip(): v.strip() for k, v in pairs}}
     return out
+
+
 ORDER = ("oracle", *METHODS, "policy_logp", "floor")
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
@@ -70,8 +72,8 @@ flags.DEFINE_integer("iterations", 20, "Training iterations per learned reward m
 flags.DEFINE_integer("oracle_steps", 400, "Oracle PRM optimiser steps (batch 64).")
 flags.DEFINE_float("oracle_lr", 1e-3, "Oracle PRM learning rate.")
 flags.DEFINE_integer("oracle_train_prompts", 512, "Train prompts whose BC samples train the oracle.")
-flags.DEFINE_integer("oracle_pair_prompts", 0, "Train prompts whose reference solutions, each with one corrupted step "
-                     "(half of them carried on, like a policy's slip), also train the oracle (0: every train prompt).")
+flags.DEFINE_integer("oracle_pair_prompts", 0, "Train prompts whose reference solutions, clean and corrupted (half "
+                     "with local errors, half with one carried slip), also train the oracle (0: every train prompt).")
 flags.DEFINE_float("oracle_corrupt_rate", 0.4, "Per-step corruption rate of the oracle's local-error traces.")
 flags.DEFINE_enum("oracle_targets", "step_end", ["step_end", "all"], "Oracle BCE targets at the step-end tokens "
                   "(where steps are scored) or at every response token.")
@@ -118,10 +120,11 @@ def scores(prompts, texts, rewards, pairs, pair_rewards, modulus):
             "steps": last["steps"], "wrong_steps": last["wrong_steps"]}
 
 
-def run_seed(seed: int, log) -> dict:
+def run_seed(seed: int, learned: dict, log) -> dict:
+    """Every reward model of one seed: floor, policy_logp, oracle, then the `learned` ones ({name: overrides})."""
     import jax
     import numpy as np
-    from repirl_jax import hf, launch, logprobs, oracle_prm, train
+    from repirl_jax import hf, launch, oracle_prm, train
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.config import load_config_file
     from repirl_jax.models import heads
@@ -168,23 +171,26 @@ def run_seed(seed: int, log) -> dict:
                      "head": heads.init_scalar_head(cfg, jax.random.fold_in(jax.random.key(seed), 3))}
     out["floor"] = score_scalar(fresh())
     # Zero-shot reference: the BC policy's own log-prob of each token as its reward (no training).
-    lp_fn = jax.jit(lambda p, *a: logprobs.response_logprobs(p, cfg, *a, with_entropy=False)[0])
-    policy_lp = lambda tr_: [np.asarray(lp_fn(bc_params, tr_.prompt[i:i + 128], tr_.prompt_mask[i:i + 128],  # noqa: E731
-                                              tr_.response[i:i + 128], tr_.response_mask[i:i + 128]))
-                             for i in range(0, len(tr_), 128)]
-    out["policy_logp"] = scores(prompts, texts, oracle_prm.per_trace_rewards(np.concatenate(policy_lp(held)), held),
-                                pairs, oracle_prm.per_trace_rewards(np.concatenate(policy_lp(held_pairs)), held_pairs),
-                                mod)
+    policy_lp = lambda tr_: oracle_prm.per_trace_rewards(oracle_prm.policy_logprobs(bc_params, cfg, tr_), tr_)  # noqa: E731
+    out["policy_logp"] = scores(prompts, texts, policy_lp(held), pairs, policy_lp(held_pairs), mod)
     log(f"seed {seed}: policy_logp {out['policy_logp']}")
     log(f"seed {seed}: floor {out['floor']}")
 
-    # Oracle: supervised labels on BC samples of train prompts (+ their clean / corrupted pairs).
-    learned = {**{m: METHODS[m] for m in FLAGS.methods}, **parse_variants(FLAGS.variant)}
+    # Oracle: supervised labels on BC samples of train prompts (+ their clean / corrupted references).
     if FLAGS.oracle_steps == 0:
         log(f"seed {seed}: oracle skipped (--oracle_steps=0)")
-        del sampler
-        return run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts,
-                           pairs, pair_prompts, pair_texts, score_scalar, mod, log, seed)
+    else:
+        out["oracle"] = oracle_scores(sampler, cfg, tok, P, R, mod, fresh, score_scalar, log, seed)
+    del sampler
+    return run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts, pairs,
+                       pair_prompts, pair_texts, mod, log, seed)
+
+
+def oracle_scores(sampler, cfg, tok, P, R, mod, fresh, score_scalar, log, seed) -> dict:
+    """Train the oracle PRM (from `fresh()`) on labelled traces of train prompts and score it."""
+    import jax
+    import numpy as np
+    from repirl_jax import oracle_prm
     t = time.time()
     tr_recs = sampler.train_set[:FLAGS.oracle_train_prompts]
     ro_tr = sampler.rollouts(tr_recs, jax.random.key(2000 + seed))
@@ -213,16 +219,14 @@ def run_seed(seed: int, log) -> dict:
     log(f"seed {seed}: oracle training set {len(tr)} traces ({time.time() - t:.0f} s)")
     oracle, loss_log = oracle_prm.train_oracle_prm(fresh(), cfg, tr, FLAGS.oracle_steps, 64, FLAGS.oracle_lr, seed,
                                                    log=progress, log_every=50, targets_at=FLAGS.oracle_targets)
-    out["oracle"] = {**score_scalar(oracle), "train_loss_end": float(np.mean(loss_log[-20:])),
-                     "time_s": time.time() - t, "curve": curve}
-    log(f"seed {seed}: oracle " + str({k: v for k, v in out["oracle"].items() if k != "curve"}))
-    del sampler
-    return run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts, pairs,
-                       pair_prompts, pair_texts, score_scalar, mod, log, seed)
+    res = {**score_scalar(oracle), "train_loss_end": float(np.mean(loss_log[-20:])), "time_s": time.time() - t,
+           "curve": curve}
+    log(f"seed {seed}: oracle " + str({k: v for k, v in res.items() if k != "curve"}))
+    return res
 
 
 def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts, pairs,
-                pair_prompts, pair_texts, score_scalar, mod, log, seed) -> dict:
+                pair_prompts, pair_texts, mod, log, seed) -> dict:
     """Train and score each learned reward model from a copy of the BC parameters."""
     import jax
     import numpy as np
@@ -284,10 +288,10 @@ def main(_):
     unknown = [m for m in FLAGS.methods if m not in METHODS]
     if unknown:
         raise app.UsageError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
-    parse_variants(FLAGS.variant)  # bad specs fail before any training
-    per_seed = {int(s): run_seed(int(s), log) for s in FLAGS.seeds}
-    names = [n for n in ORDER if n in ("oracle", "policy_logp", "floor") or n in FLAGS.methods] + list(
-        parse_variants(FLAGS.variant))
+    variants = parse_variants(FLAGS.variant)  # bad specs fail before any training
+    learned = {**{m: METHODS[m] for m in FLAGS.methods}, **variants}
+    per_seed = {int(s): run_seed(int(s), learned, log) for s in FLAGS.seeds}
+    names = [n for n in ORDER if n in ("oracle", "policy_logp", "floor") or n in FLAGS.methods] + list(variants)
     table, agg = summarise(per_seed, names)
     header = (f"Seeds {','.join(FLAGS.seeds)}; {FLAGS.iterations} iterations per learned model; oracle "
               f"{FLAGS.oracle_steps} steps; {FLAGS.test_prompts} test prompts; mean ± std over seeds.\n\n")

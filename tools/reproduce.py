@@ -17,10 +17,12 @@ rePIRL run). Runs that already finished (OUT/runs/<method>_s<seed>/summary.json)
 
 import json
 import os
+import runpy
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -45,8 +47,7 @@ METHODS.update({
     "prm_only": {"algo": "repirl", "advantage.outcome_weight": 0.0},
     # test-time training (configs/demo_ttt.py) from the same seed's finished rePIRL run: its policy and
     # frozen PRM, trained on the test prompts with process rewards only
-    "ttt": {"algo": "repirl", "data.train": "synthetic:test", "warmup_bc.steps": 0, "prm.frozen": True,
-            "advantage.outcome_weight": 0.0, "advantage.c": 1.0},
+    "ttt": {"algo": "repirl", **runpy.run_path(os.path.join(ROOT, "configs", "demo_ttt.py"))["SETTINGS"]},
 })
 TTT_FROM = "repirl"
 # The paper's claims as paired comparisons over seeds: (claim, method a, field a, method b, field b);
@@ -69,8 +70,7 @@ CLAIMS = (
 RERANK_NS = (4, 8, 16)
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-flags.DEFINE_string("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py"),
-                    "The task / model config every method starts from.")
+flags.DEFINE_string("config", os.path.join(ROOT, "configs", "demo.py"), "The task / model config every method starts from.")
 flags.DEFINE_integer("iterations", 60, "RL iterations per run (the compute budget).")
 flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
 flags.DEFINE_string("out", "results", "Output directory.")

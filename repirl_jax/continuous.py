@@ -48,7 +48,7 @@ def _generate(params, prompt_tokens, prompt_mask, rng, num_prompts, prompt_index
     n_items = num_prompts * n
     s = p + steps
     b = rows
-    head = qwen.lm_head_weight(params, cfg)
+    dec = sampling.make_decoder(params, cfg, scfg.decode_impl, act)
     prompt_mask = prompt_mask.astype(jnp.int32)
     cache = qwen.init_cache(cfg, b, s)._replace(index=jnp.zeros((), jnp.int32))
 
@@ -74,7 +74,7 @@ def _generate(params, prompt_tokens, prompt_mask, rng, num_prompts, prompt_index
         q, j = nxt // n, nxt % n
         last = jax.lax.cond(q == last[0], lambda: last, lambda: prefill(q))
         _, hidden, pk, pv, pvalid = last
-        logits = qwen.lm_logits(params, cfg, hidden[:, None], head_ev=head)[:, 0]
+        logits = dec.logits(hidden)
         keys = sampling.row_keys(rng, prompt_index[q][None], j[None], jnp.zeros((1,), jnp.int32))
         tok0, logp0 = sampling.sample_logits_rows(logits, keys, scfg)
         start = (t - p) % s
@@ -101,9 +101,7 @@ def _generate(params, prompt_tokens, prompt_mask, rng, num_prompts, prompt_index
         out_tokens, out_logp, lengths, finish = outs
         active = item < n_all
         slot = t % s
-        hidden, cache = qwen.forward(params, cfg, token[:, None], (plen + gen - 1)[:, None],
-                                     active[:, None].astype(jnp.int32), cache._replace(index=slot), act=act)
-        logits = qwen.lm_logits(params, cfg, hidden, act=act, head_ev=head)[:, 0]
+        logits, cache = dec.step(token, plen + gen - 1, active.astype(jnp.int32), cache._replace(index=slot))
         safe = jnp.minimum(item, n_all - 1)
         keys = sampling.row_keys(rng, prompt_index[safe // n], safe % n, gen)
         new, logp = sampling.sample_logits_rows(logits, keys, scfg)

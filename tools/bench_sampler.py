@@ -9,7 +9,8 @@ both sides, torch on 2 threads. Each side is timed after a warm-up (best of --re
 each, our per-step time as a multiple of this machine's roofline for the shape (max of weight bytes over
 measured memory bandwidth and FLOPs over measured matmul peak), and as its last line
 `ratio_vs_hf=<our tokens/s / transformers tokens/s>`. `--profile` adds a breakdown of one decode step into
-isolated jitted pieces (weight matmuls, LM head, cache write + attention, layout copies in the HLO).
+isolated jitted pieces (weight matmuls, LM head, cache write + attention, layout copies in the HLO), for the
+model's decode kernel and the weight-major one the sampler uses on the CPU (`models/decode.py`).
 
 `--lengths=geometric`: --prompts prompts, each with a response budget drawn (seeded) from a geometric law
 of mean new_tokens/4, truncated at new_tokens, the same budgets for both sides; greedy, EOS off, so every
@@ -41,6 +42,8 @@ flags.DEFINE_integer("repeats", 3, "Timed runs per side (best is reported).")
 flags.DEFINE_enum("lengths", "fixed", ["fixed", "geometric"], "fixed: vs transformers; geometric: see above.")
 flags.DEFINE_integer("prompts", 48, "Prompts in the queue (--lengths=geometric).")
 flags.DEFINE_bool("analyze", False, "Bytes per decode step at the paper shape (compile only).")
+flags.DEFINE_enum("decode_impl", "auto", ["auto", "model", "weight_major"], "Our decode kernel "
+                  "(SamplingConfig.decode_impl; auto = weight_major on the CPU).")
 flags.DEFINE_bool("profile", False, "Per-op breakdown of one decode step (--lengths=fixed).")
 FLAGS = flags.FLAGS
 
@@ -159,65 +162,90 @@ def geometric(params, cfg, b, p, n):
 
 
 def profile(params, cfg, b, p, n):
-    """Wall time of isolated jitted pieces of one decode step at this shape (best of 5 each)."""
+    """Wall time of isolated jitted pieces of one decode step at this shape (best of 5 each), for the model's
+    kernel (`qwen.forward`, activations [B, E] times weights [in, out]: what the sampler ran before
+    `models/decode.py`) and the weight-major kernel (weights [out, in] times activations [E, B])."""
     import jax
     import numpy as np
     import jax.numpy as jnp
-    from repirl_jax.models import qwen
+    from repirl_jax.models import decode, qwen
 
     slots = p + n
     head = jax.block_until_ready(qwen.lm_head_weight(params, cfg) + 0)
+    dw = jax.block_until_ready(jax.jit(lambda p: decode.decode_weights(p, cfg))(params))
     cache = qwen.init_cache(cfg, b, slots)._replace(index=jnp.asarray(p + n // 2, jnp.int32))
     cache = cache._replace(valid=jnp.arange(slots)[None, :].repeat(b, 0) < p + n // 2)
     tok = jnp.zeros((b,), jnp.int32)
     pos = jnp.full((b,), p + n // 2, jnp.int32)
-    step = jax.jit(decode_step_fn(cfg, b))
+    ones = jnp.ones((b,), jnp.int32)
     x = jnp.ones((b, cfg.hidden_size), jnp.float32)
     layers = [params[f"layer_{i}"] for i in range(cfg.num_hidden_layers)]
+    hd = cfg.num_attention_heads * cfg.head_dim
 
-    def matmuls(layers, x):  # every weight matrix once, on [b, E] activations (the weight-streaming floor)
+    def matmuls_model(layers, x):  # every weight matrix once, on [b, E] activations
         y = x
         for lp in layers:
             a, m = lp["attn"], lp["mlp"]
             qkv = jnp.concatenate([jnp.einsum("be,ehd->bhd", y, a[k]).reshape(b, -1) for k in
                                    ("q_kernel", "k_kernel", "v_kernel")], -1)
-            y = y + jnp.einsum("bhd,hde->be", qkv[:, :cfg.num_attention_heads * cfg.head_dim].reshape(
-                b, cfg.num_attention_heads, cfg.head_dim), a["o_kernel"])
+            y = y + jnp.einsum("bhd,hde->be", qkv[:, :hd].reshape(b, cfg.num_attention_heads, cfg.head_dim),
+                               a["o_kernel"])
             y = y + (jax.nn.silu(y @ m["gate_kernel"]) * (y @ m["up_kernel"])) @ m["down_kernel"]
         return y
 
+    def matmuls_weight_major(dw, x):  # the same products as models/decode.py makes them
+        y = x.T
+        for w in dw["layers"]:
+            qkv = decode._dot(w["qkv"], y)
+            y = y + decode._dot(w["o"], qkv[:hd])
+            gu = decode._dot(w["gate_up"], y)
+            y = y + decode._dot(w["down"], jax.nn.silu(gu[:gu.shape[0] // 2]) * gu[gu.shape[0] // 2:])
+        return y
+
     def attention(ck, cv, qkv_new, index, valid):  # cache write + masked softmax attention, every layer
-        g = cfg.num_groups
-        q = jnp.ones((b, 1, cfg.num_key_value_heads, g, cfg.head_dim), jnp.float32)
+        q = jnp.ones((b, 1, cfg.num_key_value_heads, cfg.num_groups, cfg.head_dim), jnp.float32)
         outs = []
         for k, v in zip(ck, cv):
             o, _ = qwen.cached_attention(q, qkv_new, qkv_new, (k, v), index, valid[:, None, :], jnp.float32)
             outs.append(o.sum())
         return sum(outs)
 
+    def model_step(params, head, cache, token, positions):
+        return decode_step_fn(cfg, b)(params, head, cache, token, positions)
+
+    def weight_major_step(dw, cache, token, positions):
+        logits, cache = decode.decode_step(dw, cfg, token, positions, ones, cache)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
+
     kv_new = jnp.ones((b, 1, cfg.num_key_value_heads, cfg.head_dim), jnp.float32)
+    steps = {"model": jax.jit(model_step), "weight_major": jax.jit(weight_major_step)}
+    step_args = {"model": (params, head, cache, tok, pos), "weight_major": (dw, cache, tok, pos)}
     pieces = {
-        "whole decode step": lambda: step(params, head, cache, tok, pos),
-        "weight matmuls (q,k,v,o,gate,up,down)": lambda: jax.jit(matmuls)(layers, x),
-        "LM head [E, V]": lambda: jax.jit(lambda h, x: x @ h)(head, x),
-        "cache write + attention, all layers": lambda: jax.jit(attention)(cache.k, cache.v, kv_new, cache.index,
-                                                                          cache.valid),
+        "whole decode step": {k: (steps[k], step_args[k]) for k in steps},
+        "weight matmuls (q,k,v,o,gate,up,down)": {"model": (jax.jit(matmuls_model), (layers, x)),
+                                                  "weight_major": (jax.jit(matmuls_weight_major), (dw, x))},
+        "LM head": {"model": (jax.jit(lambda h, x: x @ h), (head, x)),
+                    "weight_major": (jax.jit(decode.head_logits), (dw, x))},
+        "cache write + attention, all layers (shared)": {
+            "model": (jax.jit(attention), (cache.k, cache.v, kv_new, cache.index, cache.valid))},
     }
-    print(f"decode step breakdown, {b} rows, {slots} slots (isolated jitted pieces, best of 5 each):")
-    for name, fn in pieces.items():
-        t = best_time(lambda fn=fn: jax.block_until_ready(fn()), 5)
-        print(f"  {name}: {t * 1e3:.2f} ms")
-    hlo = step.lower(params, head, cache, tok, pos).compile().as_text()
-    moved = {"copy": 0, "transpose": 0}
-    for line in hlo.splitlines():
-        for op in moved:
-            if f" {op}(" in line and "=" in line:
-                shape = line.split("=")[1].split("{")[0].split("[")
-                if len(shape) > 1 and shape[0].strip() in ("f32", "bf16"):
-                    dims = [int(d) for d in shape[1].rstrip("]").split(",") if d.strip()]
-                    moved[op] += int(np.prod(dims)) * (4 if shape[0].strip() == "f32" else 2)
-    print(f"  layout ops in the compiled step: copies {moved['copy'] / 1e6:.1f} MB, transposes "
-          f"{moved['transpose'] / 1e6:.1f} MB written per step")
+    print(f"decode step breakdown, {b} rows, {slots} slots (isolated jitted pieces, best of 5 each), "
+          f"model kernel -> weight-major kernel (SamplingConfig.decode_impl):")
+    for name, sides in pieces.items():
+        ts = {k: best_time(lambda f=f, a=a: jax.block_until_ready(f(*a)), 5) * 1e3 for k, (f, a) in sides.items()}
+        print(f"  {name}: " + " -> ".join(f"{t:.2f} ms" for t in ts.values()))
+    for kind, step in steps.items():
+        hlo = step.lower(*step_args[kind]).compile().as_text()
+        moved = {"copy": 0, "transpose": 0}
+        for line in hlo.splitlines():
+            for op in moved:
+                if f" {op}(" in line and "=" in line:
+                    shape = line.split("=")[1].split("{")[0].split("[")
+                    if len(shape) > 1 and shape[0].strip() in ("f32", "bf16"):
+                        dims = [int(d) for d in shape[1].rstrip("]").split(",") if d.strip()]
+                        moved[op] += int(np.prod(dims)) * (4 if shape[0].strip() == "f32" else 2)
+        print(f"  layout ops in the compiled step ({kind}): copies {moved['copy'] / 1e6:.1f} MB, transposes "
+              f"{moved['transpose'] / 1e6:.1f} MB written per step")
 
 
 def main(argv):
@@ -244,7 +272,7 @@ def main(argv):
     b, p, n = FLAGS.batch, FLAGS.prompt_len, FLAGS.new_tokens
     tokens = np.random.RandomState(0).randint(0, 32000, size=(b, p)).astype(np.int32)
     mask = np.ones((b, p), np.int32)
-    scfg = sampling.SamplingConfig(max_new_tokens=n, greedy=True, stop_token_ids=())
+    scfg = sampling.SamplingConfig(max_new_tokens=n, greedy=True, stop_token_ids=(), decode_impl=FLAGS.decode_impl)
     jt, jm = jnp.asarray(tokens), jnp.asarray(mask)
     if FLAGS.lengths == "geometric":
         return geometric(params, cfg, b, p, n)

@@ -89,7 +89,11 @@ def default_config() -> ml_collections.ConfigDict:
         # round trip): "train" = the training arrays as they are (fsdp-sharded: every decode step gathers
         # them); "replicated" = a full compute-dtype copy on every device (decoding is then data-parallel,
         # with no weight traffic per step); "tensor" = the copy sharded over the tensor axis only.
-        weights="train"))
+        weights="train",
+        # 0: each call decodes prompts_per_call prompts as one static batch (it runs until its longest row
+        # ends). N > 0: continuous batching (repirl_jax/continuous.py): an iteration's prompts form one queue
+        # decoded on N cache rows, a finished row taking the next (prompt, sample); per-prompt keys.
+        continuous_rows=0))
 
     c.data = ml_collections.ConfigDict(dict(
         train="", val="", tokenizer="",  # paths ("synthetic" for the embedded task; "tfds:NAME[:SPLIT]")
@@ -244,6 +248,7 @@ FIELD_HELP = {
     "rollout.max_response_len": "response tokens",
     "rollout.prompts_per_call": "prompts per sampler call (a fixed shape)",
     "rollout.weights": "sampler's weight copy: train (as sharded) | replicated | tensor",
+    "rollout.continuous_rows": "0: static batches of prompts_per_call prompts; N: continuous batching on N rows",
     "data.train": "training prompts: JSONL / Parquet / tfds:NAME[:SPLIT] / synthetic",
     "data.val": "validation prompts (same formats; '' = none)",
     "data.tokenizer": "tokenizer directory ('' = model.path's; synthetic for the embedded task)",

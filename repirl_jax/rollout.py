@@ -77,8 +77,12 @@ def sampler_weights(cfg, mesh, mode: str):
     return act, target, lambda params: jax.device_put(qwen.inference_params(params, cfg), target)
 
 
-def generate(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng, act=None) -> sampling.SampleOutput:
-    """Sample `scfg.num_samples` completions of each left-padded prompt row (device arrays [B, P])."""
+def generate(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng, act=None,
+             rows: int = 0) -> sampling.SampleOutput:
+    """Sample `scfg.num_samples` completions of each left-padded prompt row (device arrays [B, P]): one static
+    batch, or with `rows` > 0 one queue decoded by continuous batching on `rows` cache rows."""
+    if rows:
+        return generate_queue(params, cfg, tokens, mask, scfg, rng, rows, tokens.shape[0], act=act)
     return sampling.generate(params, cfg, tokens, mask, scfg, rng, act=act)
 
 

@@ -245,12 +245,12 @@ class Trainer:
         """`rollout.generate` on left-padded host prompt arrays [B, P']. With the sampler's replicated weight
         copy the rows are split over every mesh axis (data-parallel decoding, no weight traffic)."""
         return rollout.generate(params, self.cfg, *self.put_rows((toks, mask), rules=self.sample_act.rules), scfg,
-                                rng, act=self.sample_act)
+                                rng, act=self.sample_act, rows=self.c.rollout.continuous_rows)
 
     def rollouts(self, records: list[dict], rng, score: bool = False, num_samples: int | None = None,
                  temperature: float | None = None) -> dict:
-        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts
-        (num_samples / temperature: other than rollout.n / rollout.temperature, e.g. for reranking).
+        """n samples per prompt with the current policy, in chunks of rollout.prompts_per_call prompts (one
+        queue with rollout.continuous_rows; num_samples / temperature: other than rollout.n / temperature).
 
         With `score`, also the outcome rewards ("outcome", "reward_stats", "reward_s"): each chunk is scored
         while the devices sample the next one (sampling is dispatched asynchronously), and each process
@@ -271,7 +271,8 @@ class Trainer:
                     stats[k_] = stats.get(k_, 0) + v
                 reward_s += time.perf_counter() - t
 
-        params, pending, per_call = self.sampler_params(self.state["policy"]["model"]), None, self.c.rollout.prompts_per_call
+        params, pending = self.sampler_params(self.state["policy"]["model"]), None
+        per_call = len(records) if self.c.rollout.continuous_rows else self.c.rollout.prompts_per_call  # 1 queue
         for s in range(0, len(records), per_call):
             chunk = records[s:s + per_call]
             toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in chunk], self.P, pad_token_id=self.pad_id)

@@ -202,13 +202,15 @@ def profile(params, cfg, b, p, n):
             y = y + decode._dot(w["down"], jax.nn.silu(gu[:gu.shape[0] // 2]) * gu[gu.shape[0] // 2:])
         return y
 
-    def attention(ck, cv, qkv_new, index, valid):  # cache write + masked softmax attention, every layer
+    def attention_model(ck, cv, index, valid):  # cache write + masked softmax attention, every layer
         q = jnp.ones((b, 1, cfg.num_key_value_heads, cfg.num_groups, cfg.head_dim), jnp.float32)
-        outs = []
-        for k, v in zip(ck, cv):
-            o, _ = qwen.cached_attention(q, qkv_new, qkv_new, (k, v), index, valid[:, None, :], jnp.float32)
-            outs.append(o.sum())
-        return sum(outs)
+        kv = jnp.ones((b, 1, cfg.num_key_value_heads, cfg.head_dim), jnp.float32)
+        return [qwen.cached_attention(q, kv, kv, (k, v), index, valid[:, None, :], jnp.float32) for k, v in zip(ck, cv)]
+
+    def attention_weight_major(ck, cv, index, valid):
+        q = jnp.ones((cfg.num_key_value_heads, cfg.num_groups, cfg.head_dim, b), jnp.float32)
+        kv = jnp.ones((cfg.num_key_value_heads, cfg.head_dim, b), jnp.float32)
+        return [decode._attend(q, kv, kv, k, v, index, valid, jnp.float32) for k, v in zip(ck, cv)]
 
     def model_step(params, head, cache, token, positions):
         return decode_step_fn(cfg, b)(params, head, cache, token, positions)
@@ -217,7 +219,6 @@ def profile(params, cfg, b, p, n):
         logits, cache = decode.decode_step(dw, cfg, token, positions, ones, cache)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
 
-    kv_new = jnp.ones((b, 1, cfg.num_key_value_heads, cfg.head_dim), jnp.float32)
     steps = {"model": jax.jit(model_step), "weight_major": jax.jit(weight_major_step)}
     step_args = {"model": (params, head, cache, tok, pos), "weight_major": (dw, cache, tok, pos)}
     pieces = {
@@ -226,11 +227,14 @@ def profile(params, cfg, b, p, n):
                                                   "weight_major": (jax.jit(matmuls_weight_major), (dw, x))},
         "LM head": {"model": (jax.jit(lambda h, x: x @ h), (head, x)),
                     "weight_major": (jax.jit(decode.head_logits), (dw, x))},
-        "cache write + attention, all layers (shared)": {
-            "model": (jax.jit(attention), (cache.k, cache.v, kv_new, cache.index, cache.valid))},
+        "cache write + attention, all layers": {
+            "model": (jax.jit(attention_model), (cache.k, cache.v, cache.index, cache.valid)),
+            "weight_major": (jax.jit(attention_weight_major), (cache.k, cache.v, cache.index, cache.valid))},
     }
+    cache_mb = sum(x.nbytes for x in cache.k + cache.v) / 1e6
     print(f"decode step breakdown, {b} rows, {slots} slots (isolated jitted pieces, best of 5 each), "
-          f"model kernel -> weight-major kernel (SamplingConfig.decode_impl):")
+          f"model kernel -> weight-major kernel (SamplingConfig.decode_impl); the pieces that write the cache "
+          f"also copy it ({cache_mb:.1f} MB; the sampler's loop updates it in place):")
     for name, sides in pieces.items():
         ts = {k: best_time(lambda f=f, a=a: jax.block_until_ready(f(*a)), 5) * 1e3 for k, (f, a) in sides.items()}
         print(f"  {name}: " + " -> ".join(f"{t:.2f} ms" for t in ts.values()))

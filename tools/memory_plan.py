@@ -149,7 +149,8 @@ def programs(trainer, gpu_sampler: bool = True):
     toks, mask = trainer.put_rows((np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32)),
                                    rules=trainer.sample_act.rules)
     scfg = sampling.SamplingConfig(max_new_tokens=R, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
-                                   num_samples=n, stop_token_ids=(0,), pad_token_id=0)
+                                   num_samples=n, stop_token_ids=(0,), pad_token_id=0,
+                                   decode_impl="model")  # what a GPU or TPU runs ("auto" on this CPU: weight-major)
     gen = jax.jit(lambda params, t, m, key: sampling.generate(params, trainer.cfg, t, m, scfg, key,
                                                               act=trainer.sample_act))
     weights, weight_state = state["policy"]["model"], ("policy.model",)

@@ -23,11 +23,18 @@ def positions_and_mask(prompt_mask_bp, response_mask_br):
     return qwen.positions_from_mask(mask), mask
 
 
-def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: bool = True, remat: bool = True):
-    """log softmax(h @ head)[target] and the full-vocabulary entropy, [B, R] each, `chunk` positions at a time.
+_UNROLL = 16  # most chunks unrolled without remat (more would only lengthen compilation)
 
-    remat: recompute each chunk's logits in the backward pass (memory [B, chunk, V]) instead of keeping
-    them all ([B, R, V] float32)."""
+
+def chunked_logprobs(hidden_bre, head_ve, targets_br, chunk: int, with_entropy: bool = True, remat: bool = True):
+    """log softmax(h @ head^T)[target] and the full-vocabulary entropy, [B, R] each, `chunk` positions at a time.
+
+    head_ve: the LM head as [vocab, embed] rows (a tied head is the embedding table itself: the product
+    reads it in place, where an [embed, vocab] transpose is a 98 MB copy per step at bench_train.py
+    --size=S, and its gradient lands in the table's layout). remat: a sequential `lax.map` whose chunks
+    recompute their logits in the backward pass (memory [B, chunk, V]); without it each chunk keeps its logits
+    ([B, R, V] float32 in all), and up to `_UNROLL` chunks are unrolled (a `lax.map` zero-fills a stacked
+    buffer for them: 0.4 s a step at bench_train.py --size=S)."""
     b, r, e = hidden_bre.shape
     chunk = max(1, min(chunk, r))
     pad = (-r) % chunk
@@ -36,10 +43,12 @@ def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: 
     n = (r + pad) // chunk
     h = h.reshape(b, n, chunk, e).transpose(1, 0, 2, 3)
     t = t.reshape(b, n, chunk).transpose(1, 0, 2)
+    head = head_ve.astype(hidden_bre.dtype)
 
     def one(args):
         hc, tc = args
-        logits = jnp.einsum("bce,ev->bcv", hc, head_ev.astype(hc.dtype), preferred_element_type=jnp.float32)
+        logits = jnp.einsum("ne,ve->nv", hc.reshape(-1, e), head, preferred_element_type=jnp.float32)
+        logits = logits.reshape(b, chunk, -1)  # [B, chunk, V]; flat [B * chunk, E] rows: see qwen.dense
         lse = jax.nn.logsumexp(logits, axis=-1)
         lp = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0] - lse
         if not with_entropy:
@@ -47,7 +56,10 @@ def chunked_logprobs(hidden_bre, head_ev, targets_br, chunk: int, with_entropy: 
         ent = lse - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
         return lp, ent
 
-    lp, ent = jax.lax.map(jax.checkpoint(one) if remat else one, (h, t))
+    if remat or n > _UNROLL:
+        lp, ent = jax.lax.map(jax.checkpoint(one) if remat else one, (h, t))
+    else:
+        lp, ent = (jnp.stack(x) for x in zip(*[one((h[i], t[i])) for i in range(n)]))
     lp = lp.transpose(1, 0, 2).reshape(b, n * chunk)[:, :r]
     ent = ent.transpose(1, 0, 2).reshape(b, n * chunk)[:, :r]
     return lp, ent
@@ -67,7 +79,7 @@ def policy_logprobs(params, cfg: QwenConfig, hidden_ble, response_br, chunk: int
     The chunks' logits are rematerialised in the backward pass unless the model is not (`cfg.remat`)."""
     r = response_br.shape[1]
     p = hidden_ble.shape[1] - r
-    return chunked_logprobs(hidden_ble[:, p - 1:p + r - 1], qwen.lm_head_weight(params, cfg), response_br, chunk,
+    return chunked_logprobs(hidden_ble[:, p - 1:p + r - 1], qwen.lm_head_rows(params, cfg), response_br, chunk,
                             with_entropy, remat=cfg.remat != "none")
 
 

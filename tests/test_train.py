@@ -183,19 +183,19 @@ def test_chunked_log_probs_equal_unchunked():
     ref_lp = jnp.take_along_axis(full_lp, targets[..., None], -1)[..., 0]
     ref_ent = -(jnp.exp(full_lp) * full_lp).sum(-1)
     for chunk in (1, 4, 5, 13, 64):
-        lp, ent = logprobs.chunked_logprobs(h, head, targets, chunk)
+        lp, ent = logprobs.chunked_logprobs(h, head.T, targets, chunk)
         np.testing.assert_allclose(np.asarray(lp), np.asarray(ref_lp), atol=1e-5)
         np.testing.assert_allclose(np.asarray(ent), np.asarray(ref_ent), atol=1e-5)
     # Gradients through the rematerialised chunks equal the plain ones.
-    g1 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head, targets, 4)[0].sum())(h)
+    g1 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head.T, targets, 4)[0].sum())(h)
     g2 = jax.grad(lambda h: jnp.take_along_axis(jax.nn.log_softmax(jnp.einsum("bte,ev->btv", h, head)),
                                                 targets[..., None], -1).sum())(h)
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), atol=1e-5)
     # Without remat (the chunks' logits kept for the backward pass): the same values and gradients.
-    lp, ent = logprobs.chunked_logprobs(h, head, targets, 4, remat=False)
+    lp, ent = logprobs.chunked_logprobs(h, head.T, targets, 4, remat=False)
     np.testing.assert_allclose(np.asarray(lp), np.asarray(ref_lp), atol=1e-5)
     np.testing.assert_allclose(np.asarray(ent), np.asarray(ref_ent), atol=1e-5)
-    g3 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head, targets, 4, remat=False)[0].sum())(h)
+    g3 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head.T, targets, 4, remat=False)[0].sum())(h)
     np.testing.assert_allclose(np.asarray(g3), np.asarray(g2), atol=1e-5)
 
 

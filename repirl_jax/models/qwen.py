@@ -77,15 +77,56 @@ class RMSNorm(nn.Module):
         return (scale.astype(jnp.float32) * x32).astype(x.dtype)
 
 
-def rotary(x_btnd: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
-    """Rotate-half RoPE (the HF Qwen convention) in float32, result in x's dtype."""
-    d = x_btnd.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
-    angle = positions_bt.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
-    cos, sin = jnp.cos(angle)[:, :, None, :], jnp.sin(angle)[:, :, None, :]
-    x = x_btnd.astype(jnp.float32)
-    x1, x2 = x[..., : d // 2], x[..., d // 2:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_btnd.dtype)
+def dense(x, w_io, out_dtype=None):
+    """x [..., in] @ w [in, out], the leading axes flattened first (free: a row-major reshape); `out_dtype` as
+    einsum's preferred_element_type. On [B, T, in] operands the weight gradient x^T g contracts two axes, and
+    XLA's CPU dot canonicaliser then copies the [B, T, out] operand transposed, with g's producer (e.g. the
+    SwiGLU backward) fused into that slow loop: 0.13-0.35 s per MLP product, ~4 s of a 40 s step of
+    tools/bench_train.py --size=S. On [B * T, in] it contracts one axis and copies nothing."""
+    y = jnp.einsum("ni,io->no", x.reshape(-1, x.shape[-1]), w_io, preferred_element_type=out_dtype)
+    return y.reshape(x.shape[:-1] + (w_io.shape[-1],))
+
+
+def rope_tables(positions_bt: jax.Array, head_dim: int, theta: float, max_position: int) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin) of the RoPE angles, [B, T, 1, D/2] float32 each, looked up in a [max_position, D/2] table
+    (a position >= max_position, the model's context, reads NaN). Made once per forward pass and shared by every layer's q and k. The
+    lookup is what keeps the cosines out of the rotations: computed from the positions in place, XLA fuses
+    them into each rotation's loop and evaluates them once per head (~0.3 s a layer, forward and backward,
+    at tools/bench_train.py --size=S shapes; 17 against 6 ms for one rotation's forward and backward)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angle = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq  # [max_position, D/2]
+    cos = jnp.take(jnp.cos(angle), positions_bt, axis=0)
+    sin = jnp.take(jnp.sin(angle), positions_bt, axis=0)
+    return cos[:, :, None, :], sin[:, :, None, :]
+
+
+def _rotate_half(x, cos, sin):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+@jax.custom_vjp
+def _rotate(x, cos, sin):
+    return _rotate_half(x, cos, sin)
+
+
+def _rotate_fwd(x, cos, sin):
+    return _rotate_half(x, cos, sin), (cos, sin)
+
+
+def _rotate_bwd(res, g):
+    # A rotation's transpose is the rotation by minus the angle: one elementwise pass, like the forward.
+    cos, sin = res
+    return _rotate_half(g, cos, -sin), jnp.zeros_like(cos), jnp.zeros_like(sin)
+
+
+_rotate.defvjp(_rotate_fwd, _rotate_bwd)
+
+
+def rotary(x_btnd: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Rotate-half RoPE (the HF Qwen convention) by `rope_tables`' (cos, sin), in float32, result in x's dtype.
+    The angles are treated as constants (positions are integers): no gradient flows into them."""
+    return _rotate(x_btnd.astype(jnp.float32), *rope).astype(x_btnd.dtype)
 
 
 def _write_rows(buf, new, index, axis):
@@ -135,7 +176,7 @@ class Attention(nn.Module):
     act: ActivationSharding | None = None
 
     @nn.compact
-    def __call__(self, x_bte, positions_bt, kv_mask, layer_cache, cache_index):
+    def __call__(self, x_bte, rope, kv_mask, layer_cache, cache_index):
         cfg = self.cfg
         e, h, k, d = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         dt = jnp.dtype(cfg.dtype)
@@ -145,9 +186,10 @@ class Attention(nn.Module):
         wv = _param(self, "v_kernel", (e, k, d), ("embed", "kv_heads", "head_dim"))
         wo = _param(self, "o_kernel", (h, d, e), ("heads", "head_dim", "embed"))
         x = x_bte.astype(dt)
-        q = jnp.einsum("bte,ehd->bthd", x, wq.astype(dt))
-        kk = jnp.einsum("bte,ekd->btkd", x, wk.astype(dt))
-        vv = jnp.einsum("bte,ekd->btkd", x, wv.astype(dt))
+        b, t = x.shape[:2]
+        q = dense(x, wq.astype(dt).reshape(e, h * d)).reshape(b, t, h, d)
+        kk = dense(x, wk.astype(dt).reshape(e, k * d)).reshape(b, t, k, d)
+        vv = dense(x, wv.astype(dt).reshape(e, k * d)).reshape(b, t, k, d)
         if cfg.qkv_bias:
             q = q + _param(self, "q_bias", (h, d), ("heads", "head_dim"), zeros).astype(dt)
             kk = kk + _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), zeros).astype(dt)
@@ -155,11 +197,10 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             q = RMSNorm(cfg, d, "head_dim", name="q_norm")(q)
             kk = RMSNorm(cfg, d, "head_dim", name="k_norm")(kk)
-        q = rotary(q, positions_bt, cfg.rope_theta)
-        kk = rotary(kk, positions_bt, cfg.rope_theta)
+        q = rotary(q, rope)
+        kk = rotary(kk, rope)
         q = constrain(q, ("batch", "length", "act_heads", "head_dim"), self.act)
 
-        b, t = x.shape[:2]
         q = q.reshape(b, t, k, cfg.num_groups, d) * jnp.asarray(d ** -0.5, dt)
         if layer_cache is None:
             out = attention.causal_attention(q, kk, vv, kv_mask, impl=cfg.attn_impl, block=cfg.attn_block, dt=dt,
@@ -168,8 +209,7 @@ class Attention(nn.Module):
         else:
             out, (ck, cv) = cached_attention(q, kk, vv, layer_cache, cache_index, kv_mask, dt)
             new_cache = (constrain(ck, CACHE_AXES, self.act), constrain(cv, V_CACHE_AXES, self.act))
-        out = out.reshape(b, t, h, d)
-        y = jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+        y = dense(out.reshape(b, t, h * d), wo.astype(dt).reshape(h * d, e))
         if cfg.o_bias:
             y = y + _param(self, "o_bias", (e,), ("norm",), zeros).astype(dt)
         return y, new_cache
@@ -187,9 +227,9 @@ class MLP(nn.Module):
         wu = _param(self, "up_kernel", (e, m), ("embed", "mlp"))
         wd = _param(self, "down_kernel", (m, e), ("mlp", "embed"))
         x = x_bte.astype(dt)
-        hidden = jax.nn.silu(x @ wg.astype(dt)) * (x @ wu.astype(dt))
+        hidden = jax.nn.silu(dense(x, wg.astype(dt))) * dense(x, wu.astype(dt))
         hidden = constrain(hidden, ("batch", "length", "act_mlp"), self.act)
-        return hidden @ wd.astype(dt)
+        return dense(hidden, wd.astype(dt))
 
 
 class DecoderLayer(nn.Module):
@@ -197,10 +237,10 @@ class DecoderLayer(nn.Module):
     act: ActivationSharding | None = None
 
     @nn.compact
-    def __call__(self, x_bte, positions_bt, kv_mask, layer_cache, cache_index):
+    def __call__(self, x_bte, rope, kv_mask, layer_cache, cache_index):
         cfg = self.cfg
         h = RMSNorm(cfg, cfg.hidden_size, name="input_norm")(x_bte)
-        h, new_cache = Attention(cfg, self.act, name="attn")(h, positions_bt, kv_mask, layer_cache, cache_index)
+        h, new_cache = Attention(cfg, self.act, name="attn")(h, rope, kv_mask, layer_cache, cache_index)
         x = x_bte + h
         h = MLP(cfg, self.act, name="mlp")(RMSNorm(cfg, cfg.hidden_size, name="post_attn_norm")(x))
         x = constrain(x + h, ("batch", "length", "act_embed"), self.act)
@@ -248,10 +288,11 @@ class Qwen(nn.Module):
             valid = _write_rows(cache.valid, mask_bt, cache.index, axis=1)
             kv_mask = valid[:, None, :] & ~later  # [B, T, S]
             index = cache.index
+        rope = rope_tables(positions_bt, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.max_position_embeddings)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, c = layer(x, positions_bt, kv_mask, layer_cache, index)
+            x, c = layer(x, rope, kv_mask, layer_cache, index)
             if c is not None:
                 new_k.append(c[0])
                 new_v.append(c[1])
@@ -331,6 +372,11 @@ def inference_params(params: Params, cfg: QwenConfig) -> Params:
 def lm_head_weight(params: Params, cfg: QwenConfig) -> jax.Array:
     """The LM head as [embed, vocab]: the transposed embedding when tied (`tie_word_embeddings`)."""
     return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
+
+
+def lm_head_rows(params: Params, cfg: QwenConfig) -> jax.Array:
+    """The LM head as [vocab, embed] rows: the embedding table itself when tied."""
+    return params["embed"] if cfg.tie_word_embeddings else params["lm_head"].T
 
 
 def lm_logits(params: Params, cfg: QwenConfig, hidden_bte, act: ActivationSharding | None = None,

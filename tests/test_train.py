@@ -197,6 +197,16 @@ def test_chunked_log_probs_equal_unchunked():
     np.testing.assert_allclose(np.asarray(ent), np.asarray(ref_ent), atol=1e-5)
     g3 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head.T, targets, 4, remat=False)[0].sum())(h)
     np.testing.assert_allclose(np.asarray(g3), np.asarray(g2), atol=1e-5)
+    # More chunks than are unrolled (13 chunks of 1 against a bound of 2): the lax.map path without remat.
+    saved, logprobs._UNROLL = logprobs._UNROLL, 2
+    try:
+        lp, ent = logprobs.chunked_logprobs(h, head.T, targets, 1, remat=False)
+        g4 = jax.grad(lambda h: logprobs.chunked_logprobs(h, head.T, targets, 1, remat=False)[0].sum())(h)
+    finally:
+        logprobs._UNROLL = saved
+    np.testing.assert_allclose(np.asarray(lp), np.asarray(ref_lp), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ent), np.asarray(ref_ent), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(g4), np.asarray(g2), atol=1e-5)
 
 
 def test_paper_recipe_runs_on_a_tiny_standin_checkpoint(tmp_path):

@@ -89,8 +89,8 @@ def dense(x, w_io, out_dtype=None):
 
 def rope_tables(positions_bt: jax.Array, head_dim: int, theta: float, max_position: int) -> tuple[jax.Array, jax.Array]:
     """(cos, sin) of the RoPE angles, [B, T, 1, D/2] float32 each, looked up in a [max_position, D/2] table
-    (a position >= max_position, the model's context, reads NaN). Made once per forward pass and shared by every layer's q and k. The
-    lookup is what keeps the cosines out of the rotations: computed from the positions in place, XLA fuses
+    (a position >= max_position, the model's context, reads NaN). Made once per forward pass and shared by
+    every layer's q and k. The lookup is what keeps the cosines out of the rotations: computed from the positions in place, XLA fuses
     them into each rotation's loop and evaluates them once per head (~0.3 s a layer, forward and backward,
     at tools/bench_train.py --size=S shapes; 17 against 6 ms for one rotation's forward and backward)."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))

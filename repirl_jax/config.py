@@ -34,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.prm = ml_collections.ConfigDict(dict(
         path="",  # "" = the policy's initial parameters (paper: same base checkpoint)
-        head="scalar",  # scalar | implicit (PRIME)
+        head="scalar",  # scalar | implicit (PRIME) | likelihood (r = log pi_phi(a_t | s_t); rePIRL option, issue 11)
         beta=0.05,  # implicit head: r = beta * (log pi_phi - log pi_ref)
         lr=3e-8, weight_decay=0.0, clip=10.0, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
@@ -189,7 +189,8 @@ FIELD_HELP = {
     "model.head_dim": "> 0 overrides the preset's head dimension",
     "model.intermediate_size": "> 0 overrides the preset's MLP width",
     "prm.path": "PRM initialisation: '' = the policy's initial parameters, or a model / training-run directory",
-    "prm.head": "scalar (a reward head on the trunk) | implicit (PRIME: beta * log-ratio to the reference)",
+    "prm.head": "scalar (a reward head on the trunk) | implicit (PRIME: beta * log-ratio to the reference) | "
+                "likelihood (r = log pi_phi(a_t | s_t) of the PRM's own LM head; rePIRL only)",
     "prm.beta": "implicit head: r = beta * (log pi_phi - log pi_ref)",
     "prm.lr": "PRM learning rate",
     "prm.weight_decay": "PRM AdamW weight decay",

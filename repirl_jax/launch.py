@@ -112,7 +112,7 @@ def build_models(config, cfg, mesh, policy_params=None):
         else:
             trunk = hf.load_any(config.prm.path, mesh=mesh)[0] if config.prm.path else policy_params
         trunk = jax.tree.map(lambda x: x.copy(), trunk)
-        prm = trunk if config.prm.head == "implicit" else {"trunk": trunk, "head": head}
+        prm = trunk if config.prm.head in train.LM_HEADS else {"trunk": trunk, "head": head}
     ref = jax.tree.map(lambda x: x.copy(), policy_params) if train.needs_ref(config) else None
     return train.Models(cfg, policy, prm, ref)
 

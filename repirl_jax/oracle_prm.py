@@ -1,5 +1,8 @@
-"""The oracle PRM: a scalar-head PRM trained with SUPERVISED per-token step labels from the synthetic task's
-labeller (`synthetic.token_step_labels`), the ceiling against which learned PRMs are measured.
+"""The oracle PRM: a PRM trained with SUPERVISED per-token step labels from the synthetic task's labeller
+(`synthetic.token_step_labels`), the ceiling against which learned PRMs are measured. Two heads
+(`token_logits`): a scalar head on the trunk ({"trunk", "head"}), or a whole Qwen model whose logit is the
+log-odds of its own probability of the token (the likelihood head; then the BCE is likelihood on the tokens
+of correct steps and unlikelihood on those of wrong ones).
 
     traces = label_traces(prompts, responses, tokenizer, P, R, modulus)     # host arrays + 0/1 targets
     prm, log = train_oracle_prm(prm, cfg, traces, steps=400, batch=64, lr=1e-3, seed=0)
@@ -7,8 +10,8 @@ labeller (`synthetic.token_step_labels`), the ceiling against which learned PRMs
 
 Target of response token t of a trace: 1 if the step (line) it belongs to is correct, 0 if not (each line's
 terminating newline belongs to it); the end-of-sequence token's target is 1 iff the trace ends with the
-correct answer line (as the labeller judges it). Loss: token-mean binary cross-entropy of sigmoid(z_t), z_t the scalar head's
-output at token t (the same place rePIRL reads r_phi(s_t, a_t)):
+correct answer line (as the labeller judges it). Loss: token-mean binary cross-entropy of sigmoid(z_t), z_t the
+oracle's logit at token t (the scalar head at the place rePIRL reads r_phi(s_t, a_t), or the log-odds):
 
     L = -sum_{b,t} m[b,t] (y log sigmoid(z) + (1 - y) log sigmoid(-z)) / sum m
 
@@ -97,11 +100,41 @@ def label_traces(prompts: Sequence[str], responses: Sequence[str], tokenizer, ma
                           e.astype(np.float32))
 
 
+def init_prefix_oracle(lm: dict) -> dict:
+    """A prefix-readout oracle from a Qwen model: {"lm": params, "scale": 1, "bias": 0} (`token_logits`)."""
+    return {"lm": lm, "scale": jnp.ones((), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
+
+
+def prefix_mean(values_br: jax.Array, mask_br: jax.Array) -> jax.Array:
+    """m[b, t] = sum_{u <= t} v[b, u] mask[b, u] / sum_{u <= t} mask[b, u]: the mean over the response prefix
+    through token t ([B, R]; `synthetic.per_step(..., "prefix")` at each step's last token)."""
+    m = mask_br.astype(jnp.float32)
+    return jnp.cumsum(values_br * m, axis=1) / jnp.maximum(jnp.cumsum(m, axis=1), 1.0)
+
+
+def token_logits(prm: dict, cfg, prompt, prompt_mask, response, response_mask) -> jax.Array:
+    """The oracle's logit z_t [B, R] (0 off-mask): a scalar-head PRM's r_phi ({"trunk", "head"}), or for a
+    whole Qwen model (the likelihood head) the log-odds of its own probability of the token,
+    z_t = log p_t - log(1 - p_t) with p_t = pi_phi(a_t | s_t): then the BCE trains the LM to give likely
+    tokens to correct steps and unlikely ones to wrong steps (likelihood / unlikelihood). For a prefix oracle
+    (`init_prefix_oracle`) z_t = scale * prefix_mean(log pi_phi)_t + bias: the BCE at the step ends then trains
+    the LM so that the prefix readout of its log-probs classifies the steps (the ceiling for that readout)."""
+    if "head" in prm:
+        return logprobs.prm_token_rewards(prm, cfg, prompt, prompt_mask, response, response_mask)
+    if "lm" in prm:  # prefix oracle: scale * (mean log pi over the prefix through t) + bias
+        lp = logprobs.response_logprobs(prm["lm"], cfg, prompt, prompt_mask, response, response_mask,
+                                        with_entropy=False)[0]
+        return (prm["scale"] * prefix_mean(lp, response_mask) + prm["bias"]) * response_mask
+    lp = logprobs.response_logprobs(prm, cfg, prompt, prompt_mask, response, response_mask, with_entropy=False)[0]
+    lp = jnp.minimum(lp, -1e-6)  # p < 1: the log-odds stays finite
+    return (lp - jnp.log(-jnp.expm1(lp))) * response_mask
+
+
 def oracle_loss(prm: dict, cfg, batch: tuple) -> tuple[jax.Array, dict]:
-    """Mean BCE of the scalar head's logits against the labeller's targets over the tokens where `where` is 1
-    (every response token, or the step-end tokens only)."""
+    """Mean BCE of the oracle's logits (`token_logits`) against the labeller's targets over the tokens where
+    `where` is 1 (every response token, or the step-end tokens only)."""
     prompt, prompt_mask, response, response_mask, targets, where = batch
-    z = logprobs.prm_token_rewards(prm, cfg, prompt, prompt_mask, response, response_mask)
+    z = token_logits(prm, cfg, prompt, prompt_mask, response, response_mask)
     return losses.step_bce_loss(z, where * response_mask, targets)
 
 
@@ -149,8 +182,8 @@ def train_oracle_prm(prm: dict, cfg, traces: LabelledTraces, steps: int, batch: 
 
 @functools.lru_cache(maxsize=8)
 def _reward_fn(cfg):
-    """One jitted scalar-head reward function per model config (compiled once per batch shape)."""
-    return jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))
+    """One jitted oracle-logit function per model config (`token_logits`; compiled once per batch shape)."""
+    return jax.jit(lambda p, *a: token_logits(p, cfg, *a))
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,7 +193,11 @@ def _logprob_fn(cfg):
 
 
 def score_traces(prm: dict, cfg, traces: LabelledTraces, batch: int = 128) -> np.ndarray:
-    """Scalar-head token rewards / logits [B, R] (0 off-mask) of any scalar-head PRM on `traces`."""
+    """Token rewards / logits [B, R] (0 off-mask) of a scalar-head PRM, or the log-odds logits of a likelihood
+    oracle (`token_logits`), on `traces`; for a prefix oracle its LM's log-probs (whose prefix readout is
+    monotone in its logits)."""
+    if "lm" in prm:
+        return policy_logprobs(prm["lm"], cfg, traces, batch) * traces.response_mask
     return _in_batches(_reward_fn(cfg), prm, traces, batch)
 
 

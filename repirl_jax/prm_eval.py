@@ -37,10 +37,27 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def within_position_auroc(scores, positive, position) -> float:
+    """The AUROC computed separately among the steps at each position (step index) and averaged with weights
+    |pos_k| * |neg_k| (the pairs compared): which is the pairs of a correct and a wrong step AT THE SAME INDEX
+    that are ranked right. Unlike the pooled AUROC, a score that only falls with position gets 0.5 here
+    (wrong steps sit late in a trace: on the demo's traces the step index alone has a pooled AUROC near 0.8)."""
+    s, y, k = np.asarray(scores, np.float64), np.asarray(positive, bool), np.asarray(position)
+    num = den = 0.0
+    for value in np.unique(k):
+        m = k == value
+        w = float(y[m].sum()) * float((~y[m]).sum())
+        if w:
+            num += w * auroc(s[m], y[m])
+            den += w
+    return num / den if den else float("nan")
+
+
 def step_error_auroc(prompts, responses, rewards, modulus: int, reduce: str = "mean") -> dict:
-    """AUROC of per-step PRM scores for correct vs wrong steps of the given traces (synthetic task)."""
+    """AUROC of per-step PRM scores for correct vs wrong steps of the given traces (synthetic task): pooled
+    over all steps, within each step index (`within_position_auroc`), and for the first error."""
     from repirl_jax.data import synthetic
-    scores, labels, first_scores, first_labels = [], [], [], []
+    scores, labels, positions, first_scores, first_labels = [], [], [], [], []
     for p, resp, r in zip(prompts, responses, rewards):
         if not resp:
             continue
@@ -48,11 +65,13 @@ def step_error_auroc(prompts, responses, rewards, modulus: int, reduce: str = "m
         vals, correct = synthetic.per_step(r, tl, reduce)
         scores += list(vals)
         labels += list(correct)
+        positions += list(range(len(vals)))
         # Localisation: the correct steps before the first error against the first wrong step itself.
         stop = tl.labels.first_error + 1 if tl.labels.first_error is not None else len(vals)
         first_scores += list(vals[:stop])
         first_labels += list(correct[:stop])
     return {"auroc_all_steps": auroc(scores, labels), "auroc_first_error": auroc(first_scores, first_labels),
+            "auroc_within_position": within_position_auroc(scores, labels, positions),
             "steps": len(scores), "wrong_steps": int(len(labels) - np.sum(labels))}
 
 

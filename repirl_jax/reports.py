@@ -183,7 +183,8 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
     from repirl_jax.batches import pad_right
     trunk, cfg, head, _ = hf.load_training_checkpoint(run_dir, step, which="prm")
     if head is None:
-        raise ValueError(f"{run_dir}: the PRM has no scalar head (an implicit PRIME PRM cannot score alone)")
+        raise ValueError(f"{run_dir}: the PRM has no scalar head (prm.head implicit or likelihood: a whole LM, "
+                         "which this scorer does not read)")
     prm = {"trunk": jax.device_put(trunk), "head": {k: jnp.asarray(v, jnp.float32) for k, v in head.items()}}
     cfg = cfg.replace(dtype=dtype)
     rewards = jax.jit(lambda p, *a: logprobs.prm_token_rewards(p, cfg, *a))

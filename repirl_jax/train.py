@@ -42,6 +42,7 @@ from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical
 
 log = logging.getLogger(__name__)
 # Per-micro-batch metrics already divided by the whole mini-batch's count (tokens, steps, kept rows): they add up.
+LM_HEADS = ("implicit", "likelihood")  # PRM heads that are a whole Qwen model (its LM head), not {"trunk", "head"}
 _ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll",
                        "disc_acc", "step_acc", "prm_acc"})
 
@@ -111,7 +112,7 @@ class Trainer:
         state["policy_opt"] = init_opt(self.policy_opt, state["policy"], self.policy_opt_shardings)
         self.state_shardings = {"policy": self.policy_shardings, "policy_opt": self.policy_opt_shardings}
         if models.prm is not None:
-            self.prm_shardings = qshard if config.prm.head == "implicit" else {"trunk": qshard, "head": hshard}
+            self.prm_shardings = qshard if config.prm.head in LM_HEADS else {"trunk": qshard, "head": hshard}
             self.prm_opt = make_optimizer(config.prm.lr, config.prm.weight_decay, config.prm.clip,
                                           eps=config.prm.adam_eps)
             self.prm_opt_shardings = optimizer_shardings(self.prm_opt, self.prm_shardings,
@@ -223,6 +224,9 @@ class Trainer:
             def token_rewards(prm, traj, ref_logp):
                 lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
                 return losses.implicit_token_rewards(lp, ref_logp, traj.response_mask, c.prm.beta)
+        elif c.prm.head == "likelihood":  # token rewards log pi_phi(a_t | s_t) of the PRM's own LM head
+            def token_rewards(prm, traj, ref_logp):
+                return logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
         else:  # the scalar head's r_phi
             def token_rewards(prm, traj, ref_logp):
                 return logprobs.prm_token_rewards(prm, cfg, *traj, act=act)

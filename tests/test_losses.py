@@ -364,3 +364,17 @@ def test_auroc_matches_pairwise_definition():
     pairwise = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
     assert auroc(scores, labels) == pytest.approx(pairwise)
     assert np.isnan(auroc([1.0, 2.0], [True, True]))
+
+
+def test_within_position_auroc_is_the_pairwise_definition_among_equal_positions():
+    from repirl_jax.prm_eval import auroc, within_position_auroc
+    position = RNG.randint(0, 4, size=60)
+    labels = RNG.rand(60) < 0.9 - 0.2 * position  # wrong steps sit late
+    scores = RNG.normal(size=60).round(1) - position  # plus a score that falls with position
+    pairs = [(scores[i] > scores[j]) + 0.5 * (scores[i] == scores[j]) for i in range(60) for j in range(60)
+             if labels[i] and not labels[j] and position[i] == position[j]]
+    assert within_position_auroc(scores, labels, position) == pytest.approx(np.mean(pairs))
+    # position alone: a high pooled AUROC, exactly 0.5 (ties) within each position
+    assert auroc(-position, labels) > 0.6
+    assert within_position_auroc(-position, labels, position) == pytest.approx(0.5)
+    assert np.isnan(within_position_auroc([1.0, 2.0], [True, False], [0, 1]))

@@ -58,6 +58,38 @@ def test_oracle_loss_is_bce_and_training_lowers_it():
     assert np.mean(log_end[-5:]) < 0.9 * np.mean(log_end[:5])
 
 
+def test_likelihood_oracle_logits_are_the_log_odds_of_the_token_probability():
+    """A whole Qwen model as the oracle: z_t = log p_t - log(1 - p_t), p_t = softmax(logits)[a_t] (numpy)."""
+    from repirl_jax import logprobs
+    cfg = mconfig.preset("tiny-qwen3", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=16, intermediate_size=64, vocab_size=32).replace(dtype="float32")
+    params = qwen.init_params(cfg, jax.random.key(0))
+    recs = S.make_splits(0, 8, 0, 0, num_steps=(2, 2))["train"]
+    p, clean, bad = oracle_prm.corrupted_pairs(recs, np.random.default_rng(0), 100)
+    tr = oracle_prm.label_traces(p + p, clean + bad, S.get_tokenizer(), 12, 24, 100)
+    z = oracle_prm.score_traces(params, cfg, tr, batch=8)
+    hidden = logprobs.sequence_hidden(params, cfg, tr.prompt, tr.prompt_mask, tr.response, tr.response_mask)
+    logits = np.asarray(qwen.lm_logits(params, cfg, hidden), np.float64)[:, tr.prompt.shape[1] - 1:-1]
+    prob = np.exp(logits - logits.max(-1, keepdims=True))
+    prob /= prob.sum(-1, keepdims=True)
+    pt = np.take_along_axis(prob, tr.response[..., None], -1)[..., 0]
+    ref = (np.log(pt) - np.log1p(-pt)) * tr.response_mask
+    np.testing.assert_allclose(z, ref, rtol=1e-3, atol=1e-3)
+    trained, log = oracle_prm.train_oracle_prm(params, cfg, tr, steps=30, batch=16, lr=3e-3, seed=0)
+    assert np.mean(log[-5:]) < 0.9 * np.mean(log[:5])  # the BCE falls: the LM learns the labels
+    # prefix oracle: z_t = scale * (mean log p over the response prefix through t) + bias
+    pre = oracle_prm.init_prefix_oracle(params)
+    pre = {**pre, "scale": np.float32(2.0), "bias": np.float32(0.5)}
+    lp = np.log(pt) * tr.response_mask
+    prefix = np.cumsum(lp, 1) / np.maximum(np.cumsum(tr.response_mask, 1), 1)
+    z_pre = np.asarray(oracle_prm.token_logits(pre, cfg, tr.prompt, tr.prompt_mask, tr.response, tr.response_mask))
+    np.testing.assert_allclose(z_pre, (2.0 * prefix + 0.5) * tr.response_mask, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(oracle_prm.score_traces(pre, cfg, tr, batch=8), lp, rtol=1e-3, atol=1e-3)
+    _, log = oracle_prm.train_oracle_prm(oracle_prm.init_prefix_oracle(params), cfg, tr, steps=30, batch=16,
+                                         lr=3e-3, seed=0, targets_at="step_end")
+    assert np.mean(log[-5:]) < 0.9 * np.mean(log[:5])
+
+
 def test_pair_accuracy():
     bad = S.corrupt(GOOD, np.random.default_rng(0), step=1)
     ra = np.zeros(len(GOOD))
@@ -83,9 +115,11 @@ def test_prm_quality_tiny_run(tmp_path):
     vals = [float(kv.split("=")[1]) for kv in last.split()]
     assert all(np.isnan(v) or 0.0 <= v <= 1.0 for v in vals)
     table = (tmp_path / "table.md").read_text()
-    for row in ("| oracle |", "| repirl |", "| repirl_e2 |", "| policy_logp |", "| floor |"):
+    for row in ("| oracle |", "| repirl |", "| repirl_e2 |", "| policy_logp |", "| position |", "| floor |"):
         assert row in table, row
+    assert "step-error AUROC (prefix)" in table and "within-position AUROC" in table
     res = json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]
+    assert res["position"]["pair_acc"] == 0.5  # a clean and a corrupted twin have the same length
     assert res["repirl_e2"]["overrides"] == {"algo": "repirl", "irl.prm_epochs": "2", "prm.lr": "1e-3"}
     assert [p["iteration"] for p in res["repirl"]["curve"]] == [1]  # --curve_every=1, 2 iterations
     assert res["oracle"]["curve"] == [] or "train_loss" in res["oracle"]["curve"][0]

@@ -115,6 +115,12 @@ def test_token_step_labels():
     vals, corr = S.per_step(np.arange(len(resp) + 1, dtype=float), tl, "min")
     assert vals.tolist() == [0, 9, 18, 27] and corr.tolist() == [True, False, False, False]
     assert S.per_step(np.ones(len(resp)), tl, "mean")[0].tolist() == [1.0] * 4
+    # prefix: the mean over every response token up to the item's last one (eos ignored)
+    v = np.random.default_rng(0).normal(size=len(resp) + 1)
+    ends = [8, 17, 26, len(resp) - 1]
+    np.testing.assert_allclose(S.per_step(v, tl, "prefix")[0], [v[:e + 1].mean() for e in ends])
+    with pytest.raises(ValueError, match="prefix"):
+        S.per_step(v, tl, "median")
 
     class Bpe:  # two characters per token: not character-level
         def encode(self, text, add_special_tokens=False):

@@ -131,6 +131,8 @@ def test_startup_validation_says_what_to_change():
         ({"algo": "sft"}, "algo='sft'"),
         ({"algo": "airl_dense", "data.experts_per_prompt": 0, "prm.micro_batch": 2}, "needs expert demonstrations"),
         ({"algo": "airl_dense", "prm.head": "implicit"}, "needs prm.head=scalar"),
+        ({"algo": "math_shepherd", "prm.head": "likelihood"}, "needs prm.head=scalar"),
+        ({"algo": "repirl", "prm.head": "implicit"}, "needs prm.head=scalar"),
         ({"algo": "airl_dense", "airl.perturbed_negatives": True, "data.train": "x.jsonl"},
          "needs data.train=synthetic"),
         ({"algo": "airl_dense", "airl.perturbed_negatives": True, "prm.micro_batch": 5}, "6 rows per prompt"),
@@ -244,6 +246,27 @@ def test_frozen_prm_is_not_updated(tmp_path):
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, b)
     assert "prm_grad_norm" not in read_metrics(str(tmp_path))[0]
+
+
+def test_repirl_with_a_likelihood_prm(tmp_path):
+    """prm.head=likelihood: the PRM is a whole Qwen model whose token reward is its own log pi_phi(a_t | s_t).
+    At the start it is a copy of the policy, so its rewards are the policy's log-probs; one IRL step moves it."""
+    c = tiny_config("repirl", **{"prm.head": "likelihood", "train.max_iterations": 1})
+    cfg = launch.model_config(c, launch.build_tokenizer(c))
+    models = launch.build_models(c, cfg, None)
+    assert "head" not in models.prm and set(models.prm) == set(models.policy["model"])
+    before = jax.tree.map(np.asarray, models.prm)
+    s = launch.run(c, str(tmp_path), progress_bar=False)
+    tr = s["trainer"]
+    traj = train.Traj(*(np.asarray(x) for x in tr.last_batch.rollouts))
+    r = np.asarray(tr.prm_rewards(jax.tree.map(jnp.asarray, before), traj, None))
+    lp = np.asarray(tr.logp(launch.build_models(c, cfg, None).policy["model"], traj))
+    np.testing.assert_allclose(r, lp, atol=1e-5)
+    assert (r[np.asarray(traj.response_mask) > 0] <= 0).all()  # log-probs
+    after = jax.tree.map(np.asarray, tr.state["prm"])
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    row = read_metrics(str(tmp_path))[0]
+    assert row["irl_num_pos"] >= 8 and np.isfinite(row["prm_grad_norm"]) and 0 < row["irl_ess"]
 
 
 def test_airl_with_perturbed_negatives_and_experts_in_the_policy_group(tmp_path):

@@ -78,7 +78,7 @@ def abstract_models(config, cfg):
         policy["value"] = heads.abstract_scalar_head(cfg)
     prm = None
     if train.needs_prm(config):
-        prm = params if config.prm.head == "implicit" else {"trunk": params, "head": heads.abstract_scalar_head(cfg)}
+        prm = params if config.prm.head in train.LM_HEADS else {"trunk": params, "head": heads.abstract_scalar_head(cfg)}
     ref = params if train.needs_ref(config) else None
     return train.Models(cfg, policy, prm, ref)
 

@@ -7,25 +7,35 @@ Per seed: the demo's BC warm-up (configs/demo.py, or --warmup=DIR/warmup of an e
 seed), then the held-out traces: n = rollout.n samples (T = 1) of the BC policy on the first --test_prompts
 test prompts, plus per test prompt its clean reference solution and a copy with one corrupted step
 (`synthetic.corrupt`). Reward models, each from the BC trunk:
-  oracle        scalar head + trunk trained with the labeller's per-token labels (`oracle_prm`; ceiling),
-                on BC samples and clean/corrupted pairs of TRAIN prompts
-  repirl        --iterations of the demo's rePIRL (importance weights, batch scope)
+  oracle        the BC model trained with the labeller's labels (`oracle_prm`; the ceiling), on BC samples and
+                clean/corrupted pairs of TRAIN prompts: --oracle_head=scalar (a scalar head on the trunk),
+                likelihood (the BC policy itself, z_t = log-odds of its token probability) or prefix (the BC
+                policy, z = scale * its mean log-prob over the prefix + bias, at the step ends)
+  repirl        --iterations of the demo's rePIRL (the paper's scalar head, importance weights, batch scope)
   repirl_uniform, repirl_prompt     the same with uniform weights / prompt-scope weights
+  repirl_likelihood                 the same with prm.head=likelihood (r_t = log pi_phi(a_t | s_t), beyond the paper)
   math_shepherd, airl_dense, prime  --iterations of those methods (configs as in tools/reproduce.py)
   --variant NAME:KEY=VALUE;...      more learned models: the config with these overrides (rePIRL by default)
   policy_logp   no training: the BC policy's own log-prob of each token as its reward (a zero-shot verifier)
+  position      no model: token reward -t (falls along the response), the position confound's baseline
   floor         the BC trunk with an untrained (random) head
 The oracle's targets are at the step-end tokens by default (--oracle_targets); it trains on BC samples of
 --oracle_train_prompts train prompts and on the reference solutions of every train prompt, clean and
 corrupted: half with each step's result changed w.p. --oracle_corrupt_rate (not carried: local errors), half
 with one slip carried on consistently. --curve_every=K adds learning curves (every K iterations; the oracle
 every 10K steps) to results.json.
-Metrics on the held-out traces: step-error AUROC over every step of the policy samples (a step's score is
-its LAST token's reward: the only token at which a causal PRM has read the whole step), the same with the
-step's mean and minimum token reward, the first-error AUROC (first wrong step against the correct steps before it), and
-the clean-vs-corrupted pair accuracy (`prm_eval.pair_accuracy`). Mean +- std over seeds; writes
-OUT/table.md and OUT/results.json. The last line is `oracle_auroc=<x> repirl_auroc=<x> floor_auroc=<x>`
-(step-error AUROC, last-token scores, means over seeds).
+Metrics on the held-out traces: step-error AUROC over every step of the policy samples under four readouts
+of a step's score from the token rewards (`synthetic.per_step`): prefix (the default headline, --readout):
+the mean token reward of the response prefix the step ends, i.e. rbar_phi of that prefix, the trajectory
+score L_phi is written in, and a score of the whole prefix, which is what a step's true-chain label judges;
+last: the step's last token (for a scalar head, the hidden state that has read the prefix); mean and min
+over the step's own tokens. Also the first-error AUROC (first wrong step against the correct steps before
+it), the within-position AUROC (`prm_eval.within_position_auroc`: correct vs wrong steps at the same step
+index, which the position confound cannot inflate) and the clean-vs-corrupted pair accuracy
+(`prm_eval.pair_accuracy`), all under the headline readout.
+Mean +- std over seeds; writes OUT/table.md and OUT/results.json. The last line is
+`oracle_auroc=<x> repirl_auroc=<x> floor_auroc=<x>` (step-error AUROC under the headline readout, means over
+seeds; repirl is the paper's scalar-head rePIRL).
 """
 
 import json
@@ -43,6 +53,7 @@ METHODS = {
     "repirl": {"algo": "repirl"},
     "repirl_uniform": {"algo": "repirl", "irl.importance_weights": False},
     "repirl_prompt": {"algo": "repirl", "irl.weight_scope": "prompt"},
+    "repirl_likelihood": {"algo": "repirl", "prm.head": "likelihood"},
     "math_shepherd": {"algo": "math_shepherd", "advantage.c": 0.1, "prm.micro_batch": 128,
                       "shepherd.prefixes_per_call": 128, "shepherd.k": 2},
     "airl_dense": {"algo": "airl_dense", "advantage.c": 1.0, "advantage.outcome_weight": 1.0,
@@ -65,7 +76,8 @@ def parse_variants(specs) -> dict:
     return out
 
 
-ORDER = ("oracle", *METHODS, "policy_logp", "floor")
+ORDER = ("oracle", *METHODS, "policy_logp", "position", "floor")
+READOUTS = ("last", "mean", "min", "prefix")
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("iterations", 20, "Training iterations per learned reward model.")
@@ -75,6 +87,13 @@ flags.DEFINE_integer("oracle_train_prompts", 512, "Train prompts whose BC sample
 flags.DEFINE_integer("oracle_pair_prompts", 0, "Train prompts whose reference solutions, clean and corrupted (half "
                      "with local errors, half with one carried slip), also train the oracle (0: every train prompt).")
 flags.DEFINE_float("oracle_corrupt_rate", 0.4, "Per-step corruption rate of the oracle's local-error traces.")
+flags.DEFINE_enum("oracle_head", "prefix", ["scalar", "likelihood", "prefix"], "The oracle's head "
+                  "(oracle_prm.token_logits): a scalar head on the BC trunk; the BC policy itself with z_t = the "
+                  "log-odds of its token probability; or the BC policy with z_t = scale * (mean log-prob of the "
+                  "prefix through t) + bias (prefix: pair it with --oracle_targets=step_end).")
+flags.DEFINE_enum("readout", "prefix", ["last", "mean", "min", "prefix"], "The step score of the headline AUROC (the "
+                  "last line and the table's first column): the step's last token, its mean or minimum token reward, "
+                  "or the mean token reward of the response prefix the step ends.")
 flags.DEFINE_enum("oracle_targets", "step_end", ["step_end", "all"], "Oracle BCE targets at the step-end tokens "
                   "(where steps are scored) or at every response token.")
 flags.DEFINE_integer("test_prompts", 128, "Test prompts for the held-out traces (a multiple of rollout.prompts_per_call).")
@@ -109,15 +128,15 @@ def set_keys(c, pairs):
 def scores(prompts, texts, rewards, pairs, pair_rewards, modulus):
     """All metrics of one reward model's token rewards on the held-out traces."""
     from repirl_jax import prm_eval
-    last = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "last")
-    mean = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "mean")
-    low = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, "min")
+    by = {red: prm_eval.step_error_auroc(prompts, texts, rewards, modulus, red) for red in READOUTS}
+    head = by[FLAGS.readout]
     pp, clean, bad = pairs
     n = len(pp)
-    return {"auroc": last["auroc_all_steps"], "auroc_mean": mean["auroc_all_steps"], "auroc_min": low["auroc_all_steps"],
-            "auroc_first_error": last["auroc_first_error"],
-            "pair_acc": prm_eval.pair_accuracy(pp, clean, bad, pair_rewards[:n], pair_rewards[n:], modulus, "last"),
-            "steps": last["steps"], "wrong_steps": last["wrong_steps"]}
+    return {"auroc": head["auroc_all_steps"], **{f"auroc_{red}": by[red]["auroc_all_steps"] for red in READOUTS},
+            "auroc_within_position": head["auroc_within_position"], "auroc_first_error": head["auroc_first_error"],
+            "pair_acc": prm_eval.pair_accuracy(pp, clean, bad, pair_rewards[:n], pair_rewards[n:], modulus,
+                                               FLAGS.readout),
+            "steps": head["steps"], "wrong_steps": head["wrong_steps"]}
 
 
 def run_seed(seed: int, learned: dict, log) -> dict:
@@ -170,17 +189,23 @@ def run_seed(seed: int, learned: dict, log) -> dict:
     fresh = lambda: {"trunk": jax.tree.map(lambda x: x.copy(), bc_params),  # noqa: E731
                      "head": heads.init_scalar_head(cfg, jax.random.fold_in(jax.random.key(seed), 3))}
     out["floor"] = score_scalar(fresh())
+    copy_bc = lambda: jax.tree.map(lambda x: x.copy(), bc_params)  # noqa: E731
+    fresh_oracle = {"scalar": fresh, "likelihood": copy_bc,
+                    "prefix": lambda: oracle_prm.init_prefix_oracle(copy_bc())}[FLAGS.oracle_head]
     # Zero-shot reference: the BC policy's own log-prob of each token as its reward (no training).
     policy_lp = lambda tr_: oracle_prm.per_trace_rewards(oracle_prm.policy_logprobs(bc_params, cfg, tr_), tr_)  # noqa: E731
     out["policy_logp"] = scores(prompts, texts, policy_lp(held), pairs, policy_lp(held_pairs), mod)
     log(f"seed {seed}: policy_logp {out['policy_logp']}")
+    # The confound: a "reward" that only falls along the response (wrong steps sit late in a trace).
+    position = lambda tr_: [-np.arange(len(t), dtype=np.float64) for t in tr_.texts]  # noqa: E731
+    out["position"] = scores(prompts, texts, position(held), pairs, position(held_pairs), mod)
     log(f"seed {seed}: floor {out['floor']}")
 
     # Oracle: supervised labels on BC samples of train prompts (+ their clean / corrupted references).
     if FLAGS.oracle_steps == 0:
         log(f"seed {seed}: oracle skipped (--oracle_steps=0)")
     else:
-        out["oracle"] = oracle_scores(sampler, cfg, tok, P, R, mod, fresh, score_scalar, log, seed)
+        out["oracle"] = oracle_scores(sampler, cfg, tok, P, R, mod, fresh_oracle, score_scalar, log, seed)
     del sampler
     return run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_params, prompts, texts, pairs,
                        pair_prompts, pair_texts, mod, log, seed)
@@ -263,12 +288,13 @@ def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_par
 
 def summarise(per_seed: dict, names) -> tuple[str, dict]:
     import numpy as np
-    keys = ("auroc", "auroc_mean", "auroc_min", "auroc_first_error", "pair_acc")
+    others = [red for red in READOUTS if red != FLAGS.readout]
+    keys = ("auroc", *[f"auroc_{red}" for red in others], "auroc_within_position", "auroc_first_error", "pair_acc")
     agg = {}
-    rows = ["| reward model | step-error AUROC (last token) | (step mean) | (step min) | first-error AUROC "
-            "| clean-vs-corrupted pair accuracy |", "|---|---|---|---|---|---|"]
+    rows = [f"| reward model | step-error AUROC ({FLAGS.readout}) | " + " | ".join(f"({red})" for red in others)
+            + " | within-position AUROC | first-error AUROC | clean-vs-corrupted pair accuracy |", "|---" * (len(keys) + 1) + "|"]
     for name in names:
-        vals = {k: [per_seed[s][name][k] for s in per_seed if name in per_seed[s]] for k in keys}
+        vals = {k: [per_seed[s][name].get(k, float("nan")) for s in per_seed if name in per_seed[s]] for k in keys}
         if not vals["auroc"]:
             continue
         agg[name] = {k: (float(np.nanmean(v)), float(np.nanstd(v))) for k, v in vals.items()}
@@ -291,15 +317,17 @@ def main(_):
     variants = parse_variants(FLAGS.variant)  # bad specs fail before any training
     learned = {**{m: METHODS[m] for m in FLAGS.methods}, **variants}
     per_seed = {int(s): run_seed(int(s), learned, log) for s in FLAGS.seeds}
-    names = [n for n in ORDER if n in ("oracle", "policy_logp", "floor") or n in FLAGS.methods] + list(variants)
+    names = [n for n in ORDER if n in ("oracle", "policy_logp", "position", "floor") or n in FLAGS.methods] + list(variants)
     table, agg = summarise(per_seed, names)
     header = (f"Seeds {','.join(FLAGS.seeds)}; {FLAGS.iterations} iterations per learned model; oracle "
-              f"{FLAGS.oracle_steps} steps; {FLAGS.test_prompts} test prompts; mean ± std over seeds.\n\n")
+              f"({FLAGS.oracle_head} head, targets at {FLAGS.oracle_targets}) {FLAGS.oracle_steps} steps; "
+              f"{FLAGS.test_prompts} test prompts; headline readout {FLAGS.readout}; mean ± std over seeds.\n\n")
     with open(os.path.join(FLAGS.out, "table.md"), "w") as f:
         f.write(header + table + "\n")
     with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
         json.dump({"per_seed": per_seed, "summary": agg, "flags": {k: FLAGS[k].value for k in
-                   ("seeds", "iterations", "oracle_steps", "test_prompts", "methods", "set", "variant")},
+                   ("seeds", "iterations", "oracle_steps", "oracle_head", "oracle_targets", "readout", "test_prompts",
+                    "methods", "set", "variant")},
                    "time_s": time.time() - t0}, f, indent=2)
     print(header + table)
     get = lambda n: agg[n]["auroc"][0] if n in agg else float("nan")  # noqa: E731

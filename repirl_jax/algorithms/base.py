@@ -57,6 +57,7 @@ class Algorithm:
     uses_advantages = True  # its policy loss reads `adv` (so group-wise estimators constrain micro-batches)
     step_reduce = "mean"  # a step's score from token rewards: mean over its tokens, or "last" (its end)
     required: dict = {}  # settings that define the method (applied by paper_config, tests, reproduce)
+    allowed: dict = {}  # further values a required setting may take (options beyond the paper)
     paper: dict = {}  # the paper's further settings for it (paper_config)
 
     # -- what it needs ------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ class Algorithm:
         if self.needs_experts and c.data.experts_per_prompt < 1:
             raise ConfigError(f"algo={self.name} needs expert demonstrations: set data.experts_per_prompt >= 1")
         for key, value in self.required.items():
-            if get_setting(c, key) != value:
+            if get_setting(c, key) != value and get_setting(c, key) not in self.allowed.get(key, ()):
                 raise ConfigError(f"algo={self.name} needs {key}={value} (set it, or start from "
                                   f"config.paper_config(algo={self.name!r}))")
 
@@ -224,6 +225,9 @@ def apply_settings(c, settings: dict[str, Any]) -> None:
 
 # --- start-up validation ------------------------------------------------------------------------------
 
+PRM_HEADS = ("scalar", "implicit", "likelihood")
+
+
 def validate(config, num_devices: int) -> None:
     """Start-up checks with messages that say what to change (the mesh, batch divisibility, the method)."""
     c = config
@@ -237,6 +241,8 @@ def validate(config, num_devices: int) -> None:
         raise ConfigError(f"mesh (data={c.mesh.data}, fsdp={c.mesh.fsdp}, tensor={c.mesh.tensor}) has {mesh_size} "
                           f"devices but {num_devices} are available: set mesh.data * mesh.fsdp * mesh.tensor = "
                           f"{num_devices} (or one of them to -1), or mesh.devices to use fewer")
+    if algo.needs_prm and c.prm.head not in PRM_HEADS:
+        raise ConfigError(f"prm.head={c.prm.head!r}: expected one of {PRM_HEADS}")
     b, mb = c.data.prompts_per_iter, c.policy.minibatch_prompts
     if b % mb:
         raise ConfigError(f"policy.minibatch_prompts={mb} does not divide data.prompts_per_iter={b}")

@@ -23,7 +23,10 @@ IRL_STATS = ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight")
 def shift_invariant(prm):
     """L_phi is unchanged by adding a constant to every token reward, so the head's bias gets a zero
     gradient up to rounding; it is held fixed (at its zero init) rather than letting Adam turn that
-    rounding into steps of ~lr whose sign depends on the reduction order (mesh, micro-batching)."""
+    rounding into steps of ~lr whose sign depends on the reduction order (mesh, micro-batching). A likelihood
+    PRM (prm.head=likelihood: a whole Qwen model, r = log pi_phi) has no bias and is returned as it is."""
+    if "head" not in prm:
+        return prm
     return {**prm, "head": {**prm["head"], "bias": jax.lax.stop_gradient(prm["head"]["bias"])}}
 
 
@@ -50,6 +53,7 @@ class RePIRL(Algorithm):
     needs_experts = True
     experts_in_data = True
     required = {"prm.head": "scalar"}
+    allowed = {"prm.head": ("likelihood",)}  # beyond the paper: r = log pi_phi(a_t | s_t) (issue 11)
 
     def validate(self, c) -> None:
         super().validate(c)

@@ -498,16 +498,26 @@ def token_step_labels(prompt: str | Chain, response: str, tokenizer: Any = None,
 
 def per_step(values: Any, token_labels: TokenStepLabels, reduce: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """Aggregate per-token values (e.g. PRM rewards, length = the labelled tokens; extra trailing entries
-    such as an eos are ignored) into one value per item: reduce = mean | min | max | sum | last. Returns
+    such as an eos are ignored) into one value per item: reduce = mean | min | max | sum | last over the
+    item's tokens, or prefix: the mean over every token of the response up to the item's last token (the
+    score of the prefix the item ends, which is what "correct" means under the true-chain labels). Returns
     (values [S] float64, correct [S] bool) -- ready for a step-error AUROC."""
     fns = {"mean": np.mean, "min": np.min, "max": np.max, "sum": np.sum, "last": lambda x: x[-1]}
-    if reduce not in fns:
-        raise ValueError(f"reduce={reduce!r}: expected one of {sorted(fns)}")
+    if reduce not in fns and reduce != "prefix":
+        raise ValueError(f"reduce={reduce!r}: expected one of {sorted(fns) + ['prefix']}")
     vals = np.asarray(values, np.float64).reshape(-1)
     idx = token_labels.step_index
     if vals.shape[0] < int((idx >= 0).sum()):
         raise ValueError(f"{vals.shape[0]} values for {int((idx >= 0).sum())} labelled tokens")
     idx = idx[:vals.shape[0]]
+    if reduce == "prefix":
+        csum, out, last = np.cumsum(vals), [], -1
+        for s in token_labels.labels.steps:
+            own = np.nonzero(idx == s.index)[0]
+            last = int(own.max()) if len(own) else last  # an empty item ends where the one before it did
+            out.append(csum[last] / (last + 1) if last >= 0 else np.nan)
+        out = np.array(out, np.float64)
+        return out, np.array(token_labels.labels.correct, bool)
     out = np.array([fns[reduce](vals[idx == s.index]) for s in token_labels.labels.steps], np.float64)
     return out, np.array(token_labels.labels.correct, bool)
 

@@ -1,8 +1,10 @@
 """The oracle PRM: a PRM trained with SUPERVISED per-token step labels from the synthetic task's labeller
-(`synthetic.token_step_labels`), the ceiling against which learned PRMs are measured. Two heads
-(`token_logits`): a scalar head on the trunk ({"trunk", "head"}), or a whole Qwen model whose logit is the
+(`synthetic.token_step_labels`), the ceiling against which learned PRMs are measured. Three heads
+(`token_logits`): a scalar head on the trunk ({"trunk", "head"}); a whole Qwen model whose logit is the
 log-odds of its own probability of the token (the likelihood head; then the BCE is likelihood on the tokens
-of correct steps and unlikelihood on those of wrong ones).
+of correct steps and unlikelihood on those of wrong ones); or a Qwen model whose logit is a scaled mean of
+its log-probs over the response prefix (`init_prefix_oracle`: trained at the step ends, its prefix readout
+is what `tools/prm_quality.py` scores).
 
     traces = label_traces(prompts, responses, tokenizer, P, R, modulus)     # host arrays + 0/1 targets
     prm, log = train_oracle_prm(prm, cfg, traces, steps=400, batch=64, lr=1e-3, seed=0)

@@ -267,6 +267,9 @@ def test_repirl_with_a_likelihood_prm(tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
     row = read_metrics(str(tmp_path))[0]
     assert row["irl_num_pos"] >= 8 and np.isfinite(row["prm_grad_norm"]) and 0 < row["irl_ess"]
+    from repirl_jax import reports
+    with pytest.raises(ValueError, match="no scalar head"):  # PRM-guided evaluation reads scalar heads only
+        reports.make_prm_scorer(str(tmp_path), generator=None)
 
 
 def test_airl_with_perturbed_negatives_and_experts_in_the_policy_group(tmp_path):

@@ -32,7 +32,7 @@ import optax
 from jax.sharding import NamedSharding
 
 from repirl_jax import algorithms, distributed, logprobs, losses, rollout, sampling
-from repirl_jax.algorithms import Batch, ConfigError, validate  # noqa: F401  (train.validate, train.ConfigError)
+from repirl_jax.algorithms import Batch, ConfigError, LM_HEADS, validate  # noqa: F401  (train.validate, ...)
 from repirl_jax.algorithms.advantages import AdvantageParams
 from repirl_jax.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
 from repirl_jax.models import heads, qwen
@@ -42,7 +42,6 @@ from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical
 
 log = logging.getLogger(__name__)
 # Per-micro-batch metrics already divided by the whole mini-batch's count (tokens, steps, kept rows): they add up.
-LM_HEADS = ("implicit", "likelihood")  # PRM heads that are a whole Qwen model (its LM head), not {"trunk", "head"}
 _ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll",
                        "disc_acc", "step_acc", "prm_acc"})
 
@@ -220,13 +219,11 @@ class Trainer:
         self.prm_updates: dict = {}
         if not self.algo.needs_prm:
             return
-        if c.prm.head == "implicit":  # token rewards beta * (log pi_phi - log pi_ref)
+        if c.prm.head in LM_HEADS:  # likelihood: log pi_phi(a_t | s_t); implicit: beta * (that - log pi_ref)
             def token_rewards(prm, traj, ref_logp):
                 lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
-                return losses.implicit_token_rewards(lp, ref_logp, traj.response_mask, c.prm.beta)
-        elif c.prm.head == "likelihood":  # token rewards log pi_phi(a_t | s_t) of the PRM's own LM head
-            def token_rewards(prm, traj, ref_logp):
-                return logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
+                return lp if c.prm.head == "likelihood" else losses.implicit_token_rewards(
+                    lp, ref_logp, traj.response_mask, c.prm.beta)
         else:  # the scalar head's r_phi
             def token_rewards(prm, traj, ref_logp):
                 return logprobs.prm_token_rewards(prm, cfg, *traj, act=act)

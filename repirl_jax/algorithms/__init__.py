@@ -7,7 +7,8 @@ A new method is a subclass of `Algorithm` passed to `register` (in a file here, 
 before the run: `config.algo` then names it); see WORKSPACE.md, "Adding an algorithm".
 """
 
-from repirl_jax.algorithms.base import (Algorithm, Batch, ConfigError, apply_settings, estimate, get,  # noqa: F401
-                                        names, register, step_ends, validate, with_experts)
+from repirl_jax.algorithms.base import (LM_HEADS, PRM_HEADS, Algorithm, Batch, ConfigError,  # noqa: F401
+                                        apply_settings, estimate, get, names, register, step_ends, validate,
+                                        with_experts)
 # Registration order is the order of `names()` (error messages, the parametrised tests, reproduce).
 from repirl_jax.algorithms import repirl, rloo, grpo, ppo, prime, bc, kto, airl_dense, prl, math_shepherd  # noqa: F401,E501,I001

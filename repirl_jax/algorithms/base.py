@@ -226,6 +226,7 @@ def apply_settings(c, settings: dict[str, Any]) -> None:
 # --- start-up validation ------------------------------------------------------------------------------
 
 PRM_HEADS = ("scalar", "implicit", "likelihood")
+LM_HEADS = ("implicit", "likelihood")  # PRM heads that are a whole Qwen model (its LM head), not {"trunk", "head"}
 
 
 def validate(config, num_devices: int) -> None:

@@ -91,7 +91,7 @@ flags.DEFINE_enum("oracle_head", "prefix", ["scalar", "likelihood", "prefix"], "
                   "(oracle_prm.token_logits): a scalar head on the BC trunk; the BC policy itself with z_t = the "
                   "log-odds of its token probability; or the BC policy with z_t = scale * (mean log-prob of the "
                   "prefix through t) + bias (prefix: pair it with --oracle_targets=step_end).")
-flags.DEFINE_enum("readout", "prefix", ["last", "mean", "min", "prefix"], "The step score of the headline AUROC (the "
+flags.DEFINE_enum("readout", "prefix", list(READOUTS), "The step score of the headline AUROC (the "
                   "last line and the table's first column): the step's last token, its mean or minimum token reward, "
                   "or the mean token reward of the response prefix the step ends.")
 flags.DEFINE_enum("oracle_targets", "step_end", ["step_end", "all"], "Oracle BCE targets at the step-end tokens "
@@ -294,7 +294,7 @@ def summarise(per_seed: dict, names) -> tuple[str, dict]:
     rows = [f"| reward model | step-error AUROC ({FLAGS.readout}) | " + " | ".join(f"({red})" for red in others)
             + " | within-position AUROC | first-error AUROC | clean-vs-corrupted pair accuracy |", "|---" * (len(keys) + 1) + "|"]
     for name in names:
-        vals = {k: [per_seed[s][name].get(k, float("nan")) for s in per_seed if name in per_seed[s]] for k in keys}
+        vals = {k: [per_seed[s][name][k] for s in per_seed if name in per_seed[s]] for k in keys}
         if not vals["auroc"]:
             continue
         agg[name] = {k: (float(np.nanmean(v)), float(np.nanstd(v))) for k, v in vals.items()}

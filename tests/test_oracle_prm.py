@@ -119,6 +119,15 @@ def test_prm_quality_tiny_run(tmp_path):
         assert row in table, row
     assert "step-error AUROC (prefix)" in table and "within-position AUROC" in table
     res = json.loads((tmp_path / "results.json").read_text())["per_seed"]["0"]
+    # --methods=repirl has no repirl_likelihood (the default --headline_repirl): the last line reports repirl, and says so
+    assert out.stdout.strip().splitlines()[-2].startswith("repirl_auroc below: repirl ("), out.stdout[-500:]
+    np.testing.assert_allclose(vals[1], res["repirl"]["auroc"], atol=5e-4, equal_nan=True)
+    again = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"),
+                            f"--from_results={tmp_path / 'results.json'}", "--headline_repirl=repirl"],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == last  # the saved run's table and line, nothing trained
+    assert "| repirl_e2 |" in again.stdout
     assert res["position"]["pair_acc"] == 0.5  # a clean and a corrupted twin have the same length
     assert res["repirl_e2"]["overrides"] == {"algo": "repirl", "irl.prm_epochs": "2", "prm.lr": "1e-3"}
     assert [p["iteration"] for p in res["repirl"]["curve"]] == [1]  # --curve_every=1, 2 iterations

@@ -35,7 +35,8 @@ index, which the position confound cannot inflate) and the clean-vs-corrupted pa
 (`prm_eval.pair_accuracy`), all under the headline readout.
 Mean +- std over seeds; writes OUT/table.md and OUT/results.json. The last line is
 `oracle_auroc=<x> repirl_auroc=<x> floor_auroc=<x>` (step-error AUROC under the headline readout, means over
-seeds; repirl is the paper's scalar-head rePIRL).
+seeds). Its repirl is the rePIRL row --headline_repirl names (default repirl_likelihood, the best rePIRL PRM
+measured; `repirl` for the paper's scalar head); the line before it says which, and gives the paper head's.
 """
 
 import json
@@ -98,6 +99,8 @@ flags.DEFINE_enum("oracle_targets", "step_end", ["step_end", "all"], "Oracle BCE
                   "(where steps are scored) or at every response token.")
 flags.DEFINE_integer("test_prompts", 128, "Test prompts for the held-out traces (a multiple of rollout.prompts_per_call).")
 flags.DEFINE_list("methods", list(METHODS), "Learned reward models to score.")
+flags.DEFINE_enum("headline_repirl", "repirl_likelihood", [m for m in METHODS if m.startswith("repirl")],
+                  "The rePIRL row the last line reports as repirl_auroc (repirl: the paper's scalar head).")
 flags.DEFINE_multi_string("variant", [], "NAME:KEY=VALUE[;KEY=VALUE...]: one more learned reward model, the demo "
                           "config with these overrides (e.g. 'repirl_e4:irl.prm_epochs=4;prm.lr=1e-3'); repeatable.")
 flags.DEFINE_integer("curve_every", 0, "Also score every learned model (oracle: every 10x this many steps) every "
@@ -106,7 +109,11 @@ flags.DEFINE_string("config", os.path.join(ROOT, "configs", "demo.py"), "Task/mo
 flags.DEFINE_list("set", [], "KEY=VALUE config overrides (python literals), applied to every run.")
 flags.DEFINE_string("warmup", "", "A BC warm-up directory (hf params dir) to use for every seed instead of training one.")
 flags.DEFINE_string("out", "results/prm_quality", "Output directory.")
+flags.DEFINE_string("from_results", "", "Train nothing: print the table and last line of an earlier run's "
+                    "results.json (its flags, but --headline_repirl).")
 FLAGS = flags.FLAGS
+SAVED_FLAGS = ("seeds", "iterations", "oracle_steps", "oracle_head", "oracle_targets", "readout", "test_prompts",
+               "methods", "set", "variant")
 
 
 def set_keys(c, pairs):
@@ -315,23 +322,34 @@ def main(_):
     if unknown:
         raise app.UsageError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
     variants = parse_variants(FLAGS.variant)  # bad specs fail before any training
+    if FLAGS.from_results:
+        saved = json.load(open(FLAGS.from_results))
+        for k in SAVED_FLAGS:
+            FLAGS[k].value = saved["flags"][k]
+        variants = parse_variants(FLAGS.variant)
     learned = {**{m: METHODS[m] for m in FLAGS.methods}, **variants}
-    per_seed = {int(s): run_seed(int(s), learned, log) for s in FLAGS.seeds}
+    if FLAGS.from_results:
+        per_seed = {int(s): v for s, v in saved["per_seed"].items()}
+    else:
+        per_seed = {int(s): run_seed(int(s), learned, log) for s in FLAGS.seeds}
     names = [n for n in ORDER if n in ("oracle", "policy_logp", "position", "floor") or n in FLAGS.methods] + list(variants)
     table, agg = summarise(per_seed, names)
     header = (f"Seeds {','.join(FLAGS.seeds)}; {FLAGS.iterations} iterations per learned model; oracle "
               f"({FLAGS.oracle_head} head, targets at {FLAGS.oracle_targets}) {FLAGS.oracle_steps} steps; "
               f"{FLAGS.test_prompts} test prompts; headline readout {FLAGS.readout}; mean ± std over seeds.\n\n")
-    with open(os.path.join(FLAGS.out, "table.md"), "w") as f:
-        f.write(header + table + "\n")
-    with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
-        json.dump({"per_seed": per_seed, "summary": agg, "flags": {k: FLAGS[k].value for k in
-                   ("seeds", "iterations", "oracle_steps", "oracle_head", "oracle_targets", "readout", "test_prompts",
-                    "methods", "set", "variant")},
-                   "time_s": time.time() - t0}, f, indent=2)
+    if FLAGS.from_results:
+        header = f"{FLAGS.from_results}: " + header
+    else:
+        with open(os.path.join(FLAGS.out, "table.md"), "w") as f:
+            f.write(header + table + "\n")
+        with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
+            json.dump({"per_seed": per_seed, "summary": agg, "flags": {k: FLAGS[k].value for k in SAVED_FLAGS},
+                       "time_s": time.time() - t0}, f, indent=2)
     print(header + table)
     get = lambda n: agg[n]["auroc"][0] if n in agg else float("nan")  # noqa: E731
-    print(f"oracle_auroc={get('oracle'):.3f} repirl_auroc={get('repirl'):.3f} floor_auroc={get('floor'):.3f}")
+    head = FLAGS.headline_repirl if FLAGS.headline_repirl in agg else "repirl"
+    print(f"repirl_auroc below: {head} ({learned.get(head, {})}); the paper's scalar head (repirl): {get('repirl'):.3f}")
+    print(f"oracle_auroc={get('oracle'):.3f} repirl_auroc={get(head):.3f} floor_auroc={get('floor'):.3f}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ Each seed behaviour-clones once (configs/demo.py's warm start) and every method 
 then runs the same number of iterations on the same prompts. Writes OUT/table.md (mean +- std over seeds of
 the final greedy test accuracy, and the step-error AUROC of methods that learn a scalar PRM),
 OUT/runs.jsonl (one line per run) and OUT/accuracy.png (validation accuracy against iteration). Methods with
-a scalar-head reward model (rePIRL, AIRL, Math-Shepherd) also rerank 16 samples per test prompt (T = 0.8)
-at N = 4, 8, 16 by mean token reward, by minimum step score and by PRM-weighted vote (OUT/rerank.md: gain
-over pass@1). OUT/claims.md: the paper's claims (CLAIMS) as paired gains over seeds with a 95% t-interval
-and a verdict; the early-signal row reads each rePIRL run's `early_signal_auroc` (train.early_signal_k,
+a scalar-head or likelihood reward model (rePIRL, AIRL, Math-Shepherd; only --rerank_methods if given) also
+rerank 16 samples per test prompt (T = 0.8) at N = 4, 8, 16 by mean token reward, by minimum step score and
+by PRM-weighted vote (OUT/rerank.md: gain over pass@1). OUT/versus.md: rePIRL (and repirl_likelihood) minus
+every other method, paired per seed with a 95% t-interval. OUT/claims.md: the paper's claims (CLAIMS) as
+paired gains over seeds with a 95% t-interval and a verdict; the early-signal row reads each rePIRL run's `early_signal_auroc` (train.early_signal_k,
 --early_signal_k), the test-time-training row the `ttt` method (configs/demo_ttt.py from the same seed's
 rePIRL run). Runs that already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
 """
@@ -45,6 +46,9 @@ METHODS.update({
     "repirl_no_iw": {"algo": "repirl", "irl.importance_weights": False},
     "repirl_no_pseudo_expert": {"algo": "repirl", "irl.pseudo_expert": False},
     "prm_only": {"algo": "repirl", "advantage.outcome_weight": 0.0},
+    "repirl_likelihood": {"algo": "repirl", "prm.head": "likelihood"},  # the PRM that checks steps (prm_quality)
+    # its control: the same process reward, log pi of the BC start, never trained (prm.lr 0, no weight decay)
+    "repirl_likelihood_frozen": {"algo": "repirl", "prm.head": "likelihood", "prm.lr": 0.0},
     # test-time training (configs/demo_ttt.py) from the same seed's finished rePIRL run: its policy and
     # frozen PRM, trained on the test prompts with process rewards only
     "ttt": {"algo": "repirl", **runpy.run_path(os.path.join(ROOT, "configs", "demo_ttt.py"))["SETTINGS"]},
@@ -54,6 +58,10 @@ TTT_FROM = "repirl"
 # gain = a - b per seed ("b" None: a - 0.5, for an AUROC).
 CLAIMS = (
     ("rePIRL > RLOO (test accuracy after RL)", "repirl", "test_accuracy_end", "rloo", "test_accuracy_end"),
+    ("rePIRL with prm.head=likelihood > RLOO (test accuracy after RL)", "repirl_likelihood", "test_accuracy_end",
+     "rloo", "test_accuracy_end"),
+    ("  its PRM's IRL training helps (vs the same PRM frozen at the BC start)", "repirl_likelihood",
+     "test_accuracy_end", "repirl_likelihood_frozen", "test_accuracy_end"),
     ("importance weights > uniform weights", "repirl", "test_accuracy_end", "repirl_no_iw", "test_accuracy_end"),
     ("pseudo-experts help", "repirl", "test_accuracy_end", "repirl_no_pseudo_expert", "test_accuracy_end"),
     ("PRM-only training improves over the BC start", "prm_only", "test_accuracy_end", "prm_only",
@@ -63,6 +71,10 @@ CLAIMS = (
     ("  the same, sigmoid-transformed scores", "repirl", "rerank.16.prm_weighted:sigmoid", "repirl",
      "rerank.16.majority"),
     ("  the same, rank-transformed scores", "repirl", "rerank.16.prm_weighted:rank", "repirl", "rerank.16.majority"),
+    ("  the same, likelihood PRM (repirl_likelihood)", "repirl_likelihood", "rerank.16.prm_weighted",
+     "repirl_likelihood", "rerank.16.majority"),
+    ("  the same, likelihood PRM, sigmoid-transformed scores", "repirl_likelihood", "rerank.16.prm_weighted:sigmoid",
+     "repirl_likelihood", "rerank.16.majority"),
     ("test-time training improves accuracy", "ttt", "test_accuracy_end", "ttt", "test_accuracy_start"),
     ("early signal: PRM score of all-fail prompts predicts a later solve (AUROC > 0.5)", "repirl",
      "early_signal_auroc", None, None),
@@ -76,6 +88,8 @@ flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
 flags.DEFINE_string("out", "results", "Output directory.")
 flags.DEFINE_list("from_runs", [], "Only write the tables, from these runs.jsonl files (runs of earlier invocations).")
 flags.DEFINE_integer("early_signal_k", 10, "train.early_signal_k of every run with a PRM (0: off).")
+flags.DEFINE_list("rerank_methods", [], "Methods whose PRM reranks test samples (empty: every method with a scalar-head "
+                  "or likelihood PRM but ttt).")
 flags.DEFINE_integer("rerank_prompts", 0, "Test prompts reranked (16 samples each) per PRM run (0: every test prompt).")
 flags.DEFINE_string("warmup_from", "", "A BC warm-up directory (a run's WORKDIR/warmup) used as EVERY seed's start "
                     "instead of one BC per seed (seeds then differ in RL only; said in the tables).")
@@ -118,7 +132,8 @@ def run_one(method, seed, out):
     if not os.path.exists(warm) and os.path.exists(os.path.join(wd, "warmup")):  # configs without BC have none
         shutil.copytree(os.path.join(wd, "warmup"), warm)
     trainer = summary.pop("trainer")
-    if "prm" in trainer.state and config.prm.head == "scalar" and method != "ttt":
+    if ("prm" in trainer.state and config.prm.head in ("scalar", "likelihood") and method != "ttt"
+            and (not FLAGS.rerank_methods or method in FLAGS.rerank_methods)):
         test = trainer.tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
         test = test[:FLAGS.rerank_prompts or len(test)]
         summary["rerank"] = reports.rerank_report(config, trainer, test, RERANK_NS)
@@ -174,10 +189,10 @@ def main(argv):
              else "BC warm start (one per seed, shared by its methods)")
     lines = [f"Same budget per method: {start}, then {FLAGS.iterations} iterations of "
              f"32 prompts x 4 rollouts; seeds {','.join(FLAGS.seeds)}; mean ± std over seeds (%).", "",
-             "| method | test accuracy before RL | test accuracy after | PRM step-error AUROC | AUROC first error |",
-             "|---|---|---|---|---|"]
+             "| method | seeds | test accuracy before RL | test accuracy after | PRM step-error AUROC | AUROC first error |",
+             "|---|---|---|---|---|---|"]
     for method, rows in results.items():
-        lines.append(f"| {method} | {fmt([r['test_accuracy_start'] for r in rows])} | "
+        lines.append(f"| {method} | {len(rows)} | {fmt([r['test_accuracy_start'] for r in rows])} | "
                      f"{fmt([r['test_accuracy_end'] for r in rows])} | {fmt([r['prm_auroc_all_steps'] for r in rows])} | "
                      f"{fmt([r['prm_auroc_first_error'] for r in rows])} |")
     table = "\n".join(lines) + "\n"
@@ -206,6 +221,15 @@ def main(argv):
               + claims_table(results, CLAIMS))
     open(os.path.join(FLAGS.out, "claims.md"), "w").write(claims)
     print(claims)
+    # every method against each rePIRL variant run: paired gains in final test accuracy (a - method)
+    refs = [m for m in ("repirl", "repirl_likelihood") if m in results]
+    versus = "".join(f"{ref} minus each method, test accuracy after RL, paired over seeds (95% t-interval; holds = "
+                     f"{ref} is better):\n\n" + claims_table(results, [(f"{ref} - {m}", ref, "test_accuracy_end", m,
+                                                                      "test_accuracy_end")
+                                                                     for m in results if m not in (ref, "ttt")]) + "\n"
+                     for ref in refs)
+    open(os.path.join(FLAGS.out, "versus.md"), "w").write(versus)
+    print(versus)
 
     if FLAGS.from_runs:
         return 0

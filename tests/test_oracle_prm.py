@@ -138,6 +138,10 @@ def test_prm_quality_rejects_a_bad_variant(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"), "--variant=nocolon",
                           f"--out={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode != 0 and "--variant" in out.stderr
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "prm_quality.py"),
+                          f"--from_results={tmp_path / 'missing.json'}"], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert out.returncode != 0 and "--from_results" in out.stderr and "no such file" in out.stderr
 
 
 def test_corrupt_each_changes_results_only_and_keeps_true_left_sides():

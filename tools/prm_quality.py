@@ -318,20 +318,19 @@ def main(_):
     def log(msg):
         print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)
 
+    if FLAGS.from_results:  # an earlier run's flags and per-seed scores: nothing is trained
+        if not os.path.isfile(FLAGS.from_results):
+            raise app.UsageError(f"--from_results={FLAGS.from_results}: no such file (a prm_quality OUT/results.json)")
+        saved = json.load(open(FLAGS.from_results))
+        for k in SAVED_FLAGS:
+            FLAGS[k].value = saved["flags"][k]
     unknown = [m for m in FLAGS.methods if m not in METHODS]
     if unknown:
         raise app.UsageError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
     variants = parse_variants(FLAGS.variant)  # bad specs fail before any training
-    if FLAGS.from_results:
-        saved = json.load(open(FLAGS.from_results))
-        for k in SAVED_FLAGS:
-            FLAGS[k].value = saved["flags"][k]
-        variants = parse_variants(FLAGS.variant)
     learned = {**{m: METHODS[m] for m in FLAGS.methods}, **variants}
-    if FLAGS.from_results:
-        per_seed = {int(s): v for s, v in saved["per_seed"].items()}
-    else:
-        per_seed = {int(s): run_seed(int(s), learned, log) for s in FLAGS.seeds}
+    per_seed = ({int(s): v for s, v in saved["per_seed"].items()} if FLAGS.from_results
+                else {int(s): run_seed(int(s), learned, log) for s in FLAGS.seeds})
     names = [n for n in ORDER if n in ("oracle", "policy_logp", "position", "floor") or n in FLAGS.methods] + list(variants)
     table, agg = summarise(per_seed, names)
     header = (f"Seeds {','.join(FLAGS.seeds)}; {FLAGS.iterations} iterations per learned model; oracle "

@@ -78,6 +78,7 @@ CLAIMS = (
     ("test-time training improves accuracy", "ttt", "test_accuracy_end", "ttt", "test_accuracy_start"),
     ("early signal: PRM score of all-fail prompts predicts a later solve (AUROC > 0.5)", "repirl",
      "early_signal_auroc", None, None),
+    ("  the same, likelihood PRM (repirl_likelihood)", "repirl_likelihood", "early_signal_auroc", None, None),
 )
 RERANK_NS = (4, 8, 16)
 
@@ -189,12 +190,12 @@ def main(argv):
              else "BC warm start (one per seed, shared by its methods)")
     lines = [f"Same budget per method: {start}, then {FLAGS.iterations} iterations of "
              f"32 prompts x 4 rollouts; seeds {','.join(FLAGS.seeds)}; mean ± std over seeds (%).", "",
-             "| method | seeds | test accuracy before RL | test accuracy after | PRM step-error AUROC | AUROC first error |",
-             "|---|---|---|---|---|---|"]
+             "| method | seeds | test accuracy before RL | test accuracy after | PRM step-error AUROC | AUROC first error "
+             "| early-signal AUROC |", "|---|---|---|---|---|---|---|"]
     for method, rows in results.items():
         lines.append(f"| {method} | {len(rows)} | {fmt([r['test_accuracy_start'] for r in rows])} | "
                      f"{fmt([r['test_accuracy_end'] for r in rows])} | {fmt([r['prm_auroc_all_steps'] for r in rows])} | "
-                     f"{fmt([r['prm_auroc_first_error'] for r in rows])} |")
+                     f"{fmt([r['prm_auroc_first_error'] for r in rows])} | {fmt([r['early_signal_auroc'] for r in rows])} |")
     table = "\n".join(lines) + "\n"
     open(os.path.join(FLAGS.out, "table.md"), "w").write(table)
     print(table)

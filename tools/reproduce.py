@@ -11,8 +11,8 @@ a scalar-head or likelihood reward model (rePIRL, AIRL, Math-Shepherd; only --re
 rerank 16 samples per test prompt (T = 0.8) at N = 4, 8, 16 by mean token reward, by minimum step score and
 by PRM-weighted vote (OUT/rerank.md: gain over pass@1). OUT/versus.md: rePIRL (and repirl_likelihood) minus
 every other method, paired per seed with a 95% t-interval. OUT/claims.md: the paper's claims (CLAIMS) as
-paired gains over seeds with a 95% t-interval and a verdict; the early-signal row reads each rePIRL run's `early_signal_auroc` (train.early_signal_k,
---early_signal_k), the test-time-training row the `ttt` method (configs/demo_ttt.py from the same seed's
+paired gains over seeds with a 95% t-interval and a verdict; the early-signal rows read each rePIRL run's
+`early_signal_auroc` (train.early_signal_k, --early_signal_k), the test-time-training row the `ttt` method (configs/demo_ttt.py from the same seed's
 rePIRL run). Runs that already finished (OUT/runs/<method>_s<seed>/summary.json) are not run again.
 """
 
@@ -223,12 +223,12 @@ def main(argv):
     open(os.path.join(FLAGS.out, "claims.md"), "w").write(claims)
     print(claims)
     # every method against each rePIRL variant run: paired gains in final test accuracy (a - method)
-    refs = [m for m in ("repirl", "repirl_likelihood") if m in results]
-    versus = "".join(f"{ref} minus each method, test accuracy after RL, paired over seeds (95% t-interval; holds = "
-                     f"{ref} is better):\n\n" + claims_table(results, [(f"{ref} - {m}", ref, "test_accuracy_end", m,
-                                                                      "test_accuracy_end")
-                                                                     for m in results if m not in (ref, "ttt")]) + "\n"
-                     for ref in refs)
+    versus = ""
+    for ref in (m for m in ("repirl", "repirl_likelihood") if m in results):
+        pairs = [(f"{ref} - {m}", ref, "test_accuracy_end", m, "test_accuracy_end") for m in results
+                 if m not in (ref, "ttt")]
+        versus += (f"{ref} minus each method, test accuracy after RL, paired over seeds (95% t-interval; holds = "
+                   f"{ref} is better):\n\n" + claims_table(results, pairs) + "\n")
     open(os.path.join(FLAGS.out, "versus.md"), "w").write(versus)
     print(versus)
 

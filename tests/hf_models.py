@@ -1,4 +1,4 @@
-"""Tiny random Qwen2 / Qwen3 checkpoints built with transformers (the reference implementation)."""
+"""Tiny random Qwen2 / Qwen3 / Llama checkpoints built with transformers (the reference implementation)."""
 
 import torch
 import transformers
@@ -12,6 +12,16 @@ VARIANTS = {
     # head_dim 32 != hidden / heads = 16, and a single KV head.
     "qwen3_qknorm": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM,
                      dict(num_key_value_heads=1, head_dim=32, tie_word_embeddings=False)),
+    # SmolLM2-style: tied head, no biases, 3 query heads per KV head... here 2 (4 / 2).
+    "llama_tied": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
+                   dict(num_key_value_heads=2, tie_word_embeddings=True, rope_theta=100000.0, rms_norm_eps=1e-5)),
+    # Llama-3.1-style: untied, RoPE scaling (rope_type llama3; an original context of 64 positions puts the
+    # tiny head's frequencies on both sides of the band and inside it), attention biases on q, k, v and o.
+    "llama31_rope_scaling": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
+                             dict(num_key_value_heads=1, tie_word_embeddings=False, attention_bias=True,
+                                  rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                                                       low_freq_factor=1.0, high_freq_factor=4.0,
+                                                       original_max_position_embeddings=64))),
 }
 
 

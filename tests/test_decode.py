@@ -17,6 +17,10 @@ VARIANTS = {
     "qwen3_untied_norm_obias": QwenConfig(model_type="qwen3", vocab_size=40, hidden_size=32, intermediate_size=48,
                                           num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
                                           head_dim=12, qkv_bias=True, o_bias=True, qk_norm=True),
+    "llama3_rope_scaling": QwenConfig(model_type="llama", vocab_size=40, hidden_size=32, intermediate_size=48,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=8,
+                                      qkv_bias=False, rope_theta=500000.0, rope_type="llama3", rope_factor=8.0,
+                                      rope_original_max_position=16, tie_word_embeddings=True),
 }
 
 

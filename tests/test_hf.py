@@ -38,7 +38,8 @@ def _assert_bit_identical(a_dir, b_dir):
         assert a[name].tobytes() == b[name].tobytes(), name
 
 
-@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen2_tied", "qwen3_qknorm"])
+@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen2_tied", "qwen3_qknorm", "llama_tied",
+                                     "llama31_rope_scaling"])
 def test_round_trip_is_bit_identical_and_loads_in_transformers(tmp_path, hf_checkpoints, variant):
     src = hf_checkpoints[variant]
     ours, back = str(tmp_path / "ours"), str(tmp_path / "back")

@@ -41,7 +41,8 @@ def _ours(params, cfg, tokens, mask):
     return np.asarray(_logits(params, cfg, jnp.asarray(tokens), jnp.asarray(mask)))
 
 
-@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen2_tied", "qwen3_qknorm"])
+@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen2_tied", "qwen3_qknorm", "llama_tied",
+                                     "llama31_rope_scaling"])
 def test_logits_match_transformers_left_padded(hf_checkpoints, variant):
     path = hf_checkpoints[variant]
     ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -55,7 +56,7 @@ def test_logits_match_transformers_left_padded(hf_checkpoints, variant):
     assert np.abs(expected).max() > 0.1  # the comparison is not between two near-zero tensors
 
 
-@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen3_qknorm"])
+@pytest.mark.parametrize("variant", ["qwen2_untied_bias", "qwen3_qknorm", "llama31_rope_scaling"])
 def test_left_padding_invariance(hf_checkpoints, variant):
     params, cfg = hf.load_hf_params(hf_checkpoints[variant])
     tokens, mask = _batch(seed=1)
@@ -145,7 +146,7 @@ def test_rotary_values_and_gradient_equal_the_plain_formula():
     ang = pos[..., None, None].astype(np.float32) * inv  # [B, T, 1, D/2], float32 angles as in HF
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     ref = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
-    rope = qwen.rope_tables(jnp.asarray(pos), d, theta, 2048)
+    rope = qwen.rope_tables(jnp.asarray(pos), qwen.rope_inv_freq(preset("tiny-qwen3", head_dim=d, rope_theta=theta)), 2048)
     np.testing.assert_allclose(np.asarray(qwen.rotary(jnp.asarray(x), rope)), ref, atol=2e-5)
 
     def plain(x):
@@ -218,8 +219,8 @@ def test_config_from_hf_and_presets(tmp_path, hf_checkpoints):
 def test_config_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "m"
     bad.mkdir()
-    (bad / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
-    with pytest.raises(ConfigError, match=r"config.json: model_type='llama' is not supported"):
+    (bad / "config.json").write_text(json.dumps({"model_type": "mistral", "hidden_size": 8}))
+    with pytest.raises(ConfigError, match=r"config.json: model_type='mistral' is not supported"):
         QwenConfig.from_hf_dir(str(bad))
     (bad / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 8}))
     with pytest.raises(ConfigError, match=r"config.json: missing field 'num_attention_heads'"):

@@ -18,7 +18,8 @@ PROMPTS = [[5, 17, 33, 2, 9, 100, 41, 7, 77, 12], [64, 3, 19, 250], [8], [200, 2
 
 # prefill_chunk 4: the 12-token prompts are prefilled in a scan of 3 chunks (512: one pass).
 @pytest.mark.parametrize("variant,prefill_chunk", [("qwen2_untied_bias", 512), ("qwen3_qknorm", 512),
-                                                   ("qwen2_tied", 512), ("qwen3_qknorm", 4)])
+                                                   ("qwen2_tied", 512), ("qwen3_qknorm", 4), ("llama_tied", 512),
+                                                   ("llama31_rope_scaling", 4)])
 def test_greedy_equals_transformers_generate(hf_checkpoints, variant, prefill_chunk):
     path = hf_checkpoints[variant]
     params, cfg = hf.load_hf_params(path)

@@ -1,8 +1,10 @@
-"""Qwen2 / Qwen2.5 / Qwen3 model configuration: parsed from an HF `config.json`, or a named preset.
+"""Qwen2 / Qwen2.5 / Qwen3 / Llama model configuration: parsed from an HF `config.json`, or a named preset.
 
 One frozen dataclass describes every architecture variant the decoder supports:
   Qwen2 / Qwen2.5: q/k/v biases, no q/k norm, head_dim = hidden / heads.
   Qwen3:           per-head RMSNorm on q and k, optional attention biases, head_dim from the config.
+  Llama (2, 3.x, SmolLM2): no biases unless `attention_bias` (then on q, k, v and o), head_dim from the config
+                   or hidden / heads, RoPE either plain or Llama-3.x scaled (`rope_type="llama3"`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import json
 import os
 from typing import Any
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
+ROPE_TYPES = ("default", "llama3")
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 
 
 class ConfigError(ValueError):
@@ -30,6 +34,14 @@ class QwenConfig:
     num_key_value_heads: int
     head_dim: int
     rope_theta: float = 1_000_000.0
+    # RoPE frequency scaling: "default" (none) or "llama3" (Llama 3.1+: wavelengths longer than
+    # original_max_position / low_freq_factor slowed down by `rope_factor`, a smooth blend up to
+    # original_max_position / high_freq_factor; `rope_inv_freq`).
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position: int = 8192
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
     qkv_bias: bool = True  # Qwen2 always; Qwen3 when `attention_bias`
@@ -65,6 +77,11 @@ class QwenConfig:
             raise ConfigError(f"remat={self.remat!r}: expected none, full or dots")
         if self.attn_impl not in ("auto", "blocked", "cudnn"):
             raise ConfigError(f"attn_impl={self.attn_impl!r}: expected auto, blocked or cudnn")
+        if self.rope_type not in ROPE_TYPES:
+            raise ConfigError(f"rope_type={self.rope_type!r}: expected one of {ROPE_TYPES}")
+        if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
+            raise ConfigError(f"rope high_freq_factor={self.rope_high_freq_factor} must exceed "
+                              f"low_freq_factor={self.rope_low_freq_factor}")
         if self.attn_block < 0:
             raise ConfigError(f"attn_block={self.attn_block}: expected >= 0")
 
@@ -98,12 +115,26 @@ class QwenConfig:
                               f"{SUPPORTED_MODEL_TYPES}")
         if d.get("use_sliding_window"):
             raise ConfigError(f"{source}: use_sliding_window=true is not supported (set it to false)")
-        # transformers >= 5 writes rope_parameters; older files (and Qwen's releases) have rope_theta.
+        if d.get("mlp_bias"):
+            raise ConfigError(f"{source}: mlp_bias=true is not supported")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ConfigError(f"{source}: hidden_act={d['hidden_act']!r} is not supported (only 'silu')")
+        # transformers >= 5 writes rope_parameters (theta and scaling together); older files (and the
+        # checkpoints' releases) have rope_theta and, where scaled, rope_scaling.
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default")) if rope else "default"
-        if rope_type != "default":
-            raise ConfigError(f"{source}: rope type {rope_type!r} is not supported (only 'default')")
+        if rope_type not in ROPE_TYPES:
+            raise ConfigError(f"{source}: rope type {rope_type!r} is not supported (expected one of {ROPE_TYPES})")
         rope_theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
+        scaling = {}
+        if rope_type == "llama3":
+            for field, key in (("rope_factor", "factor"), ("rope_low_freq_factor", "low_freq_factor"),
+                               ("rope_high_freq_factor", "high_freq_factor"),
+                               ("rope_original_max_position", "original_max_position_embeddings")):
+                if key not in rope:
+                    raise ConfigError(f"{source}: rope type 'llama3' needs the field {key!r}")
+                scaling[field] = rope[key]
+            scaling["rope_original_max_position"] = int(scaling["rope_original_max_position"])
         heads = need("num_attention_heads")
         hidden = need("hidden_size")
         eos = d.get("eos_token_id")
@@ -119,10 +150,12 @@ class QwenConfig:
             num_key_value_heads=d.get("num_key_value_heads") or heads,
             head_dim=d.get("head_dim") or hidden // heads,
             rope_theta=float(rope_theta),
+            rope_type=rope_type,
+            **{k: float(v) if k != "rope_original_max_position" else v for k, v in scaling.items()},
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
             qkv_bias=True if model_type == "qwen2" else attention_bias,
-            o_bias=False if model_type == "qwen2" else attention_bias,
+            o_bias=False if model_type == "qwen2" else attention_bias,  # Qwen3 and Llama: on o too
             qk_norm=model_type == "qwen3",
             max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
             bos_token_id=d.get("bos_token_id"),
@@ -144,9 +177,8 @@ class QwenConfig:
         return cls.from_hf_dict(d, source=file, **overrides)
 
     def to_hf_dict(self) -> dict[str, Any]:
-        arch = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[self.model_type]
         d = dict(
-            architectures=[arch], model_type=self.model_type, vocab_size=self.vocab_size,
+            architectures=[ARCHITECTURES[self.model_type]], model_type=self.model_type, vocab_size=self.vocab_size,
             hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
             num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
             num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim,
@@ -155,8 +187,15 @@ class QwenConfig:
             max_position_embeddings=self.max_position_embeddings, use_sliding_window=False,
             dtype=self.param_dtype,
         )
-        if self.model_type == "qwen3":
+        if self.model_type in ("qwen3", "llama"):
             d["attention_bias"] = self.qkv_bias
+        if self.model_type == "llama":
+            d["mlp_bias"] = False
+        if self.rope_type == "llama3":
+            d["rope_scaling"] = dict(rope_type="llama3", factor=self.rope_factor,
+                                     low_freq_factor=self.rope_low_freq_factor,
+                                     high_freq_factor=self.rope_high_freq_factor,
+                                     original_max_position_embeddings=self.rope_original_max_position)
         if self.bos_token_id is not None:
             d["bos_token_id"] = self.bos_token_id
         if self.eos_token_id:

@@ -64,10 +64,9 @@ def _norm(x_eb, scale_e1, eps: float):
     return (scale_e1 * x).astype(x_eb.dtype)
 
 
-def _rotary(x_ndb, position_b, theta: float):
-    """Rotate-half RoPE on [N, D, B] (D the head dim), as `qwen.rotary`."""
+def _rotary(x_ndb, position_b, inv_freq):
+    """Rotate-half RoPE on [N, D, B] (D the head dim), as `qwen.rotary`; inv_freq [D/2] from `qwen.rope_inv_freq`."""
     d = x_ndb.shape[1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
     angle = inv_freq[:, None] * position_b.astype(jnp.float32)[None, :]  # [D/2, B]
     cos, sin = jnp.cos(angle), jnp.sin(angle)
     x = x_ndb.astype(jnp.float32)
@@ -108,6 +107,7 @@ def decode_step(dw: dict[str, Any], cfg: QwenConfig, token_b, position_b, mask_b
     h, k, d, g = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.num_groups
     b = token_b.shape[0]
     eps = cfg.rms_norm_eps
+    inv_freq = qwen.rope_inv_freq(cfg)
     valid = qwen._write_rows(cache.valid, mask_b.astype(bool)[:, None], cache.index, axis=1)  # [B, S]
     x = jnp.take(dw["embed"], token_b, axis=0).astype(dt).T  # [E, B]
     new_k, new_v = [], []
@@ -120,8 +120,8 @@ def decode_step(dw: dict[str, Any], cfg: QwenConfig, token_b, position_b, mask_b
         vv = qkv[(h + k) * d:].reshape(k, d, b)
         if cfg.qk_norm:
             q, kk = _norm(q, w["q_norm"], eps), _norm(kk, w["k_norm"], eps)
-        q = _rotary(q, position_b, cfg.rope_theta) * jnp.asarray(d ** -0.5, dt)
-        kk = _rotary(kk, position_b, cfg.rope_theta)
+        q = _rotary(q, position_b, inv_freq) * jnp.asarray(d ** -0.5, dt)
+        kk = _rotary(kk, position_b, inv_freq)
         out, ck, cv = _attend(q.reshape(k, g, d, b), kk, vv, cache.k[i], cache.v[i], cache.index, valid, dt)
         new_k.append(ck)
         new_v.append(cv)

@@ -1,4 +1,4 @@
-"""Qwen2 / Qwen2.5 / Qwen3 decoder in Flax linen, used as pure functions of a parameter pytree.
+"""Qwen2 / Qwen2.5 / Qwen3 / Llama decoder in Flax linen, used as pure functions of a parameter pytree.
 
     hidden, cache = forward(params, cfg, tokens_bt, positions_bt, mask_bt, cache=None, act=None)
     logits_btv    = lm_logits(params, cfg, hidden_bte)        # float32
@@ -22,6 +22,7 @@ KV cache per layer: k [B, kv_heads, head_dim, S] (scores become a plain batched 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -87,13 +88,31 @@ def dense(x, w_io, out_dtype=None):
     return y.reshape(x.shape[:-1] + (w_io.shape[-1],))
 
 
-def rope_tables(positions_bt: jax.Array, head_dim: int, theta: float, max_position: int) -> tuple[jax.Array, jax.Array]:
+def rope_inv_freq(cfg: QwenConfig) -> jax.Array:
+    """RoPE inverse frequencies [D/2] float32: theta^(-2i/D), and for `rope_type="llama3"` (Llama 3.1+) the
+    long wavelengths (> original_max_position / low_freq_factor) divided by `rope_factor`, the short ones
+    (< original_max_position / high_freq_factor) kept, and a linear blend of the two in between."""
+    d = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    if cfg.rope_type != "llama3":
+        return inv
+    factor, low, high = cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    context = cfg.rope_original_max_position
+    wavelen = 2 * math.pi / inv
+    slowed = jnp.where(wavelen > context / low, inv / factor, inv)
+    blend = (context / wavelen - low) / (high - low)  # 0 at the long end of the band, 1 at the short end
+    blended = (1 - blend) * slowed / factor + blend * slowed
+    in_band = (wavelen >= context / high) & (wavelen <= context / low)
+    return jnp.where(in_band, blended, slowed)
+
+
+def rope_tables(positions_bt: jax.Array, inv_freq: jax.Array, max_position: int) -> tuple[jax.Array, jax.Array]:
     """(cos, sin) of the RoPE angles, [B, T, 1, D/2] float32 each, looked up in a [max_position, D/2] table
-    (a position >= max_position, the model's context, reads NaN). Made once per forward pass and shared by
-    every layer's q and k. The lookup is what keeps the cosines out of the rotations: computed from the positions in place, XLA fuses
-    them into each rotation's loop and evaluates them once per head (~0.3 s a layer, forward and backward,
-    at tools/bench_train.py --size=S shapes; 17 against 6 ms for one rotation's forward and backward)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    (a position >= max_position, the model's context, reads NaN); `inv_freq` from `rope_inv_freq`. Made once
+    per forward pass and shared by every layer's q and k. The lookup is what keeps the cosines out of the
+    rotations: computed from the positions in place, XLA fuses them into each rotation's loop and evaluates
+    them once per head (~0.3 s a layer, forward and backward, at tools/bench_train.py --size=S shapes; 17
+    against 6 ms for one rotation's forward and backward)."""
     angle = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq  # [max_position, D/2]
     cos = jnp.take(jnp.cos(angle), positions_bt, axis=0)
     sin = jnp.take(jnp.sin(angle), positions_bt, axis=0)
@@ -124,7 +143,7 @@ _rotate.defvjp(_rotate_fwd, _rotate_bwd)
 
 
 def rotary(x_btnd: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """Rotate-half RoPE (the HF Qwen convention) by `rope_tables`' (cos, sin), in float32, result in x's dtype.
+    """Rotate-half RoPE (the HF Qwen / Llama convention) by `rope_tables`' (cos, sin), in float32, result in x's dtype.
     The angles are treated as constants (positions are integers): no gradient flows into them."""
     return _rotate(x_btnd.astype(jnp.float32), *rope).astype(x_btnd.dtype)
 
@@ -288,7 +307,7 @@ class Qwen(nn.Module):
             valid = _write_rows(cache.valid, mask_bt, cache.index, axis=1)
             kv_mask = valid[:, None, :] & ~later  # [B, T, S]
             index = cache.index
-        rope = rope_tables(positions_bt, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.max_position_embeddings)
+        rope = rope_tables(positions_bt, rope_inv_freq(self.cfg), self.cfg.max_position_embeddings)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])

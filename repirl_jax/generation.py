@@ -1,7 +1,8 @@
-"""Text in, completions out for evaluation: tokenise prompts, batch them into fixed shape buckets, sample
+"""Text in, completions out for evaluation: tokenise prompts, batch them into shape buckets, sample
 through `rollout.generate` with `rollout.stop_token_ids` (the training rollouts' path and stop rule), decode.
- Every call runs batches of exactly `batch_size` prompts left-padded to
-`max_prompt_len` tokens, so the sampler compiles once per (batch_size, max_prompt_len, SamplingConfig).
+Every call runs batches of exactly `batch_size` prompts, each left-padded to its longest prompt rounded up
+to a bucket (`sampling.prompt_bucket`, at most `max_prompt_len`), so the sampler compiles once per
+(batch_size, bucket, SamplingConfig) and works on the prompt slots the batch needs.
 With `continuous=True` all prompts of a call form one queue decoded by `continuous.generate` on
 `batch_size` rows (a finished row takes the next prompt), padded to a multiple of `batch_size` prompts
 so the program compiles once per queue bucket; keys are per prompt (its index in the call).
@@ -72,7 +73,7 @@ class TextGenerator:
         out: list[list[Completion]] = []
         if self.continuous and ids:
             q = -(-len(ids) // self.batch_size) * self.batch_size
-            tokens, mask = sampling.pad_prompts(ids, self.max_prompt_len, q, self.pad_id, truncate="left")
+            tokens, mask = sampling.pad_prompts(ids, self.max_prompt_len, q, self.pad_id, truncate="left", fit=True)
             res = rollout.generate_queue(self.params, self.cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, rng,
                                          rows=self.batch_size, num_prompts=len(ids), act=self.act)
             out = self._completions(res, len(ids), scfg.num_samples)
@@ -82,7 +83,7 @@ class TextGenerator:
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
             tokens, mask = sampling.pad_prompts(chunk, self.max_prompt_len, self.batch_size, self.pad_id,
-                                                truncate="left")
+                                                truncate="left", fit=True)
             res = rollout.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
                                    jax.random.fold_in(rng, start), act=self.act)
             out.extend(self._completions(res, len(chunk), scfg.num_samples))

@@ -2,9 +2,10 @@
 
     out = generate(params, cfg, prompt_tokens_bp, prompt_mask_bp, SamplingConfig(...), rng)
 
-Prompts are left-padded to a fixed length P (`pad_prompts`), so every batch of the same (B, P, config)
-runs the same compiled program. Each row has its own RoPE positions (from its first real token) and its
-own cache write index, so a row decodes exactly as it would alone. Rows stop on any stop token or at
+Prompts are left-padded to a width P (`pad_prompts`: max_prompt_len, or with `fit` the batch's longest prompt
+rounded up to one of a few buckets), so every batch of the same (B, P, config) runs the same compiled
+program. Each row has its own RoPE positions (from its first real token) and its own cache write index, so
+a row decodes exactly as it would alone. Rows stop on any stop token or at
 `max_new_tokens`; the loop ends when every row has stopped.
 
 Returned log-probs are those of the *sampling* distribution (temperature, top-k, top-p applied), which is
@@ -295,9 +296,21 @@ def compile_count() -> int:
     return _generate._cache_size()
 
 
+def prompt_bucket(longest: int, max_prompt_len: int, smallest: int = 16) -> int:
+    """The prompt width for a batch whose longest prompt has `longest` tokens: the smallest bucket >= it
+    among 2^k and 3 * 2^(k-1) (16, 24, 32, 48, 64, 96, 128, 192, ...: at most 1.5x the tokens needed, and a
+    few compiled shapes), capped at `max_prompt_len`."""
+    width = smallest
+    while width < longest:
+        width = width * 3 // 2 if width & (width - 1) == 0 else width * 4 // 3  # 2^k -> 1.5 * 2^k -> 2^(k+1)
+    return min(width, max_prompt_len)
+
+
 def pad_prompts(prompts: Sequence[Sequence[int]], max_prompt_len: int, batch_size: int | None = None,
-                pad_token_id: int = 0, truncate: str = "error") -> tuple[np.ndarray, np.ndarray]:
-    """Left-pad token lists into fixed [batch_size, max_prompt_len] arrays (a fixed shape bucket).
+                pad_token_id: int = 0, truncate: str = "error", fit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists into [batch_size, P] arrays: P = max_prompt_len (a fixed shape), or with `fit`
+    the batch's `prompt_bucket` (its longest prompt rounded up to a bucket: the sampler's prefill and every
+    decode step then work on the slots the batch needs, not on max_prompt_len).
 
     Rows beyond len(prompts) are all padding (mask 0). `truncate`: "error" raises on a prompt longer than
     `max_prompt_len`; "left" keeps its last max_prompt_len tokens.
@@ -305,8 +318,11 @@ def pad_prompts(prompts: Sequence[Sequence[int]], max_prompt_len: int, batch_siz
     batch_size = len(prompts) if batch_size is None else batch_size
     if len(prompts) > batch_size:
         raise ValueError(f"{len(prompts)} prompts do not fit a batch of {batch_size}")
-    tokens = np.full((batch_size, max_prompt_len), pad_token_id, np.int32)
-    mask = np.zeros((batch_size, max_prompt_len), np.int32)
+    width = max_prompt_len
+    if fit:
+        width = prompt_bucket(max((len(p) for p in prompts), default=1), max_prompt_len)
+    tokens = np.full((batch_size, width), pad_token_id, np.int32)
+    mask = np.zeros((batch_size, width), np.int32)
     for i, p in enumerate(prompts):
         p = list(p)
         if len(p) > max_prompt_len:
@@ -314,6 +330,6 @@ def pad_prompts(prompts: Sequence[Sequence[int]], max_prompt_len: int, batch_siz
                 raise ValueError(f"prompt {i} has {len(p)} tokens, more than max_prompt_len={max_prompt_len}")
             p = p[-max_prompt_len:]
         if p:
-            tokens[i, max_prompt_len - len(p):] = p
-            mask[i, max_prompt_len - len(p):] = 1
+            tokens[i, width - len(p):] = p
+            mask[i, width - len(p):] = 1
     return tokens, mask

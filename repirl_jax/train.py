@@ -276,7 +276,7 @@ class Trainer:
         per_call = len(records) if self.c.rollout.continuous_rows else self.c.rollout.prompts_per_call  # 1 queue
         for s in range(0, len(records), per_call):
             chunk = records[s:s + per_call]
-            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in chunk], self.P, pad_token_id=self.pad_id)
+            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in chunk], self.P, pad_token_id=self.pad_id, fit=True)
             out = self.generate(params, toks, mask, scfg, jax.random.fold_in(rng, s))
             if pending is not None:  # the previous chunk is decoded and scored while this one samples
                 collect(*pending)
@@ -305,7 +305,7 @@ class Trainer:
         scores, params, scfg = [], self.sampler_params(self.state["policy"]["model"]), self.sampling_config(1, greedy=True)
         for s in range(0, len(records), batch):
             part = records[s:s + batch]
-            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id)
+            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id, fit=True)
             out = distributed.to_host(self.generate(params, toks, mask, scfg))
             scores += list(self.score(part, rollout.decode(self.tokenizer, out)[:len(part)])[0])
         return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores), "scores": scores}

@@ -1,5 +1,7 @@
 """The jitted KV-cache sampler: greedy parity with transformers, exact log-probs, sampling statistics."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +150,37 @@ def test_pad_prompts_and_config_errors():
     assert sampling.pad_prompts([[1, 2, 3, 4]], 3, truncate="left")[0].tolist() == [[2, 3, 4]]
     with pytest.raises(ValueError, match="temperature"):
         SamplingConfig(max_new_tokens=4, temperature=0.0)
+
+
+def test_prompt_padding_follows_the_batch(monkeypatch):
+    """pad_prompts(fit=True) pads a batch to its longest prompt rounded up to a bucket, not to max_prompt_len;
+    TextGenerator (evaluate, make_experts) samples at that width, with the tokens of full-width padding."""
+    from repirl_jax import generation, rollout
+    from repirl_jax.data import synthetic
+    assert [sampling.prompt_bucket(n, 1535) for n in (1, 16, 17, 150, 193, 1024, 1025, 5000)] == \
+        [16, 16, 24, 192, 256, 1024, 1535, 1535]
+    assert sampling.prompt_bucket(150, 100) == 100  # never wider than max_prompt_len
+    tokens, mask = sampling.pad_prompts([[1, 2, 3], [4] * 20], 1535, batch_size=4, fit=True)
+    assert tokens.shape == mask.shape == (4, 24) and mask.sum(1).tolist() == [3, 20, 0, 0]
+    assert sampling.pad_prompts([[1, 2, 3]], 1535)[0].shape == (1, 1535)  # fixed width without fit
+
+    tok = synthetic.CharTokenizer()
+    cfg = QwenConfig(model_type="qwen3", vocab_size=-(-len(tok) // 8) * 8, hidden_size=32, intermediate_size=64,
+                     num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8, qkv_bias=False,
+                     qk_norm=True, eos_token_id=(1,))
+    params = qwen.init_params(cfg, jax.random.key(3))
+    widths = []
+    real_generate = rollout.generate
+    monkeypatch.setattr(rollout, "generate", lambda p, c, t, *a, **k: widths.append(t.shape[1]) or
+                        real_generate(p, c, t, *a, **k))
+    prompts = ["12+3=", "7*8*2*2*1=", "1=", "99-4+1+1+1+1+1+1+1+1+1+1="]
+    scfg = SamplingConfig(max_new_tokens=6, greedy=True)
+    got = generation.TextGenerator(params, cfg, tok, 512, 2).generate(prompts, scfg, jax.random.key(0))
+    assert widths == [16, 32]  # batch 1: longest 11 tokens -> 16; batch 2: 26 tokens -> 32 (not 512)
+    for start, row in zip((0, 2), (got[:2], got[2:])):
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + 2]]
+        t, m = sampling.pad_prompts(ids, 512)  # the same prompts at full width
+        full = sampling.generate(params, cfg, jnp.asarray(t), jnp.asarray(m),
+                                 dataclasses.replace(scfg, stop_token_ids=(1,), pad_token_id=tok.pad_token_id or 0))
+        assert [c.token_ids for r in row for c in r] == [np.asarray(full.tokens[i, :int(full.lengths[i])]).tolist()
+                                                         for i in range(2)]

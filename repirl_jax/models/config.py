@@ -174,7 +174,21 @@ class QwenConfig:
                 d = json.load(f)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{file}: not valid JSON ({e})") from e
-        return cls.from_hf_dict(d, source=file, **overrides)
+        cfg = cls.from_hf_dict(d, source=file, **overrides)
+        # The checkpoint's generation_config.json may list more end-of-turn ids than config.json (e.g. both
+        # <|im_end|> and <|endoftext|>): the sampler stops at all of them, as transformers' generate does.
+        gen = os.path.join(path, "generation_config.json")
+        if "eos_token_id" not in overrides and os.path.exists(gen):
+            try:
+                with open(gen) as f:
+                    eos = json.load(f).get("eos_token_id")
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{gen}: not valid JSON ({e})") from e
+            eos = eos if isinstance(eos, list) else [] if eos is None else [eos]
+            extra = tuple(int(i) for i in eos if int(i) not in cfg.eos_token_id)
+            if extra:
+                cfg = cfg.replace(eos_token_id=cfg.eos_token_id + extra)
+        return cfg
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = dict(

@@ -94,8 +94,8 @@ def build_models(config, cfg, mesh, policy_params=None):
     if policy_params is None:
         if config.model.path and _is_run_dir(config.model.path):  # a training run: its latest policy
             policy_params = jax.device_put(hf.load_training_checkpoint(config.model.path)[0])
-        elif config.model.path:
-            policy_params, _ = hf.load_any(config.model.path, mesh=mesh)
+        elif config.model.path:  # master weights in model.param_dtype (a bf16 checkpoint would lose small updates)
+            policy_params, _ = hf.load_any(config.model.path, mesh=mesh, dtype=config.model.param_dtype)
         else:
             policy_params = qwen.init_params(cfg, jax.random.fold_in(seed, 1))
     policy = {"model": policy_params}
@@ -110,7 +110,8 @@ def build_models(config, cfg, mesh, policy_params=None):
             if saved_head is not None:
                 head = {k: jax.numpy.asarray(v, jax.numpy.float32) for k, v in saved_head.items()}
         else:
-            trunk = hf.load_any(config.prm.path, mesh=mesh)[0] if config.prm.path else policy_params
+            trunk = hf.load_any(config.prm.path, mesh=mesh, dtype=config.model.param_dtype)[0] if config.prm.path \
+                else policy_params
         trunk = jax.tree.map(lambda x: x.copy(), trunk)
         prm = trunk if config.prm.head in train.LM_HEADS else {"trunk": trunk, "head": head}
     ref = jax.tree.map(lambda x: x.copy(), policy_params) if train.needs_ref(config) else None

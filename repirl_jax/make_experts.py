@@ -46,6 +46,7 @@ class Options:
     batch_size: int = 16
     val_fraction: float = 0.05
     limit: int | None = None
+    where: tuple[str, ...] = ()  # conditions on a row's fields, e.g. ("difficulty<=2",): only matching prompts
     seed: int = 0
     dtype: str = "bfloat16"  # compute dtype; float32 where the backend lacks bf16 dots
     score_workers: int = 2
@@ -57,6 +58,40 @@ class Options:
 def is_validation(record_id: str, val_fraction: float) -> bool:
     """The split of a prompt: a stable hash of its id, so that a rerun (or a resumed run) splits the same."""
     return (zlib.crc32(record_id.encode()) % 10_000) < round(val_fraction * 10_000)
+
+
+_OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b,
+        "!=": lambda a, b: a != b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+
+
+def parse_where(conditions: Sequence[str]) -> Callable[[dict], bool]:
+    """A predicate on a prompt record from conditions "FIELD<=VALUE" (ops <=, >=, ==, !=, <, >; all must hold).
+    FIELD is a column of the prompt file (the record's metadata); VALUE compares as a number where both
+    sides are numbers, else as text. A record without FIELD does not match."""
+    import re
+    parsed = []
+    for cond in conditions:
+        m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*", cond)
+        if not m:
+            raise ValueError(f"--where={cond!r}: expected FIELD<=VALUE (ops: {', '.join(_OPS)})")
+        parsed.append(m.groups())
+
+    def number(x):
+        try:
+            return float(x)
+        except (TypeError, ValueError):
+            return None
+
+    def ok(record: dict) -> bool:
+        fields = {**record.get("metadata", {}), **record}
+        for name, op, value in parsed:
+            if fields.get(name) is None:
+                return False
+            a, b = number(fields[name]), number(value)
+            if not (_OPS[op](a, b) if a is not None and b is not None else _OPS[op](str(fields[name]), value)):
+                return False
+        return True
+    return ok
 
 
 def select_experts(responses: Sequence[str], scores: Sequence[float], keep: int) -> list[str]:
@@ -157,9 +192,12 @@ def run(opts: Options, sample: Callable[[list[dict]], list[list[str]]] | None = 
         raise ValueError(f"--domain={opts.domain!r}: expected math or code")
     records, report = load_prompt_set(opts.prompts, opts.prompt_field, opts.answer_field, None, opts.id_field,
                                       domain=opts.domain, on_bad_row=opts.on_bad_row, require_experts=False,
-                                      limit=opts.limit)
+                                      limit=None if opts.where else opts.limit)
+    if opts.where:  # the first `limit` prompts that match
+        records = [r for r in records if parse_where(opts.where)(r)][:opts.limit]
     if not records:
-        raise ValueError(f"{opts.prompts}: no usable prompts ({report.skipped or 'empty file'})")
+        raise ValueError(f"{opts.prompts}: no usable prompts ({report.skipped or 'empty file'}"
+                         f"{'; --where ' + ' '.join(opts.where) + ' matched none' if opts.where else ''})")
     os.makedirs(opts.out, exist_ok=True)
     graded_path = os.path.join(opts.out, "graded.jsonl")
     done = _read_graded(graded_path)
@@ -249,6 +287,7 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)
     F = flags.FLAGS
     opts = Options(**{f.name: F[f.name].value for f in dataclasses.fields(Options) if f.name in F})
+    opts.where = tuple(opts.where)
     try:
         coverage = run(opts)
     except (ValueError, OSError) as e:
@@ -280,7 +319,9 @@ def cli() -> None:
     flags.DEFINE_integer("max_new_tokens", d.max_new_tokens, "Response tokens.")
     flags.DEFINE_integer("batch_size", d.batch_size, "Prompts per sampler call and per resume step.")
     flags.DEFINE_float("val_fraction", d.val_fraction, "Fraction of prompts in val.jsonl (by a hash of the id).")
-    flags.DEFINE_integer("limit", None, "First N prompts only.")
+    flags.DEFINE_integer("limit", None, "First N prompts only (with --where: the first N that match).")
+    flags.DEFINE_multi_string("where", [], "Only prompts whose row satisfies FIELD<=VALUE (also >=, ==, !=, <, >); "
+                              "repeat for several. E.g. --where=difficulty<=1 on MATH train.")
     flags.DEFINE_integer("seed", d.seed, "Sampling seed.")
     flags.DEFINE_enum("dtype", d.dtype, ["bfloat16", "float32"], "Compute dtype (float32 where bf16 dots are "
                       "unsupported).")

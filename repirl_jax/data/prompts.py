@@ -137,8 +137,10 @@ def _record(row, where, line, prompt_field, answer_field, experts_field, id_fiel
         raise PromptDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
 
     def field(name):
-        if name not in row or row[name] is None:
+        if name not in row:
             raise PromptDataError(f"{where}: missing field {name!r} (fields present: {sorted(row)})")
+        if row[name] is None:
+            raise PromptDataError(f"{where}: field {name!r} is null")
         return row[name]
 
     prompt = field(prompt_field)

@@ -1,0 +1,186 @@
+"""Our `evaluate` against transformers' `generate` on the same prompts: accuracy, identical responses, time.
+
+    python tools/eval_vs_hf.py --hf_dir=DIR --benchmark=gsm8k --limit=200 --max_new_tokens=512 \
+        --batch_size=16 --out=results/real_eval/qwen05_gsm8k
+
+1. Ours: `python -m repirl_jax.evaluate --hf_dir=DIR --benchmarks=B --limit=N` (greedy, the checkpoint's
+   chat template, float32 on the CPU) as a subprocess, timed as a whole (load, compilation, generation,
+   grading) and by evaluate's own timer; its per-problem rows land in OUT/ours/B.jsonl.
+2. transformers: the prompts evaluate recorded, in the same batches (left-padded to the batch's longest),
+   greedy `generate` with the checkpoint's generation config and the same new-token budget, float32, torch
+   on all cores; generation timed per batch; responses graded by the same grader (repirl_jax's math
+   scorer). Rows land in OUT/hf.jsonl; a rerun resumes both sides where they stopped.
+3. Prints both accuracies, the share of problems whose responses are identical (with the first differing
+   token of each that is not), both times, and last `ratio_vs_hf=<transformers generation seconds / our
+   evaluate seconds>`; OUT/summary.json holds the same.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("hf_dir", None, "HF model directory (e.g. built by python -m repirl_jax.real_models NAME).")
+flags.DEFINE_string("benchmark", "gsm8k", "A math benchmark short name (or JSONL path) evaluate knows.")
+flags.DEFINE_integer("limit", 24, "The first N problems.")
+flags.DEFINE_integer("max_new_tokens", 256, "New-token budget on both sides.")
+flags.DEFINE_integer("batch_size", 8, "Prompts per batch on both sides.")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_enum("sides", "both", ["both", "ours", "hf"], "Run only one side (the other is read if present).")
+flags.mark_flags_as_required(["hf_dir", "out"])
+FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or "unknown CPU"
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def run_ours(out: str) -> dict:
+    """evaluate as a subprocess (one CPU device), unless its rows are all there; its wall time."""
+    done_file = os.path.join(out, "ours_time.json")
+    if os.path.exists(done_file):
+        with open(done_file) as f:
+            return json.load(f)
+    cmd = [sys.executable, "-m", "repirl_jax.evaluate", f"--hf_dir={FLAGS.hf_dir}", f"--benchmarks={FLAGS.benchmark}",
+           f"--limit={FLAGS.limit}", f"--output_dir={os.path.join(out, 'ours')}",
+           f"--config.eval.batch_size={FLAGS.batch_size}", f"--config.eval.max_new_tokens={FLAGS.max_new_tokens}"]
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "JAX_PLATFORMS": "cpu"}
+    print("ours:", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if r.returncode != 0:
+        sys.exit(f"evaluate failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    header = next(line for line in r.stdout.splitlines() if line.startswith("model:"))
+    own = float(header.rsplit(";", 1)[1].strip().rstrip("s"))
+    result = {"wall_s": wall, "evaluate_timer_s": own, "command": " ".join(cmd[1:])}
+    with open(done_file, "w") as f:
+        json.dump(result, f)
+    return result
+
+
+def run_hf(rows: list[dict], out: str) -> dict:
+    """transformers' greedy generate on evaluate's prompts, batch by batch (resumable); graded rows."""
+    import torch
+    import transformers
+    from repirl_jax.rewards.scorers import Scorers
+    path = os.path.join(out, "hf.jsonl")
+    done = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            done = {r["id"]: r for r in map(json.loads, f)}
+    todo = [r for r in rows if r["id"] not in done]
+    if not todo:
+        return done
+    torch.set_num_threads(os.cpu_count() or 1)
+    tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(FLAGS.hf_dir, dtype=torch.float32).eval()
+    eos = model.generation_config.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    pad = tok.pad_token_id
+    scorers = Scorers(10.0, 10.0, 2)
+    order = {r["id"]: i for i, r in enumerate(rows)}
+    try:
+        with open(path, "a") as f:
+            # the same batches as evaluate's: consecutive problems in file order
+            batches = {}
+            for r in todo:
+                batches.setdefault(order[r["id"]] // FLAGS.batch_size, []).append(r)
+            for b, batch in sorted(batches.items()):
+                ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in batch]
+                width = max(map(len, ids))
+                tokens = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+                mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+                start = time.perf_counter()
+                with torch.no_grad():
+                    new = model.generate(input_ids=tokens, attention_mask=mask, max_new_tokens=FLAGS.max_new_tokens,
+                                         do_sample=False, pad_token_id=pad)[:, width:].tolist()
+                seconds = time.perf_counter() - start
+                texts, lengths = [], []
+                for row in new:
+                    end = next((i for i, t in enumerate(row) if t in eos), None)
+                    kept = row if end is None else row[:end]
+                    texts.append(tok.decode(kept, skip_special_tokens=True))
+                    lengths.append(len(row) if end is None else end + 1)
+                scores, answers, _ = scorers.score("math", texts, [r["ground_truth"] for r in batch])
+                for i, r in enumerate(batch):
+                    rec = {"id": r["id"], "response": texts[i], "score": scores[i], "answer": answers[i],
+                           "num_tokens": lengths[i], "token_ids": new[i][:lengths[i]],
+                           "batch_seconds": seconds if i == 0 else 0.0}
+                    done[r["id"]] = rec
+                    f.write(json.dumps(rec) + "\n")
+                f.flush()
+                print(f"hf: batch {b} ({len(batch)} problems, {max(lengths)} steps) {seconds:.1f}s", flush=True)
+    finally:
+        scorers.close()
+    return done
+
+
+def first_difference(a: str, b: str, tok) -> int:
+    x, y = tok(a, add_special_tokens=False)["input_ids"], tok(b, add_special_tokens=False)["input_ids"]
+    return next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+
+
+def main(argv):
+    del argv
+    out = os.path.abspath(FLAGS.out)
+    os.makedirs(out, exist_ok=True)
+    print(f"cpu: {cpu_model()}", flush=True)
+    ours_time = run_ours(out) if FLAGS.sides in ("both", "ours") else None
+    rows_file = os.path.join(out, "ours", f"{os.path.basename(FLAGS.benchmark).split('.')[0]}.jsonl")
+    with open(rows_file) as f:
+        rows = [json.loads(line) for line in f]
+    if FLAGS.sides == "ours":
+        return 0
+    hf_rows = run_hf(rows, out)
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
+    same, diffs = 0, []
+    for r in rows:
+        a, b = r["responses"][0], hf_rows[r["id"]]["response"]
+        if a == b:
+            same += 1
+        else:
+            diffs.append({"id": r["id"], "first_differing_token": first_difference(a, b, tok),
+                          "ours_tokens": r["num_tokens"][0], "hf_tokens": hf_rows[r["id"]]["num_tokens"],
+                          "ours_score": r["scores"][0], "hf_score": hf_rows[r["id"]]["score"]})
+    n = len(rows)
+    ours_acc = sum(r["scores"][0] for r in rows) / n
+    hf_acc = sum(hf_rows[r["id"]]["score"] for r in rows) / n
+    hf_s = sum(hf_rows[r["id"]]["batch_seconds"] for r in rows)
+    ours_time = ours_time or {}
+    summary = {"hf_dir": FLAGS.hf_dir, "benchmark": FLAGS.benchmark, "problems": n,
+               "max_new_tokens": FLAGS.max_new_tokens, "batch_size": FLAGS.batch_size, "cpu": cpu_model(),
+               "ours_accuracy": ours_acc, "hf_accuracy": hf_acc, "identical": same, "identical_share": same / n,
+               "differences": diffs, "ours_evaluate_wall_s": ours_time.get("wall_s"),
+               "ours_evaluate_timer_s": ours_time.get("evaluate_timer_s"), "hf_generate_s": hf_s,
+               "ours_tokens": sum(r["num_tokens"][0] for r in rows),
+               "hf_tokens": sum(hf_rows[r["id"]]["num_tokens"] for r in rows)}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"{FLAGS.benchmark}, {n} problems, greedy, {FLAGS.max_new_tokens} new tokens, batch {FLAGS.batch_size}")
+    print(f"accuracy: ours {100 * ours_acc:.1f}%, transformers {100 * hf_acc:.1f}%")
+    print(f"identical responses: {same}/{n} ({100 * same / n:.1f}%)")
+    for d in diffs:
+        print(f"  differs: {d}")
+    if ours_time:
+        print(f"time: our evaluate {ours_time['wall_s']:.1f} s wall (its timer {ours_time['evaluate_timer_s']:.0f} s: "
+              f"load, compile, generation, grading); transformers generate {hf_s:.1f} s (generation only)")
+        print(f"ratio_vs_hf={hf_s / ours_time['wall_s']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -10,7 +10,7 @@ import pytest
 
 from repirl_jax import make_experts
 from repirl_jax.data.prompts import load_prompt_set
-from tests.test_new_user import MATH_TRAIN, REPO, needs_tokenizer, tiny_qwen25
+from tests.test_new_user import MATH_TRAIN, REPO, tiny_qwen25
 
 
 def _prompts(path, n):
@@ -73,7 +73,6 @@ def test_unknown_response_rows_are_errors(tmp_path):
     assert rows
 
 
-@needs_tokenizer
 def test_sampling_from_a_tiny_model_resumes(tmp_path):
     """k samples per prompt from a tiny Qwen2.5-format model with the real tokenizer (our sampler); a rerun
     in the same directory resumes: graded prompts are not sampled again."""

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 
 from repirl_jax import launch
+from repirl_jax.data.benchmarks import benchmark_path
+from tests.test_tokenizer import QWEN_TOKENIZER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("REPIRL_SHARED", os.path.join(REPO, "..", "shared"))
-QWEN_TOKENIZER = os.path.join(SHARED, "tokenizers", "qwen")
-MATH_TRAIN = os.path.join(SHARED, "benchmarks", "math", "math_train.jsonl")
-needs_tokenizer = pytest.mark.skipif(not os.path.exists(os.path.join(QWEN_TOKENIZER, "vocab.json")),
-                                     reason="the shared Qwen tokenizer is not beside the checkout")
+MATH_TRAIN = benchmark_path("math_train")
 
 
 def _env():
@@ -70,7 +68,6 @@ def paper_run(tmp_path_factory):
     return {"root": root, "model": model, "workdir": workdir, "summary": summary}
 
 
-@needs_tokenizer
 def test_paper_dtype_runs_on_cpu(paper_run):
     from repirl_jax import backend
     import jax
@@ -84,7 +81,6 @@ def test_paper_dtype_runs_on_cpu(paper_run):
     assert os.path.exists(os.path.join(paper_run["workdir"], launch.RUN_TOKENIZER, "tokenizer_config.json"))
 
 
-@needs_tokenizer
 def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run):
     import jax
     import torch
@@ -119,7 +115,6 @@ def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run)
         assert theirs[:len(c.token_ids)] == c.token_ids, (theirs, c.token_ids)
 
 
-@needs_tokenizer
 def test_evaluate_a_run_directory(paper_run, tmp_path):
     """evaluate --checkpoint=RUN_DIR of a run that took its tokenizer from model.path; rows store prompt and
     gold answer; the printed paths are absolute."""

@@ -11,6 +11,19 @@ import os
 import sys
 
 
+def configs_dir() -> str:
+    """The shipped config files: `repirl_jax/configs/` of an installed package (pyproject maps the checkout's
+    configs/ there), else configs/ of the source checkout holding this package (also an editable install)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "configs")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(here), "configs")
+
+
+def shipped_config(name: str) -> str:
+    """Path of a shipped config file by file name, e.g. "demo.py" (the CLIs' defaults)."""
+    return os.path.join(configs_dir(), name)
+
+
 def _config_path(argv: list[str], name: str) -> str | None:
     """The value of --NAME=PATH (or --NAME PATH) in argv; a trailing ':ARGS' of config_flags is dropped."""
     for i, a in enumerate(argv):
@@ -22,6 +35,19 @@ def _config_path(argv: list[str], name: str) -> str | None:
             continue
         return value.split(":", 1)[0] if not os.path.exists(value) else value
     return None
+
+
+def run_app(main, module_name: str) -> None:
+    """absl.app.run of main(argv) -> exit status, for `python -m repirl_jax.X` (module_name "__main__") and
+    for the installed command (repirl-train, ...) alike: under the command, whose __main__ is pip's wrapper
+    script, --help shows the module's docstring and its flags as it does under python -m."""
+    from absl import app, flags
+    if module_name != "__main__":
+        wrapper = sys.modules["__main__"]
+        wrapper.__doc__ = wrapper.__doc__ or sys.modules[module_name].__doc__
+        for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(lambda argv: sys.exit(main(argv)))
 
 
 def config_error(argv: list[str], name: str, error: BaseException) -> str:
@@ -44,8 +70,7 @@ def define_config_file(name: str, default: str, help_string: str, argv: list[str
     path = _config_path(argv, name)
     if path is not None and not os.path.isfile(path):
         print(f"error: --{name}={path}: no such config file (give a path like configs/demo.py; the shipped "
-              f"configs are in {os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')})",
-              file=sys.stderr)
+              f"configs are in {configs_dir()})", file=sys.stderr)
         sys.exit(2)
     try:
         config_flags.DEFINE_config_file(name, default, help_string)

@@ -289,7 +289,8 @@ def main(argv) -> int:
 
 
 def cli() -> None:
-    from absl import app, flags
+    from absl import flags
+    from repirl_jax import cli as cli_lib
     d = Options(prompts="", out="")
     flags.DEFINE_string("prompts", None, "Prompt set: JSONL / Parquet / tfds:NAME with a prompt and an answer field, "
                         "or a shipped benchmark's short name (math_train, gsm8k, ...: its own fields).")
@@ -320,7 +321,7 @@ def cli() -> None:
     flags.DEFINE_enum("on_bad_row", d.on_bad_row, ["error", "skip"], "Bad rows of --prompts: fail or skip.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
     flags.mark_flags_as_required(["prompts", "out"])
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli_lib.run_app(main, __name__)
 
 
 if __name__ == "__main__":

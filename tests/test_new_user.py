@@ -279,7 +279,7 @@ def test_readme_commands_parse():
     from repirl_jax.config import load_config_file
     commands = _readme_commands()
     programs = {p for p, _ in commands}
-    assert {"repirl_jax.launch", "repirl_jax.evaluate", "repirl_jax.make_experts", "tools/convert_hf.py"} <= programs
+    assert {"repirl_jax.launch", "repirl_jax.evaluate", "repirl_jax.make_experts", "repirl_jax.convert"} <= programs
     helps = {}
     for program in programs:
         argv = ["-m", program] if program.startswith("repirl_jax") else [program]

@@ -2,7 +2,10 @@
 
 A `--config` file that does not exist, or an override of a field the config does not have
 (`--config.train.max_iteratons=3`), ends the program with one `error:` line (keeping ml_collections'
-"did you mean" hint) and exit status 2, before anything is created on disk.
+"did you mean" hint) and exit status 2, before anything is created on disk. ml_collections applies the
+overrides when it parses the config flag: for the default config while the flag is defined
+(`define_config_file`), for an explicit `--config=FILE` while absl parses the command line (`run_app`'s
+flags parser); both catch the error and print `config_error`.
 """
 
 from __future__ import annotations
@@ -37,17 +40,28 @@ def _config_path(argv: list[str], name: str) -> str | None:
     return None
 
 
-def run_app(main, module_name: str) -> None:
+def run_app(main, module_name: str, config_flag: str | None = None) -> None:
     """absl.app.run of main(argv) -> exit status, for `python -m repirl_jax.X` (module_name "__main__") and
     for the installed command (repirl-train, ...) alike: under the command, whose __main__ is pip's wrapper
-    script, --help shows the module's docstring and its flags as it does under python -m."""
+    script, --help shows the module's docstring and its flags as it does under python -m. `config_flag`: the
+    name of a `define_config_file` flag whose bad overrides are one-line messages (exit status 2)."""
     from absl import app, flags
     if module_name != "__main__":
         wrapper = sys.modules["__main__"]
         wrapper.__doc__ = wrapper.__doc__ or sys.modules[module_name].__doc__
         for flag in flags.FLAGS.get_key_flags_for_module(module_name):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(lambda argv: sys.exit(main(argv)))
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return app.parse_flags_with_usage(argv)
+        except (KeyError, AttributeError) as e:  # an override of a field the --config file's config lacks
+            if config_flag is None or not any(a.lstrip("-").startswith(f"{config_flag}.") for a in argv[1:]):
+                raise
+            print(config_error(argv, config_flag, e), file=sys.stderr)
+            sys.exit(2)
+
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse)
 
 
 def config_error(argv: list[str], name: str, error: BaseException) -> str:
@@ -58,7 +72,7 @@ def config_error(argv: list[str], name: str, error: BaseException) -> str:
     key = key.group(1) if key else text
     hint = re.search(r'(Did you mean "[^"]+" instead of "[^"]+"\?)', text)
     named = [a.split("=", 1)[0] for a in argv if a.startswith(f"--{name}.") and
-             a.split("=", 1)[0].split(".")[-1] == key]
+             key in a.split("=", 1)[0].split(".")[1:]]
     where = f"{named[0]}: " if named else ""
     return f"error: {where}the config has no field {key!r}" + (f". {hint.group(1)}" if hint else "")
 

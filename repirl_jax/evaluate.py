@@ -336,7 +336,7 @@ def run() -> None:
     global _FLAGS
     from repirl_jax import cli
     _FLAGS = _flags()
-    cli.run_app(main, __name__)
+    cli.run_app(main, __name__, config_flag="config")
 
 
 if __name__ == "__main__":

@@ -444,7 +444,7 @@ def cli() -> None:
     flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
     flags.DEFINE_bool("show_config", False, "Print every field of the config (after overrides) with its value, "
                       "meaning and default, then exit.")
-    cli_lib.run_app(main, __name__)
+    cli_lib.run_app(main, __name__, config_flag="config")
 
 
 if __name__ == "__main__":

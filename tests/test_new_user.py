@@ -158,6 +158,24 @@ def test_unknown_override_keeps_did_you_mean(tmp_path):
     assert r.returncode == 2 and 'Did you mean "max_new_tokens"' in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("module,config,override,hint", [
+    ("repirl_jax.launch", "configs/qwen25_3b.py", "--config.train.max_iteratons=1", "max_iterations"),
+    ("repirl_jax.evaluate", "configs/eval.py", "--config.eval.max_new_tokns=3", "max_new_tokens"),
+    ("repirl_jax.launch", "configs/demo.py", "--config.trainx.max_iterations=1", "train"),
+])
+def test_unknown_override_with_an_explicit_config(tmp_path, module, config, override, hint):
+    """With --config=FILE ml_collections applies the overrides while absl parses the command line (without it,
+    while the flag is defined): the same one-line message and exit status 2 either way, nothing on disk."""
+    where = ([f"--output_dir={tmp_path / 'o'}", f"--hf_dir={tmp_path / 'model'}"] if module.endswith("evaluate")
+             else [f"--workdir={tmp_path / 'w'}"])
+    r = _cli(f"--config={os.path.join(REPO, config)}", override, *where, module=module, cwd=str(tmp_path))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    field = override.split("=")[0]
+    assert lines[0].startswith(f"error: {field}: the config has no field ") and f'Did you mean "{hint}"' in lines[0]
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_unwritable_workdir(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="cannot create or write"):

@@ -1,8 +1,9 @@
 """Train: python -m repirl_jax.launch [--config=configs/NAME.py] [--workdir=DIR] [--config.KEY=VALUE ...]
 
-With no --config it runs configs/demo.py (the embedded default; shipped with the package, `cli.configs_dir()`). Relaunching the same command continues
-from the last checkpoint in WORKDIR/checkpoints and ends with the same metrics as an uninterrupted run.
-Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and WORKDIR/summary.json.
+With no --config it runs configs/demo.py (the embedded default; shipped with the package: `cli.configs_dir()`).
+Relaunching the same command continues from the last checkpoint in WORKDIR/checkpoints and ends with the same
+metrics as an uninterrupted run. Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and
+WORKDIR/summary.json.
 """
 
 from __future__ import annotations
@@ -420,9 +421,11 @@ def _summary_table(summary: dict, workdir: str) -> str:
              "prm_auroc_all_steps": "PRM step-error AUROC (all steps)",
              "prm_auroc_first_error": "PRM AUROC, first wrong step vs the steps before it",
              "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only",
+             "policy_logp_auroc_all_steps": "policy log-prob step-error AUROC, same steps (likelihood head's start)",
              "empty_iterations": "iterations that kept no prompt (nothing learned)"}
     for key in ("test_accuracy_start", "test_accuracy_end", "prm_auroc_all_steps", "prm_auroc_first_error",
-                "prm_auroc_policy_samples", "empty_iterations", "best_step", "time_total_s", "localisation_png"):
+                "prm_auroc_policy_samples", "policy_logp_auroc_all_steps", "empty_iterations", "best_step",
+                "time_total_s", "localisation_png"):
         if key == "empty_iterations" and not summary.get(key):
             continue
         if key in summary and summary[key] is not None:

@@ -167,7 +167,8 @@ def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards"
     left0 = (fig_w - content_w) / 2
 
     def wrap(text, inches, per_char):  # explicit newlines kept
-        return [w for part in text.split("\n") for w in textwrap.wrap(part, int(inches / per_char))]
+        return [w for part in text.split("\n")
+                for w in textwrap.wrap(part, int(inches / per_char), break_on_hyphens=False)]
     title_lines = wrap(title, fig_w - 2 * margin, 0.1) or [""]  # inches per bold character
     panel_lines = [wrap(name, 2 * width, 0.085) for name, _ in panels]
     title_h = 0.24 * len(title_lines) + 0.22

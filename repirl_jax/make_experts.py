@@ -26,7 +26,10 @@ import json
 import os
 import sys
 import zlib
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from repirl_jax.data.prompts import LoadReport
 
 
 @dataclasses.dataclass
@@ -150,7 +153,7 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
     return sample, fmt
 
 
-def load_prompts(opts: Options) -> tuple[list[dict], "LoadReport"]:
+def load_prompts(opts: Options) -> tuple[list[dict], LoadReport]:
     """(records, LoadReport) of --prompts: a prompt file read with the field flags, or a benchmark short name
     (its shipped file in its own layout; rows without a ground truth cannot be graded: skipped and counted).
     Records as `load_prompt_set` gives them, with no demonstrations. A file of that name wins over the name."""

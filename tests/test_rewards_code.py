@@ -18,6 +18,7 @@ from repirl_jax.data import benchmarks
 from repirl_jax.rewards import code
 from repirl_jax.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, UidLease, sandbox_status
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(benchmarks.FILES_DIR, "code")
 
 TIMEOUT = 3.0          # wall-clock limit per response in the hostile tests (2.0 timed out a correct

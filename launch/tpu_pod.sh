@@ -4,7 +4,7 @@
 #
 #   bash launch/tpu_pod.sh TPU_NAME ZONE configs/qwen25_3b.py gs://bucket/runs/qwen25_3b --config.mesh.fsdp=-1 ...
 #
-# The repository and its requirements must be installed on every worker (same path), and the model and data
+# The repository must be installed on every worker (same path; pip install -e ".[tpu]"), and the model and data
 # paths readable from all of them. WORKDIR may be a gs:// path (orbax writes it collectively).
 set -euo pipefail
 TPU=${1:?usage: $0 TPU_NAME ZONE CONFIG WORKDIR [--config.KEY=VALUE ...]}

@@ -204,10 +204,9 @@ def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_con
 
 def _flags():
     from absl import flags
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     from repirl_jax import cli
-    cli.define_config_file("config", os.path.join(here, "configs", "eval.py"), "Config file.")
-    flags.DEFINE_string("checkpoint", None, "Our params directory (tools/convert_hf.py), or a training run "
+    cli.define_config_file("config", cli.shipped_config("eval.py"), "Config file.")
+    flags.DEFINE_string("checkpoint", None, "Our params directory (repirl_jax.convert), or a training run "
                         "directory (repirl_jax.launch --workdir: its latest policy).")
     flags.DEFINE_string("hf_dir", None, "An HF model directory.")
     flags.DEFINE_string("tokenizer", None, "Tokenizer directory (default: the model directory).")
@@ -335,9 +334,9 @@ _FLAGS = None
 
 def run() -> None:
     global _FLAGS
-    from absl import app
+    from repirl_jax import cli
     _FLAGS = _flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run_app(main, __name__, config_flag="config")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Train: python -m repirl_jax.launch [--config=configs/NAME.py] [--workdir=DIR] [--config.KEY=VALUE ...]
 
-With no --config it runs configs/demo.py (the embedded default). Relaunching the same command continues
-from the last checkpoint in WORKDIR/checkpoints and ends with the same metrics as an uninterrupted run.
-Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and WORKDIR/summary.json.
+With no --config it runs configs/demo.py (the embedded default; shipped with the package: `cli.configs_dir()`).
+Relaunching the same command continues from the last checkpoint in WORKDIR/checkpoints and ends with the same
+metrics as an uninterrupted run. Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and
+WORKDIR/summary.json.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from repirl_jax.run_dirs import (RUN_TOKENIZER, TOKENIZER_FILES, build_tokenizer
                                  is_run_dir as _is_run_dir, save_run_tokenizer, tokenizer_source)
 
 log = logging.getLogger("repirl_jax")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- what a config names: tokenizer, data, reward, models -----------------------------------------------
@@ -246,7 +246,7 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
     cfg = model_config(config, tokenizer)
     cfg = cfg.replace(dtype=backend.compute_dtype(cfg.dtype))  # float32 where the backend lacks bf16 dots
     reward_fn, close_reward = build_reward_fn(config)
-    if jax.process_index() == 0:  # what tools/convert_hf.py and evaluate need to use this run's checkpoints
+    if jax.process_index() == 0:  # what repirl_jax.convert and evaluate need to use this run's checkpoints
         save_run_tokenizer(tokenizer, workdir)
         with open(os.path.join(workdir, "model_config.json"), "w") as f:
             json.dump(cfg.to_hf_dict(), f, indent=2)
@@ -422,9 +422,11 @@ def _summary_table(summary: dict, workdir: str) -> str:
              "prm_auroc_all_steps": "PRM step-error AUROC (all steps)",
              "prm_auroc_first_error": "PRM AUROC, first wrong step vs the steps before it",
              "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only",
+             "policy_logp_auroc_all_steps": "policy log-prob step-error AUROC, same steps (likelihood head's start)",
              "empty_iterations": "iterations that kept no prompt (nothing learned)"}
     for key in ("test_accuracy_start", "test_accuracy_end", "prm_auroc_all_steps", "prm_auroc_first_error",
-                "prm_auroc_policy_samples", "empty_iterations", "best_step", "time_total_s", "localisation_png"):
+                "prm_auroc_policy_samples", "policy_logp_auroc_all_steps", "empty_iterations", "best_step",
+                "time_total_s", "localisation_png"):
         if key == "empty_iterations" and not summary.get(key):
             continue
         if key in summary and summary[key] is not None:
@@ -440,13 +442,13 @@ def _summary_table(summary: dict, workdir: str) -> str:
 
 
 def cli() -> None:
-    from absl import app, flags
+    from absl import flags
     from repirl_jax import cli as cli_lib
-    cli_lib.define_config_file("config", os.path.join(REPO, "configs", "demo.py"), "Training config file.")
+    cli_lib.define_config_file("config", cli_lib.shipped_config("demo.py"), "Training config file.")
     flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
     flags.DEFINE_bool("show_config", False, "Print every field of the config (after overrides) with its value, "
                       "meaning and default, then exit.")
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli_lib.run_app(main, __name__, config_flag="config")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 r"""Expert demonstrations from your own resources: the training JSONL that `repirl_jax.launch` reads.
 
-    python -m repirl_jax.make_experts --prompts=../shared/benchmarks/math/math_train.jsonl \
-        --prompt_field=problem --answer_field=answer --model=/models/Qwen2.5-7B-Instruct --k=8 --out=experts/
+    python -m repirl_jax.make_experts --prompts=math_train --model=/models/Qwen2.5-7B-Instruct --k=8 --out=experts/
     python -m repirl_jax.make_experts --prompts=train.jsonl --responses=generated_elsewhere.jsonl --out=experts/
+
+--prompts is a prompt file (JSONL / Parquet / tfds:NAME, fields named by --prompt_field / --answer_field /
+--id_field) or the short name of a shipped benchmark (`repirl_jax.data.benchmarks`: math_train, math500,
+gsm8k, leetcode, ...), read in its own layout (the field flags are not used; rows without a ground truth are
+skipped and counted; a code benchmark needs --domain=code).
 
 Samples `k` responses per prompt from a local model (an HF directory, our params directory or a training
 run directory, with our sampler), or reads responses made elsewhere (JSONL rows with `id` or `prompt`, and
@@ -22,7 +26,10 @@ import json
 import os
 import sys
 import zlib
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from repirl_jax.data.prompts import LoadReport
 
 
 @dataclasses.dataclass
@@ -181,18 +188,44 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
     return sample, fmt
 
 
+def load_prompts(opts: Options) -> tuple[list[dict], LoadReport]:
+    """(records, LoadReport) of --prompts: a prompt file read with the field flags, or a benchmark short name
+    (its shipped file in its own layout; rows without a ground truth cannot be graded: skipped and counted).
+    Records as `load_prompt_set` gives them, with no demonstrations. A file of that name wins over the name."""
+    from repirl_jax.data import benchmarks
+    from repirl_jax.data.prompts import LoadReport, load_prompt_set
+    name = None if os.path.exists(opts.prompts) else benchmarks.short_name(opts.prompts)
+    if name is None:
+        return load_prompt_set(opts.prompts, opts.prompt_field, opts.answer_field, None, opts.id_field,
+                               domain=opts.domain, on_bad_row=opts.on_bad_row, require_experts=False,
+                               limit=opts.limit)
+    rows = benchmarks.load(name, on_empty="keep")
+    if rows and rows[0]["domain"] != opts.domain:
+        raise ValueError(f"--prompts={opts.prompts} is a {rows[0]['domain']} benchmark: give "
+                         f"--domain={rows[0]['domain']}")
+    report, records = LoadReport(benchmarks.benchmark_path(name)), []
+    for r in rows:
+        if opts.limit is not None and len(records) >= opts.limit:
+            break
+        report.rows += 1
+        if r["metadata"].get("ground_truth_missing"):
+            report.skip("no ground truth", f"{r['metadata']['source']}: empty or null ground truth")
+            continue
+        records.append({"id": r["id"], "prompt": r["problem"], "ground_truth": r["ground_truth"], "experts": [],
+                        "domain": r["domain"], "metadata": r["metadata"]})
+        report.kept += 1
+    return records, report
+
+
 def run(opts: Options, sample: Callable[[list[dict]], list[list[str]]] | None = None) -> dict:
     """Build OUT (see module docstring); returns the coverage report. `sample` overrides opts.model."""
     from tqdm import tqdm
-    from repirl_jax.data.prompts import load_prompt_set
     from repirl_jax.rewards.scorers import Scorers
     if bool(opts.model) == bool(opts.responses) and sample is None:
         raise ValueError("give exactly one of --model (sample from it) and --responses (a JSONL made elsewhere)")
     if opts.domain not in ("math", "code"):
         raise ValueError(f"--domain={opts.domain!r}: expected math or code")
-    records, report = load_prompt_set(opts.prompts, opts.prompt_field, opts.answer_field, None, opts.id_field,
-                                      domain=opts.domain, on_bad_row=opts.on_bad_row, require_experts=False,
-                                      limit=None if opts.where else opts.limit)
+    records, report = load_prompts(dataclasses.replace(opts, limit=None) if opts.where else opts)
     if opts.where:  # the first `limit` prompts that match
         records = [r for r in records if parse_where(opts.where)(r)][:opts.limit]
     if not records:
@@ -298,9 +331,11 @@ def main(argv) -> int:
 
 
 def cli() -> None:
-    from absl import app, flags
+    from absl import flags
+    from repirl_jax import cli as cli_lib
     d = Options(prompts="", out="")
-    flags.DEFINE_string("prompts", None, "Prompt set: JSONL / Parquet / tfds:NAME with a prompt and an answer field.")
+    flags.DEFINE_string("prompts", None, "Prompt set: JSONL / Parquet / tfds:NAME with a prompt and an answer field, "
+                        "or a shipped benchmark's short name (math_train, gsm8k, ...: its own fields).")
     flags.DEFINE_string("out", None, "Output directory (train.jsonl, val.jsonl, ...); a rerun resumes in it.")
     flags.DEFINE_string("model", "", "Sample from this model: an HF, repirl_jax params or training run directory.")
     flags.DEFINE_string("responses", "", "Or: a JSONL of responses made elsewhere (id or prompt; response(s)).")
@@ -330,7 +365,7 @@ def cli() -> None:
     flags.DEFINE_enum("on_bad_row", d.on_bad_row, ["error", "skip"], "Bad rows of --prompts: fail or skip.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
     flags.mark_flags_as_required(["prompts", "out"])
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli_lib.run_app(main, __name__)
 
 
 if __name__ == "__main__":

@@ -124,45 +124,92 @@ step (task labeller). Hover a character for its reward.</p>
         f.write(page)
 
 
-def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards", max_rows: int = 6) -> None:
-    """The same picture as `render_html`, as a PNG (matplotlib): correct traces left, wrong traces right."""
+def _cells(response: str, n: int, max_chars: int) -> tuple[list[tuple[int, str, int, int]], int]:
+    """(index, char, column, line) of each drawn character among the first n of a response (lines break at
+    newlines and wrap at max_chars), and the number of lines."""
+    cells, col, line = [], 0, 0
+    for i, ch in enumerate(response[:n]):
+        if ch == "\n":
+            col, line = 0, line + 1
+            continue
+        if col >= max_chars:
+            col, line = 0, line + 1
+        cells.append((i, ch, col, line))
+        col += 1
+    return cells, line + 1
+
+
+def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards", max_rows: int = 6,
+               panels: Sequence[tuple[str, Sequence[dict]]] | None = None, max_chars: int = 60) -> None:
+    """The same picture as `render_html`, as a PNG (matplotlib): correct traces left, wrong traces right.
+
+    panels: [(panel title, rows), ...] drawn side by side under the one `title` instead of `rows`, each with its
+    own correct | wrong columns and colour scale: readings of the same traces (same order and labels, e.g. a
+    PRM's token rewards and the policy's log-probs), so a trace sits in the same place in every panel.
+    Sizes follow the text (inches per character and line; lines wrap at max_chars), so there is no blank band."""
+    import textwrap
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    scale = _scale(rows)
-    columns = [[r for r in rows if r["correct"]][:max_rows], [r for r in rows if not r["correct"]][:max_rows]]
-    line_h, char_w = 0.32, 0.16
-    heights = [sum(r["response"].count("\n") + 2.4 for r in col) for col in columns]
-    fig_h = max(max(heights) * line_h + 1.0, 2.0)
-    fig, axes = plt.subplots(1, 2, figsize=(12, fig_h))
-    for ax, col, name in zip(axes, columns, ("correct traces", "wrong traces")):
-        ax.set_xlim(0, 6.5)
-        ax.set_ylim(-max(heights) * line_h - 0.2, 0.4)
-        ax.axis("off")
-        ax.set_title(name)
-        y = 0.0
-        for r in col:
-            mean = float(np.mean(r["rewards"])) if len(r["rewards"]) else 0.0
-            ax.text(0, y, r["prompt"].strip(), family="monospace", fontsize=10, color="#444", va="top")
-            y -= line_h
-            x = 0.0
-            span = r.get("first_error_span")
-            for i, ch in enumerate(r["response"][:len(r["rewards"])]):
-                if ch == "\n":
-                    x, y = 0.0, y - line_h
-                    continue
-                ax.add_patch(Rectangle((x, y - line_h * 0.85), char_w, line_h * 0.85,
-                                       color=_colour(r["rewards"][i] - mean, scale)))
-                if span and span[0] <= i < span[1]:
-                    ax.add_patch(Rectangle((x, y - line_h * 0.85), char_w, line_h * 0.85, fill=False, lw=1.5))
-                ax.text(x + char_w / 2, y - line_h * 0.42, ch, family="monospace", fontsize=11, ha="center",
-                        va="center")
-                x += char_w
-            y -= line_h * 1.4
-    fig.suptitle(title + "  (green: above the trace's mean reward, red: below; box: true first wrong step)",
-                 fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    panels = list(panels) if panels else [("", rows)]
+    ch_w, line_h, prompt_ch, gap, margin = 0.12, 0.25, 0.075, 0.3, 0.15  # inches
+    cols = [[[r for r in p_rows if r["correct"]][:max_rows], [r for r in p_rows if not r["correct"]][:max_rows]]
+            for _, p_rows in panels]
+    layout = [[[_cells(r["response"], len(r["rewards"]), max_chars) for r in col] for col in panel] for panel in cols]
+    width = 0.25 + max([2.0] + [max(len(r["prompt"].strip()) * prompt_ch, (1 + max(c for _, _, c, _ in cs)) * ch_w)
+                                for panel, lay in zip(cols, layout) for col, cells in zip(panel, lay)
+                                for r, (cs, _) in zip(col, cells) if cs])
+    body = max([sum(1 + n + 0.6 for _, n in cells) for lay in layout for cells in lay] + [1]) * line_h
+    legend = "green: above the trace's mean, red: below; box: the true first wrong step"
+    content_w = len(panels) * 2 * width + (len(panels) - 1) * gap
+    fig_w = max(content_w, len(legend) * 0.08) + 2 * margin
+    left0 = (fig_w - content_w) / 2
+
+    def wrap(text, inches, per_char):  # explicit newlines kept
+        return [w for part in text.split("\n")
+                for w in textwrap.wrap(part, int(inches / per_char), break_on_hyphens=False)]
+    title_lines = wrap(title, fig_w - 2 * margin, 0.1) or [""]  # inches per bold character
+    panel_lines = [wrap(name, 2 * width, 0.085) for name, _ in panels]
+    title_h = 0.24 * len(title_lines) + 0.22
+    panel_h = 0.2 * max(len(p) for p in panel_lines) + (0.08 if any(panel_lines) else 0.0)
+    head_h = 0.28
+    fig_h = margin + title_h + panel_h + head_h + body + margin
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    y_text = fig_h - margin
+    fig.text(0.5, y_text / fig_h, "\n".join(title_lines), ha="center", va="top", fontsize=11, weight="bold")
+    fig.text(0.5, (y_text - 0.24 * len(title_lines)) / fig_h, legend, ha="center", va="top", fontsize=9,
+             color="#444")
+    for k, ((_, p_rows), panel, lay) in enumerate(zip(panels, cols, layout)):
+        scale = _scale(p_rows)
+        x0 = left0 + k * (2 * width + gap)
+        if panel_lines[k]:
+            fig.text((x0 + width) / fig_w, (fig_h - margin - title_h) / fig_h, "\n".join(panel_lines[k]),
+                     ha="center", va="top", fontsize=10)
+        for j, (col, cells, name) in enumerate(zip(panel, lay, ("correct traces", "wrong traces"))):
+            left = x0 + j * width
+            fig.text((left + width / 2) / fig_w, (fig_h - margin - title_h - panel_h) / fig_h, name, ha="center",
+                     va="top", fontsize=10, style="italic")
+            ax = fig.add_axes([left / fig_w, margin / fig_h, width / fig_w, body / fig_h])
+            ax.set_xlim(0, width)
+            ax.set_ylim(-body, 0)
+            ax.axis("off")
+            y = 0.0
+            for r, (cs, n_lines) in zip(col, cells):
+                mean = float(np.mean(r["rewards"])) if len(r["rewards"]) else 0.0
+                span = r.get("first_error_span")
+                ax.text(0, y, r["prompt"].strip(), family="monospace", fontsize=9, color="#444", va="top")
+                y -= line_h
+                for i, ch, c, line in cs:
+                    x, top = c * ch_w, y - line * line_h
+                    ax.add_patch(Rectangle((x, top - line_h * 0.85), ch_w, line_h * 0.85,
+                                           color=_colour(r["rewards"][i] - mean, scale)))
+                    if span and span[0] <= i < span[1]:
+                        ax.add_patch(Rectangle((x, top - line_h * 0.85), ch_w, line_h * 0.85, fill=False, lw=1.5))
+                    ax.text(x + ch_w / 2, top - line_h * 0.42, ch, family="monospace", fontsize=11, ha="center",
+                            va="center")
+                y -= (n_lines + 0.6) * line_h
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

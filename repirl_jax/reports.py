@@ -162,6 +162,17 @@ def trainer_text_rewards(trainer, prompts: Sequence[str], texts: Sequence[str]) 
                                   trainer.pad_id)
 
 
+def trainer_text_logprobs(trainer, prompts: Sequence[str], texts: Sequence[str]) -> list[np.ndarray]:
+    """The trainer's current policy's token log-probs log pi(a_t | s_t) of each (prompt text, response text):
+    [len(response_i)] each; what a prm.head=likelihood PRM starts from (its r_t is its own log-prob)."""
+    from repirl_jax.batches import Traj
+    tok, policy = trainer.tokenizer, trainer.state["policy"]["model"]
+    return token_rewards_of_texts(lambda *rows: trainer.logp_in_chunks(policy, Traj(*rows)),
+                                  [tok.encode(p, add_special_tokens=False) for p in prompts],
+                                  [tok.encode(t, add_special_tokens=False) for t in texts], trainer.P, trainer.R,
+                                  trainer.pad_id)
+
+
 def run_config(path: str) -> dict | None:
     """The config of a training run directory (written by repirl_jax.launch), or None for model dirs."""
     import json
@@ -224,8 +235,30 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
 
 # --- reports of a training run on the synthetic task --------------------------------------------------
 
+def head_name(algo: str, head: str) -> str:
+    """How the pictures and reports name a PRM head (prm.head)."""
+    return {"scalar": "scalar head" + (" (the paper's)" if algo == "repirl" else ""),
+            "likelihood": "likelihood head (r_t = log pi_phi(a_t|s_t))",
+            "implicit": "implicit PRM (beta log pi_phi/pi_ref)"}.get(head, f"{head} head")
+
+
+def localisation_titles(algo: str, head: str, reduce: str, prm_auroc: float,
+                        logp_auroc: float | None) -> tuple[str, list[str]]:
+    """(figure title, panel titles) of the localisation pictures: the PRM's head and step-error AUROC, and,
+    when given, the policy log-probs' AUROC on the same traces (the reading prm.head=likelihood starts from)."""
+    prm = f"{algo} PRM, {head_name(algo, head)}: step-error AUROC {prm_auroc:.3f}"
+    if logp_auroc is None:
+        return f"{prm} (step {reduce})", []
+    return (f"{prm}; the final policy's own log-probs on the same traces: {logp_auroc:.3f}",
+            [f"PRM token rewards, {head_name(algo, head)}\nstep-error AUROC {prm_auroc:.3f} (step {reduce})",
+             f"policy log-probs log pi(a_t|s_t) (what prm.head=likelihood starts from)\n"
+             f"step-error AUROC {logp_auroc:.3f} (step mean)"])
+
+
 def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int = 128) -> dict:
-    """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures."""
+    """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures: the PRM's
+    token rewards beside the final policy's own token log-probs of the same traces (with their AUROC, by the
+    same function; one panel when the PRM is already the likelihood head)."""
     import jax
     from repirl_jax import prm_eval
     from repirl_jax.data import synthetic
@@ -248,13 +281,22 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
     out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, reduce)
     pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus, reduce)
     out.update(auroc_policy_samples=pol["auroc_all_steps"])
-    rows = prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus)
-    rows += prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], rewards[n_policy:], modulus)
+    logps = trainer_text_logprobs(trainer, prompts, texts) if config.prm.head != "likelihood" else None
+    logp_auroc = (prm_eval.step_error_auroc(prompts, texts, logps, modulus, "mean")["auroc_all_steps"]
+                  if logps is not None else None)
+
+    def pictured(values):
+        return (prm_eval.localisation_rows(prompts[:n_policy], texts[:n_policy], values[:n_policy], modulus)
+                + prm_eval.localisation_rows(prompts[n_policy:], texts[n_policy:], values[n_policy:], modulus))
+    rows = pictured(rewards)
+    title, names = localisation_titles(config.algo, config.prm.head, reduce, out["auroc_all_steps"], logp_auroc)
     html_path, png_path = os.path.join(workdir, "localisation.html"), os.path.join(workdir, "localisation.png")
     if jax.process_index() == 0:
-        prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path)
-        prm_eval.render_png(rows, png_path)
-    return {f"prm_{k}": v for k, v in out.items()} | {"localisation_html": html_path, "localisation_png": png_path}
+        prm_eval.render_html(rows[:24] + rows[n_policy:n_policy + 16], html_path, title=title)
+        prm_eval.render_png(rows, png_path, title=title,
+                            panels=list(zip(names, (rows, pictured(logps)))) if logps is not None else None)
+    return ({f"prm_{k}": v for k, v in out.items()} | {"policy_logp_auroc_all_steps": logp_auroc}
+            | {"localisation_html": html_path, "localisation_png": png_path})
 
 
 def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature: float = 0.8) -> dict:

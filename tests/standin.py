@@ -1,5 +1,5 @@
 """A tiny stand-in for a real Qwen2.5 release: same file format (HF safetensors + the real Qwen tokenizer),
-random weights, and small math / code prompt sets in the training format built from the shared benchmarks.
+random weights, and small math / code prompt sets in the training format built from the shipped benchmarks.
 The expert demonstrations are stand-ins (the paper's come from Claude-3.7-sonnet and are not shipped)."""
 
 import json

@@ -1,4 +1,4 @@
-"""Benchmark loaders (repirl_jax.data.benchmarks): the shared files, generic files, errors and prompts."""
+"""Benchmark loaders (repirl_jax.data.benchmarks): the shipped files, generic files, errors and prompts."""
 
 import json
 import os
@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from repirl_jax.data import benchmarks as B
+from tests.test_tokenizer import QWEN_TOKENIZER
 
 EXPECTED_ROWS = {"math500": 500, "aime24": 30, "amc23": 40, "minerva": 272, "olympiadbench": 675,
                  "gsm8k": 1319, "math_train": 7474, "leetcode": 180, "livecodebench": 279}
 MATH_TRAIN_EMPTY = [886, 1009, 5328, 5330]  # upstream rows with a null or "" answer
-QWEN_TOKENIZER = os.path.join(B.shared_dir(), "tokenizers", "qwen")
 
 _cache = {}
 
@@ -30,14 +30,14 @@ def write_jsonl(path, rows):
     return str(path)
 
 
-# ------------------------------------------------------------------------------------------------ shared files
+# ------------------------------------------------------------------------------------------------ shipped files
 
 def test_known_names_match_the_readme():
     assert B.known_benchmarks() == tuple(EXPECTED_ROWS)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED_ROWS))
-def test_every_shared_file_loads(name):
+def test_every_shipped_file_loads(name):
     recs = records(name)
     assert len(recs) == EXPECTED_ROWS[name]
     ids = [r["id"] for r in recs]
@@ -136,21 +136,27 @@ def test_limit_takes_the_first_rows():
         B.load("math500", limit=-1)
 
 
-def test_path_to_a_shared_file_uses_its_layout():
+def test_path_to_a_shipped_file_uses_its_layout():
     recs = B.load(B.benchmark_path("minerva"), limit=2)
     assert recs[0]["benchmark"] == "minerva" and recs[0]["ground_truth"] == "1.6"
 
 
-def test_shared_folder_from_environment(tmp_path, monkeypatch):
-    os.makedirs(tmp_path / "benchmarks" / "math")
-    src = B.benchmark_path("math500")
-    lines = open(src, encoding="utf-8").read().splitlines()
+def test_short_names_read_the_package_files(tmp_path, monkeypatch):
+    """Short names resolve inside the package (no environment variable, no folder beside the checkout); a bad
+    row of a shipped file is reported with its file, line and field."""
+    assert B.benchmark_path("math500") == os.path.join(os.path.dirname(B.__file__), "benchmark_files", "math",
+                                                       "math500.jsonl")
+    assert os.path.exists(os.path.join(B.FILES_DIR, "NOTICE.md"))
+    monkeypatch.setenv("REPIRL_SHARED", str(tmp_path / "nowhere"))  # the old variable is not read
+    assert len(B.load("aime24")) == 30
+    os.makedirs(tmp_path / "math")
+    lines = open(B.benchmark_path("math500"), encoding="utf-8").read().splitlines()
     row = json.loads(lines[16])
     del row["answer"]
     lines[16] = json.dumps(row)
-    write_jsonl(tmp_path / "benchmarks" / "math" / "math500.jsonl", lines)
-    monkeypatch.setenv("REPIRL_SHARED", str(tmp_path))
-    assert B.shared_dir() == str(tmp_path)
+    write_jsonl(tmp_path / "math" / "math500.jsonl", lines)
+    monkeypatch.setattr(B, "FILES_DIR", str(tmp_path))
+    assert B.benchmark_path("math500") == str(tmp_path / "math" / "math500.jsonl")
     assert len(B.load("math500", limit=16)) == 16
     with pytest.raises(B.BenchmarkDataError, match=r"math500\.jsonl line 17: missing field 'answer'"):
         B.load("math500")

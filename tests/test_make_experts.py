@@ -10,7 +10,7 @@ import pytest
 
 from repirl_jax import make_experts
 from repirl_jax.data.prompts import load_prompt_set
-from tests.test_new_user import MATH_TRAIN, REPO, needs_tokenizer, tiny_qwen25
+from tests.test_new_user import MATH_TRAIN, REPO, tiny_qwen25
 
 
 def _prompts(path, n):
@@ -56,6 +56,26 @@ def test_external_responses_graded_selected_split_and_loadable(tmp_path):
     assert [u["id"] for u in unsolved] == ["row-5", "row-6"]
 
 
+def test_benchmark_short_name_as_prompts(tmp_path):
+    """--prompts=math_train reads the shipped file in its own layout (problem, answer; ids math_train-N); its
+    upstream row without an answer (line 887) cannot be graded: skipped and counted."""
+    from repirl_jax.data import benchmarks
+    gold = benchmarks.load("math_train", limit=2)
+    (tmp_path / "r.jsonl").write_text("".join(
+        json.dumps({"id": g["id"], "response": f"So \\boxed{{{g['ground_truth']}}}."}) + "\n" for g in gold))
+    opts = make_experts.Options(prompts="math_train", out=str(tmp_path / "out"), responses=str(tmp_path / "r.jsonl"),
+                                limit=887, val_fraction=0.0, score_workers=1, batch_size=256, progress=False)
+    cov = make_experts.run(opts)
+    assert cov["prompts"] == 887 and cov["bad_rows_skipped"] == {"no ground truth": 1}
+    assert cov["train_prompts"] == 2 and cov["unsolved_dropped"] == 885
+    train, _ = load_prompt_set(cov["files"]["train"])
+    assert [(t["id"], t["prompt"], t["ground_truth"]) for t in train] == [
+        (g["id"], g["problem"], g["ground_truth"]) for g in gold]
+    with pytest.raises(ValueError, match="leetcode is a code benchmark: give --domain=code"):
+        make_experts.run(make_experts.Options(prompts="leetcode", out=str(tmp_path / "o2"),
+                                              responses=str(tmp_path / "r.jsonl")))
+
+
 def test_split_is_stable_and_by_fraction():
     ids = [f"row-{i}" for i in range(2000)]
     val = [i for i in ids if make_experts.is_validation(i, 0.1)]
@@ -73,7 +93,6 @@ def test_unknown_response_rows_are_errors(tmp_path):
     assert rows
 
 
-@needs_tokenizer
 def test_sampling_from_a_tiny_model_resumes(tmp_path):
     """k samples per prompt from a tiny Qwen2.5-format model with the real tokenizer (our sampler); a rerun
     in the same directory resumes: graded prompts are not sampled again."""

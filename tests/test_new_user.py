@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 
 from repirl_jax import launch
+from repirl_jax.data.benchmarks import benchmark_path
+from tests.test_tokenizer import QWEN_TOKENIZER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("REPIRL_SHARED", os.path.join(REPO, "..", "shared"))
-QWEN_TOKENIZER = os.path.join(SHARED, "tokenizers", "qwen")
-MATH_TRAIN = os.path.join(SHARED, "benchmarks", "math", "math_train.jsonl")
-needs_tokenizer = pytest.mark.skipif(not os.path.exists(os.path.join(QWEN_TOKENIZER, "vocab.json")),
-                                     reason="the shared Qwen tokenizer is not beside the checkout")
+MATH_TRAIN = benchmark_path("math_train")
 
 
 def _env():
@@ -70,7 +68,6 @@ def paper_run(tmp_path_factory):
     return {"root": root, "model": model, "workdir": workdir, "summary": summary}
 
 
-@needs_tokenizer
 def test_paper_dtype_runs_on_cpu(paper_run):
     from repirl_jax import backend
     import jax
@@ -84,7 +81,6 @@ def test_paper_dtype_runs_on_cpu(paper_run):
     assert os.path.exists(os.path.join(paper_run["workdir"], launch.RUN_TOKENIZER, "tokenizer_config.json"))
 
 
-@needs_tokenizer
 def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run):
     import jax
     import torch
@@ -119,7 +115,6 @@ def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run)
         assert theirs[:len(c.token_ids)] == c.token_ids, (theirs, c.token_ids)
 
 
-@needs_tokenizer
 def test_evaluate_a_run_directory(paper_run, tmp_path):
     """evaluate --checkpoint=RUN_DIR of a run that took its tokenizer from model.path; rows store prompt and
     gold answer; the printed paths are absolute."""
@@ -161,6 +156,24 @@ def test_unknown_override_keeps_did_you_mean(tmp_path):
     assert 'Did you mean "max_iterations"' in r.stderr and "--config.train.max_iteratons" in r.stderr
     r = _cli("--config.eval.max_new_token=3", module="repirl_jax.evaluate")
     assert r.returncode == 2 and 'Did you mean "max_new_tokens"' in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("module,config,override,hint", [
+    ("repirl_jax.launch", "configs/qwen25_3b.py", "--config.train.max_iteratons=1", "max_iterations"),
+    ("repirl_jax.evaluate", "configs/eval.py", "--config.eval.max_new_tokns=3", "max_new_tokens"),
+    ("repirl_jax.launch", "configs/demo.py", "--config.trainx.max_iterations=1", "train"),
+])
+def test_unknown_override_with_an_explicit_config(tmp_path, module, config, override, hint):
+    """With --config=FILE ml_collections applies the overrides while absl parses the command line (without it,
+    while the flag is defined): the same one-line message and exit status 2 either way, nothing on disk."""
+    where = ([f"--output_dir={tmp_path / 'o'}", f"--hf_dir={tmp_path / 'model'}"] if module.endswith("evaluate")
+             else [f"--workdir={tmp_path / 'w'}"])
+    r = _cli(f"--config={os.path.join(REPO, config)}", override, *where, module=module, cwd=str(tmp_path))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    field = override.split("=")[0]
+    assert lines[0].startswith(f"error: {field}: the config has no field ") and f'Did you mean "{hint}"' in lines[0]
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_unwritable_workdir(tmp_path):
@@ -284,7 +297,7 @@ def test_readme_commands_parse():
     from repirl_jax.config import load_config_file
     commands = _readme_commands()
     programs = {p for p, _ in commands}
-    assert {"repirl_jax.launch", "repirl_jax.evaluate", "repirl_jax.make_experts", "tools/convert_hf.py"} <= programs
+    assert {"repirl_jax.launch", "repirl_jax.evaluate", "repirl_jax.make_experts", "repirl_jax.convert"} <= programs
     helps = {}
     for program in programs:
         argv = ["-m", program] if program.startswith("repirl_jax") else [program]

@@ -1,7 +1,7 @@
 """The optional `tfds:NAME[:SPLIT]` prompt source, on tiny datasets prepared here in a temporary tfds data dir.
 
-Skipped when tensorflow_datasets is not importable: CI installs only requirements.txt and
-requirements-test.txt, not requirements-tfds.txt, so these run where the tfds extra is installed. The
+Skipped when tensorflow_datasets is not importable: CI installs only the package and its `test` extra
+(pip install -e ".[test]"), not the `tfds` extra, so these run where the tfds extra is installed. The
 ArrayRecord test needs no TensorFlow; the TFRecord one (tfds' default format) also needs tensorflow."""
 
 import numpy as np

@@ -14,12 +14,12 @@ import time
 
 import pytest
 
+from repirl_jax.data import benchmarks
 from repirl_jax.rewards import code
 from repirl_jax.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, UidLease, sandbox_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("REPIRL_SHARED", os.path.join(REPO, "..", "shared"))
-BENCH = os.path.join(SHARED, "benchmarks", "code")
+BENCH = os.path.join(benchmarks.FILES_DIR, "code")
 
 TIMEOUT = 3.0          # wall-clock limit per response in the hostile tests (2.0 timed out a correct
                        # solution once in a full CI run on 2 loaded cores)

@@ -1,8 +1,8 @@
 """Tests for repirl_jax.rewards.math: answer extraction, math-verify scoring on real benchmark golds, and the
 process pool's time limits / counters.
 
-Benchmark golds come from $REPIRL_SHARED/benchmarks/math (default: <repo>/../shared); see its README for
-each file's answer field. Full-set results measured with this code (2 workers, this 2-core machine):
+Benchmark golds come from the shipped files (repirl_jax/data/benchmark_files/math; NOTICE.md there names
+each file's source, and repirl_jax/data/benchmarks.py each file's answer field). Full-set results measured with this code (2 workers, this 2-core machine):
 
 =============  =====  ===============  ======================  ====================================
 benchmark      golds  \\boxed{gold}     "final answer is $g$"   wrong answers accepted (see below)
@@ -32,11 +32,10 @@ from pathlib import Path
 
 import pytest
 
+from repirl_jax.data import benchmarks
 from repirl_jax.rewards import math as rm
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("REPIRL_SHARED", str(REPO.parent / "shared")))
-BENCH_DIR = SHARED / "benchmarks" / "math"
+BENCH_DIR = Path(benchmarks.FILES_DIR) / "math"
 
 BENCHMARKS = ["math500", "aime24", "amc23", "minerva", "olympiadbench", "gsm8k"]
 
@@ -76,9 +75,7 @@ def _rows(filename: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def golds() -> dict[str, list]:
-    """{benchmark: [ground truth as stored (str or list)]}, field layout per benchmarks/README.md."""
-    if not BENCH_DIR.is_dir():
-        pytest.skip(f"benchmarks not found at {BENCH_DIR} (set REPIRL_SHARED)")
+    """{benchmark: [ground truth as stored (str or list)]}, field layout per repirl_jax/data/benchmarks.py."""
     out = {
         "math500": [r["answer"] for r in _rows("math500.jsonl")],
         "aime24": [str(r["answer"]) for r in _rows("aime24.jsonl")],

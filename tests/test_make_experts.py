@@ -76,6 +76,26 @@ def test_benchmark_short_name_as_prompts(tmp_path):
                                               responses=str(tmp_path / "r.jsonl")))
 
 
+def test_where_picks_the_first_matching_prompts(tmp_path):
+    """--where=difficulty<=1 --limit=3: the first three MATH-train problems of difficulty <= 1, in file order;
+    conditions combine, compare as numbers or text, and a malformed one is a message."""
+    from repirl_jax.data import benchmarks
+    easy = [r for r in benchmarks.load("math_train", on_empty="keep") if r["metadata"].get("difficulty", 9) <= 1][:3]
+    assert len(easy) == 3
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"id": g["id"], "response": "no"}) + "\n" for g in easy))
+    opts = make_experts.Options(prompts="math_train", out=str(tmp_path / "out"), responses=str(tmp_path / "r.jsonl"),
+                                limit=3, where=("difficulty<=1",), val_fraction=0.0, score_workers=1, progress=False)
+    cov = make_experts.run(opts)
+    graded = [json.loads(line)["id"] for line in open(tmp_path / "out" / "graded.jsonl")]
+    assert cov["prompts"] == 3 and graded == [g["id"] for g in easy]
+    match = make_experts.parse_where(["difficulty>=2", "type==Algebra"])
+    assert match({"metadata": {"difficulty": 2.0, "type": "Algebra"}})
+    assert not match({"metadata": {"difficulty": 2.0, "type": "Geometry"}})
+    assert not match({"metadata": {"type": "Algebra"}})  # no such field: no match
+    with pytest.raises(ValueError, match=r"--where='difficulty~1': expected FIELD<=VALUE"):
+        make_experts.parse_where(["difficulty~1"])
+
+
 def test_split_is_stable_and_by_fraction():
     ids = [f"row-{i}" for i in range(2000)]
     val = [i for i in ids if make_experts.is_validation(i, 0.1)]

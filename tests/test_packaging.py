@@ -15,7 +15,7 @@ from repirl_jax.data import benchmarks
 from tests.test_benchmarks import EXPECTED_ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("repirl-train", "repirl-eval", "repirl-convert", "repirl-experts")
+COMMANDS = ("repirl-train", "repirl-eval", "repirl-convert", "repirl-experts", "repirl-models")
 
 
 def _clean_env(**extra):
@@ -128,6 +128,9 @@ def test_pip_install_into_a_venv(clone, tmp_path, editable):
         r = subprocess.run([str(bindir / name), "--helpshort"], cwd=elsewhere, env=env, capture_output=True,
                            text=True, timeout=300)
         assert "Traceback" not in r.stderr and ("--src:" in r.stdout or "--prompts:" in r.stdout), (name, r.stderr)
+    r = subprocess.run([str(bindir / "repirl-models"), "--help"], cwd=elsewhere, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "smollm2-135m-instruct" in r.stdout, r.stderr[-3000:]
     assert not os.path.exists(elsewhere / "runs") and not os.listdir(elsewhere)
 
 

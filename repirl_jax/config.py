@@ -18,6 +18,11 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
+def lora_config() -> ml_collections.ConfigDict:
+    """LoRA adapter settings of one model (policy.lora, prm.lora); rank 0 = full fine-tuning."""
+    return ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down")))
+
+
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -38,7 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
         beta=0.05,  # implicit head: r = beta * (log pi_phi - log pi_ref)
         lr=3e-8, weight_decay=0.0, clip=10.0, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
-        frozen=False))  # True: no PRM updates (test-time training). Not "update": ConfigDict has that method
+        frozen=False,  # True: no PRM updates (test-time training). Not "update": ConfigDict has that method
+        lora=lora_config()))
 
     c.irl = ml_collections.ConfigDict(dict(
         pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)
@@ -53,7 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.policy = ml_collections.ConfigDict(dict(
         lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
-        clip_low=0.2, clip_high=0.2, dual_clip=3.0, entropy_coef=0.001, kl_coef=0.0))
+        clip_low=0.2, clip_high=0.2, dual_clip=3.0, entropy_coef=0.001, kl_coef=0.0,
+        lora=lora_config()))
 
     c.advantage = ml_collections.ConfigDict(dict(
         estimator="rloo",  # rloo | grpo | ppo
@@ -199,6 +206,10 @@ FIELD_HELP = {
     "prm.minibatch_prompts": "prompts per PRM optimiser step",
     "prm.micro_batch": "rows per PRM forward/backward pass (memory only; gradients are accumulated exactly)",
     "prm.frozen": "True: no PRM updates (test-time training with a fixed PRM)",
+    "prm.lora.rank": "LoRA rank of the PRM's adapter on the frozen base (0: the PRM trains every weight); with the "
+                     "policy's also LoRA the two share one base in memory",
+    "prm.lora.alpha": "PRM LoRA alpha (the adapter's product is scaled by alpha / rank)",
+    "prm.lora.targets": "projections the PRM adapter modifies: any of q k v o gate up down",
     "irl.pseudo_expert": "correct rollouts join the PRM's positives (False: the paper's D.2 ablation)",
     "irl.weight_scope": "importance weights normalised over the batch (Algorithm 1) | per prompt",
     "irl.importance_weights": "False: uniform weights over the negatives (paper Figure 2 ablation)",
@@ -219,6 +230,10 @@ FIELD_HELP = {
     "policy.dual_clip": "dual-clip bound for negative advantages",
     "policy.entropy_coef": "entropy bonus coefficient",
     "policy.kl_coef": "KL penalty to the reference policy (0: no reference needed)",
+    "policy.lora.rank": "LoRA rank of the policy's adapter on the frozen base (0: full fine-tuning); the reference "
+                        "model is then the base itself",
+    "policy.lora.alpha": "policy LoRA alpha (the adapter's product is scaled by alpha / rank)",
+    "policy.lora.targets": "projections the policy adapter modifies: any of q k v o gate up down",
     "advantage.estimator": "rloo | grpo | ppo",
     "advantage.process_mode": "process reward per token | summed per sequence",
     "advantage.c": "process-reward coefficient (0.05 Qwen2.5-3B, 0.1 Qwen3-4B; 0 = outcome only)",

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from repirl_jax import lora
 from repirl_jax.models import qwen
 from repirl_jax.models.config import QwenConfig
 
@@ -408,7 +409,32 @@ def load_training_checkpoint(workdir: str, step: int | None = None, which: str =
     """(params, QwenConfig, head or None, step) of a checkpoint written by repirl_jax.launch in `workdir`.
 
     which="policy": the policy's Qwen parameters; "prm": the PRM's trunk and its scalar head (an implicit
-    PRM is a full Qwen model and comes back with head None)."""
+    PRM is a full Qwen model and comes back with head None). A LoRA model comes back merged (its adapter
+    folded into the base that WORKDIR/lora_bases.json names): plain parameters of the base architecture."""
+    adapter, cfg, head, step = load_training_adapter(workdir, step, which)
+    if not lora.has_adapter(adapter):
+        return adapter, cfg.without_lora(), head, step
+    base, _ = load_any(_lora_base(workdir, which), dtype=str(jax.tree.leaves(adapter)[0].dtype))
+    merged = jax.jit(lora.merge, static_argnums=1)(lora.join(base, adapter), cfg)
+    return merged, cfg.without_lora(), head, step
+
+
+def _lora_base(workdir: str, which: str) -> str:
+    file = os.path.join(workdir, "lora_bases.json")
+    if not os.path.exists(file):
+        raise CheckpointFormatError(f"{file}: not found (the run's checkpoints hold LoRA adapters; this file names "
+                                    "their base)")
+    with open(file) as f:
+        entry = json.load(f)[which]
+    if lora.fingerprint(entry["path"]) != entry["fingerprint"]:
+        raise CheckpointFormatError(f"{file}: the {which}'s LoRA base {entry['path']} has changed since the run "
+                                    "trained its adapter")
+    return entry["path"]
+
+
+def load_training_adapter(workdir: str, step: int | None = None, which: str = "policy"):
+    """(the model's trainable Qwen tree: its LoRA adapter, or all its parameters; its QwenConfig with the run's
+    LoRA settings; scalar head or None; step) of a training run's checkpoint."""
     from repirl_jax.checkpoint import Checkpointer
     workdir = os.path.abspath(workdir)
     cfg_file = os.path.join(workdir, "model_config.json")
@@ -419,6 +445,14 @@ def load_training_checkpoint(workdir: str, step: int | None = None, which: str =
     with Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as ckpt:
         step = ckpt.latest_step() if step is None else step
         state, _ = ckpt.restore(step)
+    run_file = os.path.join(workdir, "config.json")
+    settings = {}
+    if os.path.exists(run_file):
+        with open(run_file) as f:
+            settings = json.load(f).get(which, {}).get("lora", {})
+    if settings.get("rank"):
+        cfg = cfg.replace(lora_rank=settings["rank"], lora_alpha=settings["alpha"],
+                          lora_targets=tuple(settings["targets"]))
     if which == "policy":
         return state["policy"]["model"], cfg, None, step
     if "prm" not in state:
@@ -427,6 +461,21 @@ def load_training_checkpoint(workdir: str, step: int | None = None, which: str =
     if "trunk" in prm:
         return prm["trunk"], cfg, {k: np.asarray(v).tolist() for k, v in prm["head"].items()}, step
     return prm, cfg, None, step
+
+
+def checkpoint_to_peft(workdir: str, dst: str, step: int | None = None, which: str = "policy",
+                       overwrite: bool = False) -> QwenConfig:
+    """Export a LoRA run's adapter in PEFT's format (adapter_config.json + adapter_model.safetensors, with the
+    run's tokenizer files), to be loaded onto the transformers model of its base directory."""
+    adapter, cfg, _, step = load_training_adapter(workdir, step, which)
+    if not lora.has_adapter(adapter):
+        raise CheckpointFormatError(f"{workdir}: the {which} has no LoRA adapter ({which}.lora.rank was 0); export "
+                                    "the full weights with checkpoint_to_hf")
+    with atomic_directory(dst, overwrite) as tmp:
+        if jax.process_index() == 0:
+            lora.export_peft(adapter, cfg, tmp, _lora_base(workdir, which))
+            carry_run_tokenizer(workdir, cfg, tmp)
+    return cfg
 
 
 def checkpoint_to_hf(workdir: str, dst: str, step: int | None = None, which: str = "policy", overwrite: bool = False,

@@ -85,9 +85,19 @@ def model_config(config, tokenizer=None):
                        attn_impl=m.get("attn_impl", "auto"))
 
 
+def lora_config(cfg, settings):
+    """`cfg` with a model's LoRA settings (policy.lora / prm.lora; rank 0: none)."""
+    if not settings.rank:
+        return cfg
+    return cfg.replace(lora_rank=settings.rank, lora_alpha=settings.alpha, lora_targets=tuple(settings.targets))
+
+
 def build_models(config, cfg, mesh, policy_params=None):
+    """The run's models from `cfg` (the base architecture): policy, PRM, reference. A model with LoRA
+    (policy.lora.rank / prm.lora.rank > 0) trains an adapter on a frozen base; the policy's base is shared by
+    the PRM (when it starts from the policy) and is the reference model."""
     import jax
-    from repirl_jax import algorithms, hf, train
+    from repirl_jax import algorithms, hf, lora, train
     from repirl_jax.algorithms import advantages
     from repirl_jax.models import heads, qwen
     seed = jax.random.key(config.seed)
@@ -98,10 +108,12 @@ def build_models(config, cfg, mesh, policy_params=None):
             policy_params, _ = hf.load_any(config.model.path, mesh=mesh, dtype=config.model.param_dtype)
         else:
             policy_params = qwen.init_params(cfg, jax.random.fold_in(seed, 1))
-    policy = {"model": policy_params}
+    pcfg = lora_config(cfg, config.policy.lora)
+    base = policy_params if pcfg.lora_rank else None
+    policy = {"model": lora.init_adapter(pcfg, jax.random.fold_in(seed, 4)) if base is not None else policy_params}
     if advantages.ESTIMATORS[algorithms.get(config.algo).estimator(config)].uses_values:
         policy["value"] = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 2))
-    prm = None
+    prm, prm_cfg, prm_base = None, lora_config(cfg, config.prm.lora), None
     if train.needs_prm(config):
         head = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 3))
         if config.prm.path and _is_run_dir(config.prm.path):  # a training run's learned PRM, head included
@@ -112,10 +124,17 @@ def build_models(config, cfg, mesh, policy_params=None):
         else:
             trunk = hf.load_any(config.prm.path, mesh=mesh, dtype=config.model.param_dtype)[0] if config.prm.path \
                 else policy_params
-        trunk = jax.tree.map(lambda x: x.copy(), trunk)
+        if prm_cfg.lora_rank:  # an adapter on the trunk, frozen; the policy's base itself when they start alike
+            prm_base = trunk
+            trunk = lora.init_adapter(prm_cfg, jax.random.fold_in(seed, 5))
+        elif trunk is policy_params:
+            trunk = jax.tree.map(lambda x: x.copy(), trunk)  # trained: its own copy
         prm = trunk if config.prm.head in train.LM_HEADS else {"trunk": trunk, "head": head}
-    ref = jax.tree.map(lambda x: x.copy(), policy_params) if train.needs_ref(config) else None
-    return train.Models(cfg, policy, prm, ref)
+    ref = None
+    if train.needs_ref(config):
+        ref = base if base is not None else jax.tree.map(lambda x: x.copy(), policy_params)
+    return train.Models(pcfg, policy, prm, ref, prm_cfg=prm_cfg if prm_cfg != pcfg else None, base=base,
+                        prm_base=prm_base)
 
 
 class EmptyIterations:
@@ -165,7 +184,8 @@ def _warmup_config(config):
 def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar=True):
     """Behaviour cloning on the experts of the first `warmup_bc.prompts` train prompts; saved once to
     WORKDIR/warmup (a rerun loads it instead of training again)."""
-    from repirl_jax import hf, metrics as metrics_lib, train
+    import jax
+    from repirl_jax import hf, lora, metrics as metrics_lib, train
     path = os.path.join(workdir, "warmup")
     if hf.is_params_dir(path):
         return hf.load_params_dir(path, mesh=mesh, cfg=cfg)[0]
@@ -180,9 +200,47 @@ def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progr
             bar.set_postfix(nll=f"{m.get('policy_bc_nll', float('nan')):.3f}")
     if bar:
         bar.close()
-    params = trainer.state["policy"]["model"]
+    params = trainer.model_params()
+    if lora.has_adapter(params):  # a LoRA warm-up: its adapter folded into the base the RL phase starts from
+        params = jax.jit(lora.merge, static_argnums=1)(params, trainer.cfg)
     hf.save_params_dir(params, cfg, path, overwrite=True)
     return params
+
+
+LORA_BASES = "lora_bases.json"
+
+
+def record_lora_bases(config, workdir: str, models, warmed_up: bool) -> dict:
+    """WORKDIR/lora_bases.json: where each LoRA model's frozen base lives (a model directory) and its
+    fingerprint (lora.fingerprint). Checkpoints hold only adapters, so a resumed run, `evaluate --checkpoint`
+    and exports read the base from there; a base that changed since is an error. A base that is no model
+    directory (a random init, a training run's policy) is written to WORKDIR/base or WORKDIR/prm_base."""
+    import jax
+    from repirl_jax import hf, lora
+    file = os.path.join(workdir, LORA_BASES)
+    saved = json.load(open(file)) if os.path.exists(file) else {}
+    out = {}
+    for name, params, source in (("policy", models.base, "warmup" if warmed_up else config.model.path),
+                                 ("prm", models.prm_base, config.prm.path)):
+        if params is None:
+            continue
+        if name == "prm" and params is models.base:
+            out[name] = out["policy"]
+            continue
+        path = os.path.join(workdir, "warmup") if source == "warmup" else source
+        if not path or _is_run_dir(path):
+            path = os.path.join(workdir, "base" if name == "policy" else "prm_base")
+            if not hf.is_params_dir(path):  # collective (orbax), atomic
+                hf.save_params_dir(params, models.cfg.without_lora(), path)
+        out[name] = {"path": os.path.abspath(path), "fingerprint": lora.fingerprint(path)}
+        if name in saved and saved[name]["fingerprint"] != out[name]["fingerprint"]:
+            raise ValueError(f"{file}: the {name}'s LoRA base {path} changed since this run started (fingerprint "
+                             f"{saved[name]['fingerprint'][:12]}... now {out[name]['fingerprint'][:12]}...): its "
+                             f"adapters were trained on the old one; restore that base or start a new workdir")
+    if out and jax.process_index() == 0:
+        with open(file, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
 
 
 def prepare_workdir(workdir: str) -> bool:
@@ -260,8 +318,11 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
             t = time.time()
             init_policy = bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar)
             summary["time_warmup_s"] = time.time() - t
-        trainer = train.Trainer(config, mesh, build_models(config, cfg, mesh, init_policy), tokenizer, reward_fn,
-                                train_set)
+        models = build_models(config, cfg, mesh, init_policy)
+        bases = record_lora_bases(config, workdir, models, init_policy is not None)
+        if bases:
+            summary["lora_bases"] = bases
+        trainer = train.Trainer(config, mesh, models, tokenizer, reward_fn, train_set)
         val = trainer.tokenize_set(val_set, "val") if val_set else []
         test = trainer.tokenize_set(test_set, "test") if test_set else []
         if test:

@@ -166,7 +166,7 @@ def trainer_text_logprobs(trainer, prompts: Sequence[str], texts: Sequence[str])
     """The trainer's current policy's token log-probs log pi(a_t | s_t) of each (prompt text, response text):
     [len(response_i)] each; what a prm.head=likelihood PRM starts from (its r_t is its own log-prob)."""
     from repirl_jax.batches import Traj
-    tok, policy = trainer.tokenizer, trainer.state["policy"]["model"]
+    tok, policy = trainer.tokenizer, trainer.model_params()
     return token_rewards_of_texts(lambda *rows: trainer.logp_in_chunks(policy, Traj(*rows)),
                                   [tok.encode(p, add_special_tokens=False) for p in prompts],
                                   [tok.encode(t, add_special_tokens=False) for t in texts], trainer.P, trainer.R,

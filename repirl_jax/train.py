@@ -26,12 +26,10 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding
 
-from repirl_jax import algorithms, distributed, logprobs, losses, rollout, sampling
+from repirl_jax import algorithms, distributed, logprobs, lora, losses, rollout, sampling
 from repirl_jax.algorithms import Batch, ConfigError, LM_HEADS, validate  # noqa: F401  (train.validate, ...)
 from repirl_jax.algorithms.advantages import AdvantageParams
 from repirl_jax.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
@@ -39,19 +37,21 @@ from repirl_jax.models import heads, qwen
 from repirl_jax.models.config import QwenConfig
 from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical_sharding, optimizer_shardings,
                                  tree_shardings)
+from repirl_jax.update_step import make_optimizer, update_step
 
 log = logging.getLogger(__name__)
-# Per-micro-batch metrics already divided by the whole mini-batch's count (tokens, steps, kept rows): they add up.
-_ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll",
-                       "disc_acc", "step_acc", "prm_acc"})
-
 
 @dataclasses.dataclass
 class Models:
-    cfg: QwenConfig
-    policy: dict  # trainable policy tree {"model": qwen params[, "value": head]}
-    prm: dict | None  # {"trunk", "head"} (scalar) or qwen params (implicit); None when unused
-    ref: dict | None  # frozen reference qwen params, when a loss needs one
+    cfg: QwenConfig  # the policy's (with its LoRA settings, if any)
+    policy: dict  # trainable policy tree {"model": qwen params or a LoRA adapter[, "value": head]}
+    prm: dict | None  # {"trunk", "head"} (scalar) or qwen params (implicit, likelihood); None when unused
+    ref: dict | None  # frozen reference qwen params, when a loss needs one (under a LoRA policy: its base)
+    prm_cfg: QwenConfig | None = None  # the PRM's config when it differs from cfg (its own LoRA settings)
+    # Frozen bases of LoRA models (then policy["model"] / the PRM's trunk hold only the adapter): None = that
+    # model trains every weight. `prm_base is base` (the same arrays) is held once; so is `ref is base`.
+    base: dict | None = None
+    prm_base: dict | None = None
 
 
 def needs_prm(config) -> bool:
@@ -60,13 +60,6 @@ def needs_prm(config) -> bool:
 
 def needs_ref(config) -> bool:
     return algorithms.get(config.algo).needs_ref(config)
-
-
-def make_optimizer(lr: float, weight_decay: float, clip: float, warmup: int = 0, eps: float = 1e-8):
-    """Global-norm clipping, then AdamW (METHOD.md: weight decay 0, clip 1.0 policy / 10 PRM)."""
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
-    return optax.chain(optax.clip_by_global_norm(clip),
-                       optax.adamw(schedule, b1=0.9, b2=0.999, eps=eps, weight_decay=weight_decay))
 
 
 class Trainer:
@@ -79,7 +72,8 @@ class Trainer:
         compiled ahead of time for any mesh (tools/memory_plan.py)."""
         self.c, self.mesh, self.tokenizer, self.reward_fn = config, mesh, tokenizer, reward_fn
         self.algo = algorithms.get(config.algo)
-        self.cfg = models.cfg
+        self.cfg, self.base_cfg = models.cfg, models.cfg.without_lora()  # base_cfg: the sampler's, the reference's
+        self.prm_cfg = models.prm_cfg or models.cfg
         self.act = ActivationSharding(mesh)
         self.P, self.R = config.rollout.max_prompt_len, config.rollout.max_response_len
         self.n, self.k = config.rollout.n, config.data.experts_per_prompt
@@ -99,10 +93,20 @@ class Trainer:
                 return place(jax.eval_shape(opt.init, params), shardings)
             return jax.jit(opt.init, out_shardings=shardings)(params)
 
-        # Parameters and optimiser states, sharded by the one rules table.
+        # Parameters and optimiser states, sharded by the one rules table (an adapter like the weight it modifies).
+        # A LoRA model's frozen base is placed once and shared (policy, PRM, reference); `frozen` mirrors the
+        # trainable trees so that `lora.join(frozen[name], state[name])` is the tree the model reads.
         qshard = qwen.param_shardings(self.cfg, mesh)
+        base_shard = lora.split(qshard)[0]
         hshard = tree_shardings(heads.HEAD_AXES, heads.abstract_scalar_head(self.cfg), mesh)
-        self.policy_shardings = {"model": qshard, **({"value": hshard} if "value" in models.policy else {})}
+        base = None if models.base is None else place(models.base, base_shard)
+        prm_base = base if models.prm_base is models.base else place(models.prm_base, base_shard) \
+            if models.prm_base is not None else None
+        self.frozen = {"policy": None if base is None else {"model": base},
+                       "prm": None if prm_base is None else prm_base if config.prm.head in LM_HEADS else
+                       {"trunk": prm_base}}
+        self.policy_shardings = {"model": lora.split(qshard)[1] if base is not None else qshard,
+                                 **({"value": hshard} if "value" in models.policy else {})}
         self.policy_opt = make_optimizer(config.policy.lr, config.policy.weight_decay, config.policy.clip,
                                          config.policy.warmup_steps, config.policy.adam_eps)
         abstract_policy = jax.eval_shape(lambda x: x, models.policy)
@@ -111,7 +115,9 @@ class Trainer:
         state["policy_opt"] = init_opt(self.policy_opt, state["policy"], self.policy_opt_shardings)
         self.state_shardings = {"policy": self.policy_shardings, "policy_opt": self.policy_opt_shardings}
         if models.prm is not None:
-            self.prm_shardings = qshard if config.prm.head in LM_HEADS else {"trunk": qshard, "head": hshard}
+            pshard = qwen.param_shardings(self.prm_cfg, mesh)
+            pshard = lora.split(pshard)[1] if prm_base is not None else pshard
+            self.prm_shardings = pshard if config.prm.head in LM_HEADS else {"trunk": pshard, "head": hshard}
             self.prm_opt = make_optimizer(config.prm.lr, config.prm.weight_decay, config.prm.clip,
                                           eps=config.prm.adam_eps)
             self.prm_opt_shardings = optimizer_shardings(self.prm_opt, self.prm_shardings,
@@ -120,7 +126,8 @@ class Trainer:
             state["prm_opt"] = init_opt(self.prm_opt, state["prm"], self.prm_opt_shardings)
             self.state_shardings.update(prm=self.prm_shardings, prm_opt=self.prm_opt_shardings)
         self.state = state
-        self.ref = place(models.ref, qshard) if models.ref is not None else None
+        self.ref = base if models.ref is not None and models.ref is models.base else \
+            place(models.ref, base_shard) if models.ref is not None else None
 
         # Data: tokenise once, up front (errors and counts surface at start-up, not mid-run).
         self.step_delim_id = -1  # the token that ends a reasoning step (methods that read steps)
@@ -158,6 +165,14 @@ class Trainer:
         toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records], self.P, pad_token_id=self.pad_id)
         return np.repeat(toks, repeat, 0), np.repeat(mask, repeat, 0)
 
+    def full(self, name: str):
+        """state[name] as its model reads it: a LoRA adapter joined to its frozen base (no copies)."""
+        return lora.join(self.frozen[name], self.state[name])
+
+    def model_params(self):
+        """The policy's Qwen parameters (base + adapter under LoRA), read with `self.cfg`."""
+        return self.full("policy")["model"]
+
     def put_rows(self, tree, stacked: bool = False, rules=LOGICAL_AXIS_RULES):
         """Host arrays -> global arrays whose rows (axis 0, or axis 1 of stacked micro-batches) are split over
         the data and fsdp mesh axes (replicated where they do not divide); each process sends its rows."""
@@ -182,54 +197,39 @@ class Trainer:
         c, cfg, act, shard = self.c, self.cfg, self.act, self.state_shardings
         chunk = c.train.logp_chunk
 
-        def make_update(loss_fn, name: str, opt):
-            """Sum of micro-batch losses and gradients (one scan), then one clipped AdamW update of
-            state[name]; a non-finite update is discarded inside the same program."""
-            def update(state, stacked):
-                params = state[name]
-
-                def body(acc, mb):
-                    (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-                    return (jax.tree.map(jnp.add, acc[0], g), acc[1] + loss), aux
-                zeros = jax.tree.map(jnp.zeros_like, params)
-                (grads, loss), aux = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32)), stacked)
-                gnorm = optax.global_norm(grads)
-                updates, new_opt = opt.update(grads, state[f"{name}_opt"], params)
-                new = optax.apply_updates(params, updates)
-                finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & jnp.isfinite(optax.global_norm(updates))
-                keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)  # noqa: E731
-                aux = {k_: (jnp.max(v) if k_.endswith("_max") else jnp.sum(v) if k_ in _ADDITIVE else jnp.mean(v))
-                       for k_, v in aux.items()}
-                return ({**state, name: keep(new, params), f"{name}_opt": keep(new_opt, state[f"{name}_opt"])},
-                        {"loss": loss, "grad_norm": gnorm, "finite": finite, **aux})
-            return jax.jit(update, donate_argnums=0, out_shardings=(shard, None))
+        def make_update(loss_fn, name: str, opt):  # see update_step; a LoRA model's base comes from self.frozen
+            return update_step(loss_fn, name, opt, shard, self.frozen[name])
 
         self.policy_update = make_update(self.algo.policy_loss(c, cfg, act), "policy", self.policy_opt)
 
-        # The sampler's copy of the policy weights (rollout.weights), made on the devices.
-        self.sample_act, self.sampler_shardings, self.sampler_params = rollout.sampler_weights(
-            cfg, self.mesh, c.rollout.weights)
+        # The sampler's copy of the policy weights (rollout.weights), made on the devices; adapters merged in.
+        self.sample_act, self.sampler_shardings, copy = rollout.sampler_weights(self.base_cfg, self.mesh,
+                                                                                c.rollout.weights)
+        merge = jax.jit(lora.merge, static_argnums=1)
+        self.sampler_params = lambda model: copy(merge(model, cfg) if lora.has_adapter(model) else model)
 
-        # Log-probs of a frozen model (reference) or of the rollouts under the current policy; PPO values.
+        # Log-probs of a frozen model (reference) or of the rollouts under the current policy; PPO values. A tree
+        # without adapters (the reference of a LoRA run) is read with the base config.
         self.logp = jax.jit(lambda params, traj: logprobs.response_logprobs(
-            params, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0])
+            params, lora.config_for(params, cfg), *traj, chunk=chunk, with_entropy=False, act=act)[0])
         self.values = jax.jit(lambda policy, traj: logprobs.state_values(
             policy["value"], logprobs.sequence_hidden(policy["model"], cfg, *traj, act=act), traj.response_mask))
 
         self.prm_updates: dict = {}
         if not self.algo.needs_prm:
             return
+        pcfg = self.prm_cfg
         if c.prm.head in LM_HEADS:  # likelihood: log pi_phi(a_t | s_t); implicit: beta * (that - log pi_ref)
             def token_rewards(prm, traj, ref_logp):
-                lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
+                lp = logprobs.response_logprobs(prm, pcfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
                 return lp if c.prm.head == "likelihood" else losses.implicit_token_rewards(
                     lp, ref_logp, traj.response_mask, c.prm.beta)
         else:  # the scalar head's r_phi
             def token_rewards(prm, traj, ref_logp):
-                return logprobs.prm_token_rewards(prm, cfg, *traj, act=act)
+                return logprobs.prm_token_rewards(prm, pcfg, *traj, act=act)
         self.prm_rewards = jax.jit(token_rewards)
         self.prm_updates = {name: make_update(fn, "prm", self.prm_opt)
-                            for name, fn in self.algo.prm_losses(c, cfg, act, token_rewards).items()}
+                            for name, fn in self.algo.prm_losses(c, pcfg, act, token_rewards).items()}
 
     # -- generation and scoring ----------------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class Trainer:
     def generate(self, params, toks, mask, scfg, rng=None):
         """`rollout.generate` on left-padded host prompt arrays [B, P']. With the sampler's replicated weight
         copy the rows are split over every mesh axis (data-parallel decoding, no weight traffic)."""
-        return rollout.generate(params, self.cfg, *self.put_rows((toks, mask), rules=self.sample_act.rules), scfg,
+        return rollout.generate(params, self.base_cfg, *self.put_rows((toks, mask), rules=self.sample_act.rules), scfg,
                                 rng, act=self.sample_act, rows=self.c.rollout.continuous_rows)
 
     def rollouts(self, records: list[dict], rng, score: bool = False, num_samples: int | None = None,
@@ -272,7 +272,7 @@ class Trainer:
                     stats[k_] = stats.get(k_, 0) + v
                 reward_s += time.perf_counter() - t
 
-        params, pending = self.sampler_params(self.state["policy"]["model"]), None
+        params, pending = self.sampler_params(self.model_params()), None
         per_call = len(records) if self.c.rollout.continuous_rows else self.c.rollout.prompts_per_call  # 1 queue
         for s in range(0, len(records), per_call):
             chunk = records[s:s + per_call]
@@ -302,7 +302,7 @@ class Trainer:
     def evaluate(self, records: list[dict], batch: int) -> dict[str, float]:
         """Greedy accuracy of the current policy on `records` (already tokenised by `tokenize_set`), and each
         record's score."""
-        scores, params, scfg = [], self.sampler_params(self.state["policy"]["model"]), self.sampling_config(1, greedy=True)
+        scores, params, scfg = [], self.sampler_params(self.model_params()), self.sampling_config(1, greedy=True)
         for s in range(0, len(records), batch):
             part = records[s:s + batch]
             toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id, fit=True)
@@ -394,12 +394,12 @@ class Trainer:
         return self._chunks(lambda tr: self.logp(params, Traj(*tr)), traj)
 
     def values_in_chunks(self, traj):
-        return self._chunks(lambda tr: self.values(self.state["policy"], Traj(*tr)), traj)
+        return self._chunks(lambda tr: self.values(self.full("policy"), Traj(*tr)), traj)
 
     def rewards_in_chunks(self, traj, ref_logp):
         if ref_logp is None:
-            return self._chunks(lambda tr: self.prm_rewards(self.state["prm"], Traj(*tr), None), traj)
-        return self._chunks(lambda tr, rl: self.prm_rewards(self.state["prm"], Traj(*tr), rl), traj, ref_logp)
+            return self._chunks(lambda tr: self.prm_rewards(self.full("prm"), Traj(*tr), None), traj)
+        return self._chunks(lambda tr, rl: self.prm_rewards(self.full("prm"), Traj(*tr), rl), traj, ref_logp)
 
     @staticmethod
     def minibatches(n_rows: int, rows_per_prompt: int, minibatch_prompts: int):

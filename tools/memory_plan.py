@@ -70,17 +70,24 @@ def collectives(hlo_text: str) -> dict[str, int]:
 
 
 def abstract_models(config, cfg):
-    from repirl_jax import train
+    """The run's models as ShapeDtypeStructs, as launch.build_models makes them (LoRA adapters on one base)."""
+    from repirl_jax import launch, lora, train
     from repirl_jax.models import heads, qwen
     params = qwen.abstract_params(cfg)
-    policy = {"model": params}
+    pcfg, prm_cfg = launch.lora_config(cfg, config.policy.lora), launch.lora_config(cfg, config.prm.lora)
+    base = params if pcfg.lora_rank else None
+    policy = {"model": lora.abstract_adapter(pcfg) if base is not None else params}
     if config.advantage.estimator == "ppo":
         policy["value"] = heads.abstract_scalar_head(cfg)
-    prm = None
+    prm = prm_base = None
     if train.needs_prm(config):
-        prm = params if config.prm.head in train.LM_HEADS else {"trunk": params, "head": heads.abstract_scalar_head(cfg)}
-    ref = params if train.needs_ref(config) else None
-    return train.Models(cfg, policy, prm, ref)
+        trunk = params
+        if prm_cfg.lora_rank:
+            prm_base, trunk = params, lora.abstract_adapter(prm_cfg)
+        prm = trunk if config.prm.head in train.LM_HEADS else {"trunk": trunk, "head": heads.abstract_scalar_head(cfg)}
+    ref = (base if base is not None else params) if train.needs_ref(config) else None
+    return train.Models(pcfg, policy, prm, ref, prm_cfg=prm_cfg if prm_cfg != pcfg else None, base=base,
+                        prm_base=prm_base)
 
 
 def _abstract(tree):
@@ -139,8 +146,10 @@ def programs(trainer, gpu_sampler: bool = True):
     """[(name, jitted fn, abstract args, names of the state trees it takes)] for one iteration."""
     import jax
     import jax.numpy as jnp
-    from repirl_jax import sampling, train
+    from repirl_jax import lora, sampling, train
     c, n, k, P, R = trainer.c, trainer.n, trainer.k, trainer.P, trainer.R
+    bases = lambda *names: tuple(f"{p}lora_base" for p, name in (("", "policy"), ("prm_", "prm"))  # noqa: E731
+                                 if name in names and trainer.frozen[name] is not None)
     state = trainer.state
     out = []
 
@@ -151,14 +160,16 @@ def programs(trainer, gpu_sampler: bool = True):
     scfg = sampling.SamplingConfig(max_new_tokens=R, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                    num_samples=n, stop_token_ids=(0,), pad_token_id=0,
                                    decode_impl="model")  # what a GPU or TPU runs ("auto" on this CPU: weight-major)
-    gen = jax.jit(lambda params, t, m, key: sampling.generate(params, trainer.cfg, t, m, scfg, key,
+    gen = jax.jit(lambda params, t, m, key: sampling.generate(params, trainer.base_cfg, t, m, scfg, key,
                                                               act=trainer.sample_act))
     weights, weight_state = state["policy"]["model"], ("policy.model",)
-    if c.rollout.weights != "train":  # the sampler's own copy (rollout.weights): an input of the sampler
+    if c.rollout.weights != "train" or lora.has_adapter(trainer.model_params()):
+        # the sampler's own copy (rollout.weights; a LoRA policy's adapter merged in): an input of the sampler
         from repirl_jax.models import qwen
-        weights = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                               jax.eval_shape(lambda p: qwen.inference_params(p, trainer.cfg), weights),
-                               trainer.sampler_shardings)
+        merged = jax.eval_shape(lambda p: qwen.inference_params(lora.merge(p, trainer.cfg), trainer.base_cfg),
+                                trainer.model_params())
+        shardings = trainer.sampler_shardings or qwen.param_shardings(trainer.base_cfg, trainer.mesh)
+        weights = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), merged, shardings)
         weight_state = ()
     out.append(("sampler", gen, (weights, _abstract(toks), _abstract(mask),
                                  jax.eval_shape(lambda: jax.random.key(0))), weight_state))
@@ -171,7 +182,8 @@ def programs(trainer, gpu_sampler: bool = True):
     chunk_traj = _abstract(trainer.put_rows(_traj(chunk, P, R)))
     if train.needs_prm(c):
         ref_lp = _abstract(trainer.put_rows(np.zeros((chunk, R), np.float32))) if c.prm.head == "implicit" else None
-        out.append(("prm_token_rewards", trainer.prm_rewards, (state["prm"], chunk_traj, ref_lp), ("prm",)))
+        out.append(("prm_token_rewards", trainer.prm_rewards, (trainer.full("prm"), chunk_traj, ref_lp),
+                    ("prm", *bases("prm"))))
     if train.needs_ref(c):
         out.append(("reference_logprobs", trainer.logp, (trainer.ref, chunk_traj), ("ref",)))
 
@@ -194,7 +206,7 @@ def programs(trainer, gpu_sampler: bool = True):
             fn = trainer.prm_updates["main"]
         stacked = _abstract(trainer.put_micro((traj, extra), n_micro))
         out.append((f"prm_update ({n_micro} micro-batches of {c.prm.micro_batch})", fn, (state, stacked),
-                    tuple(state)))
+                    tuple(state) + bases("prm")))
 
     # Policy update: one mini-batch of policy micro-batches.
     per_prompt = {"bc": max(k, 1), "kto": n + k}.get(c.algo, n)
@@ -212,14 +224,33 @@ def programs(trainer, gpu_sampler: bool = True):
             extra.update(old_values=z(mb_rows, R), returns=z(mb_rows, R))
     stacked = _abstract(trainer.put_micro((_traj(mb_rows, P, R), extra), n_micro))
     out.append((f"policy_update ({n_micro} micro-batches of {c.policy.micro_batch})", trainer.policy_update,
-                (state, stacked), tuple(state)))
+                (state, stacked), tuple(state) + bases("policy")))
     return out
+
+
+def _resident(trainer) -> dict:
+    """The trees a run holds on the devices throughout: state, reference and LoRA bases, each array once."""
+    trees = {**trainer.state, "ref": trainer.ref, "lora_base": trainer.frozen["policy"],
+             "prm_lora_base": trainer.frozen["prm"]}
+    seen, out = set(), {}
+    for name, tree in trees.items():
+        leaves = [x for x in jax_leaves(tree) if id(x) not in seen]
+        seen.update(id(x) for x in leaves)
+        if leaves:
+            out[name] = shard_bytes(leaves)
+    return out
+
+
+def jax_leaves(tree):
+    import jax
+    return jax.tree.leaves(tree) if tree is not None else []
 
 
 def _state_bytes(trainer, names) -> int:
     total = 0
     for name in names:
-        node = {"ref": trainer.ref, **trainer.state}
+        node = {"ref": trainer.ref, "lora_base": trainer.frozen["policy"], "prm_lora_base": trainer.frozen["prm"],
+                **trainer.state}
         for part in name.split("."):
             node = node[part]
         total += shard_bytes(node)
@@ -239,11 +270,12 @@ def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flu
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
     cfg = launch.model_config(config)  # no tokenizer: the preset's vocabulary (Qwen: 151,936)
     trainer = train.Trainer(config, mesh, abstract_models(config, cfg), None, None, [], abstract=True)
-    resident = {name: shard_bytes(tree) for name, tree in {**trainer.state, "ref": trainer.ref}.items()
-                if tree is not None}
+    resident = _resident(trainer)
     resident_total = sum(resident.values())
     log(f"model {cfg.model_type} hidden={cfg.hidden_size} layers={cfg.num_hidden_layers} vocab={cfg.vocab_size}: "
-        f"{cfg.num_params() / 1e9:.3f}B parameters ({cfg.param_dtype} stored, {cfg.dtype} compute, remat={cfg.remat})")
+        f"{cfg.num_params() / 1e9:.3f}B parameters ({cfg.param_dtype} stored, {cfg.dtype} compute, remat={cfg.remat})"
+        + "".join(f"; {n} LoRA rank {x.lora_rank} on {','.join(x.lora_targets)}: {x.num_lora_params() / 1e6:.1f}M"
+                  for n, x in (("policy", trainer.cfg), ("PRM", trainer.prm_cfg)) if x.lora_rank))
     log(f"mesh data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']} on {devices} devices; "
         f"prompt {trainer.P} + response {trainer.R} tokens; n={trainer.n}")
     log("resident state per device: " + ", ".join(f"{k} {fmt(v)}" for k, v in resident.items()) +

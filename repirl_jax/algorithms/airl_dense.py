@@ -69,7 +69,7 @@ class AIRLDense(Algorithm):
         if tr.c.airl.experts_in_group:
             traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
             is_expert = cat(np.zeros(bsz * n), np.ones(bsz * k))[:, None] > 0
-            current = tr.logp_in_chunks(tr.state["policy"]["model"], traj)
+            current = tr.logp_in_chunks(tr.model_params(), traj)
             logp_old = np.where(is_expert, current, cat(logp_old, np.zeros((bsz * k, tr.R), np.float32)))
             outcome = cat(outcome, np.ones(bsz * k, np.float32))
             logits = tr.rewards_in_chunks(traj, None)

@@ -59,7 +59,7 @@ class MathShepherd(Algorithm):
         prefixes = [(row, int(t)) for row in range(ends.shape[0]) for t in np.flatnonzero(ends[row])[:-1]]
         scfg = tr.sampling_config(num_samples=kk)
         correct, sampled = np.zeros((len(prefixes), kk), np.float32), 0
-        params = tr.sampler_params(tr.state["policy"]["model"])
+        params = tr.sampler_params(tr.model_params())
         for s in range(0, len(prefixes), per_call):
             chunk = prefixes[s:s + per_call]
             ids = [list(records[row // n]["prompt_ids"]) + response[row, :t + 1].tolist() for row, t in chunk]

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections a LoRA adapter can modify
 ROPE_TYPES = ("default", "llama3")
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
 
@@ -63,6 +64,11 @@ class QwenConfig:
     # Kernel of that attention (repirl_jax/models/attention.py): "auto" = cuDNN flash attention on a GPU for
     # bfloat16/float16, else the blocked XLA path; "blocked"; "cudnn" (GPU only).
     attn_impl: str = "auto"
+    # LoRA (repirl_jax/lora.py): with lora_rank > 0 every projection named in lora_targets gains an adapter,
+    # y = x W + (alpha / rank) (x A) B with A [in, rank], B [rank, out]; the parameters then hold both.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -82,6 +88,13 @@ class QwenConfig:
         if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
             raise ConfigError(f"rope high_freq_factor={self.rope_high_freq_factor} must exceed "
                               f"low_freq_factor={self.rope_low_freq_factor}")
+        if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets):
+            raise ConfigError(f"lora_rank={self.lora_rank}, lora_targets={self.lora_targets}: a rank > 0 needs "
+                              f"targets among {LORA_TARGETS}")
+        bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if bad:
+            raise ConfigError(f"lora_targets {bad}: expected any of {LORA_TARGETS}")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         if self.attn_block < 0:
             raise ConfigError(f"attn_block={self.attn_block}: expected >= 0")
 
@@ -92,6 +105,18 @@ class QwenConfig:
     def replace(self, **kw) -> "QwenConfig":
         return dataclasses.replace(self, **kw)
 
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
+
+    def lora_target(self, name: str) -> bool:
+        """Whether projection `name` (q, k, v, o, gate, up, down) carries a LoRA adapter."""
+        return self.lora_rank > 0 and name in self.lora_targets
+
+    def without_lora(self) -> "QwenConfig":
+        """The base model's config (no adapter)."""
+        return dataclasses.replace(self, lora_rank=0, lora_targets=())
+
     def num_params(self) -> int:
         e, i, v, l = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers
         h, k, d = self.num_attention_heads, self.num_key_value_heads, self.head_dim
@@ -99,6 +124,15 @@ class QwenConfig:
         attn += (h * d + 2 * k * d) * self.qkv_bias + e * self.o_bias + 2 * d * self.qk_norm
         layer = attn + 3 * e * i + 2 * e
         return v * e + l * layer + e + (0 if self.tie_word_embeddings else e * v)
+
+    def num_lora_params(self) -> int:
+        """Parameters of the LoRA adapter (r * (in + out) per targeted projection and layer)."""
+        e, m, h, k, d = (self.hidden_size, self.intermediate_size, self.num_attention_heads,
+                         self.num_key_value_heads, self.head_dim)
+        sizes = {"q": (e, h * d), "k": (e, k * d), "v": (e, k * d), "o": (h * d, e), "gate": (e, m), "up": (e, m),
+                 "down": (m, e)}
+        per_layer = sum(sum(sizes[t]) for t in self.lora_targets) * self.lora_rank
+        return per_layer * self.num_hidden_layers
 
     # --- HF config.json <-> QwenConfig -------------------------------------------------------------
 

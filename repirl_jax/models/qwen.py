@@ -88,6 +88,29 @@ def dense(x, w_io, out_dtype=None):
     return y.reshape(x.shape[:-1] + (w_io.shape[-1],))
 
 
+def _lora_a_init(key, shape, dtype):
+    """A LoRA A [in, r]: uniform in +-1/sqrt(in) (the usual Kaiming-uniform bound); B starts at zero."""
+    bound = shape[0] ** -0.5
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
+
+def lora_term(module: nn.Module, name: str, x, in_axis: str, out_axes: tuple[str, ...], out_shape: tuple[int, ...]):
+    """The adapter's contribution (alpha / r) (x A) B to projection `name` of x [..., in] -> [..., prod(out_shape)],
+    or None when the config gives `name` no adapter. A [in, r] and B [r, *out_shape] carry the logical axes of
+    the weight they modify, so they are sharded like it."""
+    cfg = module.cfg
+    if not cfg.lora_target(name):
+        return None
+    r, dt = cfg.lora_rank, jnp.dtype(cfg.dtype)
+    a = _param(module, f"{name}_lora_a", (x.shape[-1], r), (in_axis, "lora"), _lora_a_init)
+    b = _param(module, f"{name}_lora_b", (r, *out_shape), ("lora", *out_axes), nn.initializers.zeros)
+    return dense(dense(x, a.astype(dt)), b.reshape(r, -1).astype(dt)) * jnp.asarray(cfg.lora_scale, dt)
+
+
+def _plus(y, term):
+    return y if term is None else y + term
+
+
 def rope_inv_freq(cfg: QwenConfig) -> jax.Array:
     """RoPE inverse frequencies [D/2] float32: theta^(-2i/D), and for `rope_type="llama3"` (Llama 3.1+) the
     long wavelengths (> original_max_position / low_freq_factor) divided by `rope_factor`, the short ones
@@ -206,9 +229,12 @@ class Attention(nn.Module):
         wo = _param(self, "o_kernel", (h, d, e), ("heads", "head_dim", "embed"))
         x = x_bte.astype(dt)
         b, t = x.shape[:2]
-        q = dense(x, wq.astype(dt).reshape(e, h * d)).reshape(b, t, h, d)
-        kk = dense(x, wk.astype(dt).reshape(e, k * d)).reshape(b, t, k, d)
-        vv = dense(x, wv.astype(dt).reshape(e, k * d)).reshape(b, t, k, d)
+        q = _plus(dense(x, wq.astype(dt).reshape(e, h * d)),
+                  lora_term(self, "q", x, "embed", ("heads", "head_dim"), (h, d))).reshape(b, t, h, d)
+        kk = _plus(dense(x, wk.astype(dt).reshape(e, k * d)),
+                   lora_term(self, "k", x, "embed", ("kv_heads", "head_dim"), (k, d))).reshape(b, t, k, d)
+        vv = _plus(dense(x, wv.astype(dt).reshape(e, k * d)),
+                   lora_term(self, "v", x, "embed", ("kv_heads", "head_dim"), (k, d))).reshape(b, t, k, d)
         if cfg.qkv_bias:
             q = q + _param(self, "q_bias", (h, d), ("heads", "head_dim"), zeros).astype(dt)
             kk = kk + _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), zeros).astype(dt)
@@ -228,7 +254,8 @@ class Attention(nn.Module):
         else:
             out, (ck, cv) = cached_attention(q, kk, vv, layer_cache, cache_index, kv_mask, dt)
             new_cache = (constrain(ck, CACHE_AXES, self.act), constrain(cv, V_CACHE_AXES, self.act))
-        y = dense(out.reshape(b, t, h * d), wo.astype(dt).reshape(h * d, e))
+        out = out.reshape(b, t, h * d)
+        y = _plus(dense(out, wo.astype(dt).reshape(h * d, e)), lora_term(self, "o", out, "heads", ("embed",), (e,)))
         if cfg.o_bias:
             y = y + _param(self, "o_bias", (e,), ("norm",), zeros).astype(dt)
         return y, new_cache
@@ -246,9 +273,10 @@ class MLP(nn.Module):
         wu = _param(self, "up_kernel", (e, m), ("embed", "mlp"))
         wd = _param(self, "down_kernel", (m, e), ("mlp", "embed"))
         x = x_bte.astype(dt)
-        hidden = jax.nn.silu(dense(x, wg.astype(dt))) * dense(x, wu.astype(dt))
-        hidden = constrain(hidden, ("batch", "length", "act_mlp"), self.act)
-        return dense(hidden, wd.astype(dt))
+        gate = _plus(dense(x, wg.astype(dt)), lora_term(self, "gate", x, "embed", ("mlp",), (m,)))
+        up = _plus(dense(x, wu.astype(dt)), lora_term(self, "up", x, "embed", ("mlp",), (m,)))
+        hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"), self.act)
+        return _plus(dense(hidden, wd.astype(dt)), lora_term(self, "down", hidden, "mlp", ("embed",), (e,)))
 
 
 class DecoderLayer(nn.Module):
@@ -328,7 +356,8 @@ def _dummy_inputs():
 
 
 def init_params(cfg: QwenConfig, rng: jax.Array) -> Params:
-    """Random parameters as a plain nested dict: normal(0.02) matrices, unit norm scales, zero biases.
+    """Random parameters as a plain nested dict: normal(0.02) matrices, unit norm scales, zero biases (and with
+    LoRA: uniform A, zero B).
 
     Built leaf by leaf from `abstract_params` (the module's own description), so no forward pass is traced
     or compiled."""
@@ -337,7 +366,11 @@ def init_params(cfg: QwenConfig, rng: jax.Array) -> Params:
     out = []
     for (path, leaf), key in zip(leaves, keys):
         name = jax.tree_util.keystr(path)
-        if name.endswith("['scale']"):
+        if name.endswith("_lora_b']"):
+            out.append(jnp.zeros(leaf.shape, leaf.dtype))
+        elif name.endswith("_lora_a']"):
+            out.append(_lora_a_init(key, leaf.shape, leaf.dtype))
+        elif name.endswith("['scale']"):
             out.append(jnp.ones(leaf.shape, leaf.dtype))
         elif "bias" in name:
             out.append(jnp.zeros(leaf.shape, leaf.dtype))

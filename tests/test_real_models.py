@@ -30,7 +30,7 @@ QUESTIONS = ["What is 17 * 23? Answer with the number only.",
              "Write a haiku about the sea.",
              "Explain in two sentences why the sky is blue.",
              "List three prime numbers greater than 50, then add them up step by step."]
-GSM8K_PROBLEMS, GSM8K_NEW_TOKENS = 8, 320
+GSM8K_PROBLEMS, GSM8K_NEW_TOKENS = 8, 256
 
 
 def _env():
@@ -72,13 +72,12 @@ def _hf_eos(model) -> list[int]:
 
 def test_logits_match_transformers_relative_to_their_scale(real):
     """tools/check_logits.py: four left-padded rows of mixed lengths, max |diff| relative to max |logit|
-    within its float32 tolerance (5e-5), and 32 greedy tokens per row identical."""
+    within its float32 tolerance (5e-5). (Generation: the greedy test below.)"""
     name, path, _, _ = real
-    r = subprocess.run([sys.executable, "tools/check_logits.py", f"--hf_dir={path}", "--generate=32"], cwd=REPO,
+    r = subprocess.run([sys.executable, "tools/check_logits.py", f"--hf_dir={path}"], cwd=REPO,
                        capture_output=True, text=True, timeout=900, env=_env())
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
-    assert "generate: 32 greedy tokens x 4 rows: match (128/128 equal)" in lines
     fields = dict(kv.split("=") for kv in lines[-1].split())
     assert float(fields["rel_diff"]) <= 5e-5 and float(fields["max_abs_diff"]) > 0, lines[-1]
 

@@ -1,5 +1,5 @@
 """Text in, completions out for evaluation: tokenise prompts, batch them into shape buckets, sample
-through `rollout.generate` with `rollout.stop_token_ids` (the training rollouts' path and stop rule), decode.
+through `rollout.Generator` with `rollout.stop_token_ids` (the training rollouts' path and stop rule), decode.
 Every call runs batches of exactly `batch_size` prompts, each left-padded to its longest prompt rounded up
 to a bucket (`sampling.prompt_bucket`, at most `max_prompt_len`), so the sampler compiles once per
 (batch_size, bucket, SamplingConfig) and works on the prompt slots the batch needs.
@@ -50,6 +50,9 @@ class TextGenerator:
         # Prompts are chat turns when the tokenizer has a chat template (benchmarks.build_prompt).
         self.stop_ids = rollout.stop_token_ids(cfg, tokenizer, chat=bool(getattr(tokenizer, "chat_template", None)))
         self.truncated = 0  # prompts cut to their last max_prompt_len tokens so far
+        put = (lambda t: tuple(jnp.asarray(x) for x in t)) if continuous else (lambda t: tuple(map(self._put, t)))
+        self.generator = rollout.Generator(cfg, max_prompt_len, self.pad_id, put=put, act=self.act,
+                                           rows=batch_size if continuous else 0)
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -71,21 +74,16 @@ class TextGenerator:
                     raise ValueError(f"prompt {i} has {len(p)} tokens, more than max_prompt_len={self.max_prompt_len}")
                 self.truncated += 1
         out: list[list[Completion]] = []
-        if self.continuous and ids:
+        if self.continuous and ids:  # one queue, padded to a multiple of batch_size prompts
             q = -(-len(ids) // self.batch_size) * self.batch_size
-            tokens, mask = sampling.pad_prompts(ids, self.max_prompt_len, q, self.pad_id, truncate="left", fit=True)
-            res = rollout.generate_queue(self.params, self.cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, rng,
-                                         rows=self.batch_size, num_prompts=len(ids), act=self.act)
+            res = self.generator(self.params, ids, scfg, rng, batch_size=q)
             out = self._completions(res, len(ids), scfg.num_samples)
             if on_batch:
                 on_batch(len(ids))
             return out
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
-            tokens, mask = sampling.pad_prompts(chunk, self.max_prompt_len, self.batch_size, self.pad_id,
-                                                truncate="left", fit=True)
-            res = rollout.generate(self.params, self.cfg, self._put(tokens), self._put(mask), scfg,
-                                   jax.random.fold_in(rng, start), act=self.act)
+            res = self.generator(self.params, chunk, scfg, jax.random.fold_in(rng, start), batch_size=self.batch_size)
             out.extend(self._completions(res, len(chunk), scfg.num_samples))
             if on_batch:
                 on_batch(len(chunk))

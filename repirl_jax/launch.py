@@ -99,7 +99,7 @@ def build_models(config, cfg, mesh, policy_params=None):
     import jax
     from repirl_jax import algorithms, hf, lora, train
     from repirl_jax.algorithms import advantages
-    from repirl_jax.models import heads, qwen
+    from repirl_jax.models import heads, prm_heads, qwen
     seed = jax.random.key(config.seed)
     if policy_params is None:
         if config.model.path and _is_run_dir(config.model.path):  # a training run: its latest policy
@@ -124,15 +124,17 @@ def build_models(config, cfg, mesh, policy_params=None):
         else:
             trunk = hf.load_any(config.prm.path, mesh=mesh, dtype=config.model.param_dtype)[0] if config.prm.path \
                 else policy_params
-        if prm_cfg.lora_rank:  # an adapter on the trunk, frozen; the policy's base itself when they start alike
-            prm_base = trunk
+        copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
+        if prm_cfg.lora_rank:  # an adapter on a frozen trunk: the policy's base itself when both start alike
+            trained = trunk is policy_params and base is None  # the policy trains these very weights
+            prm_base = copy(trunk) if trained else trunk
             trunk = lora.init_adapter(prm_cfg, jax.random.fold_in(seed, 5))
         elif trunk is policy_params:
-            trunk = jax.tree.map(lambda x: x.copy(), trunk)  # trained: its own copy
-        prm = trunk if config.prm.head in train.LM_HEADS else {"trunk": trunk, "head": head}
+            trunk = copy(trunk)  # trained: its own copy
+        prm = prm_heads.get(config).tree(trunk, head)
     ref = None
     if train.needs_ref(config):
-        ref = base if base is not None else jax.tree.map(lambda x: x.copy(), policy_params)
+        ref = base if base is not None else jax.tree.map(lambda x: x.copy(), policy_params)  # frozen either way
     return train.Models(pcfg, policy, prm, ref, prm_cfg=prm_cfg if prm_cfg != pcfg else None, base=base,
                         prm_base=prm_base)
 

@@ -149,7 +149,7 @@ def trainer_reward_rows(trainer) -> Callable:
 
     def reward_rows(pt, pm, rt, rm):
         traj = Traj(pt, pm, rt, rm)
-        ref_logp = trainer.logp_in_chunks(trainer.ref, traj) if trainer.c.prm.head == "implicit" else None
+        ref_logp = trainer.logp_in_chunks(trainer.ref, traj) if trainer.prm_head.needs_ref_logp else None
         return trainer.rewards_in_chunks(traj, ref_logp)
     return reward_rows
 
@@ -236,10 +236,11 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
 # --- reports of a training run on the synthetic task --------------------------------------------------
 
 def head_name(algo: str, head: str) -> str:
-    """How the pictures and reports name a PRM head (prm.head)."""
-    return {"scalar": "scalar head" + (" (the paper's)" if algo == "repirl" else ""),
-            "likelihood": "likelihood head (r_t = log pi_phi(a_t|s_t))",
-            "implicit": "implicit PRM (beta log pi_phi/pi_ref)"}.get(head, f"{head} head")
+    """How the pictures and reports name a PRM head (prm.head): its `prm_heads` title ("the paper's" for
+    rePIRL's scalar head)."""
+    from repirl_jax.models import prm_heads
+    h = prm_heads.HEADS[head]
+    return h.title + (" (the paper's)" if algo == "repirl" and h == prm_heads.HEADS["scalar"] else "")
 
 
 def localisation_titles(algo: str, head: str, reduce: str, prm_auroc: float,
@@ -281,7 +282,7 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
     out = prm_eval.step_error_auroc(prompts, texts, rewards, modulus, reduce)
     pol = prm_eval.step_error_auroc(prompts[:n_policy], texts[:n_policy], rewards[:n_policy], modulus, reduce)
     out.update(auroc_policy_samples=pol["auroc_all_steps"])
-    logps = trainer_text_logprobs(trainer, prompts, texts) if config.prm.head != "likelihood" else None
+    logps = None if trainer.prm_head.is_log_likelihood else trainer_text_logprobs(trainer, prompts, texts)
     logp_auroc = (prm_eval.step_error_auroc(prompts, texts, logps, modulus, "mean")["auroc_all_steps"]
                   if logps is not None else None)
 

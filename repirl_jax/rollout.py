@@ -1,6 +1,7 @@
 """The one generation path: training rollouts, Math-Shepherd completions and evaluation all sample through
-`generate` (the single call of the sampler, so a new sampler is swapped in here; `generate_queue` is the
-continuous-batching engine) and stop by one rule,
+`Generator` (prompt ids in, samples out: the one place that pads prompts), which calls `generate` (the single
+call of the sampler, so a new sampler is swapped in here; `generate_queue` is the continuous-batching engine),
+and stop by one rule,
 `stop_token_ids`; demonstrations are encoded with `end_token_id`, the token the policy ends a turn with.
 
 The stop rule: the model config's eos ids, the tokenizer's eos, and `<|im_end|>` when prompts use the chat
@@ -93,6 +94,39 @@ def generate_queue(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng
     a sample does not depend on its slot or on `rows`. The first `num_prompts` rows are real."""
     from repirl_jax import continuous
     return continuous.generate(params, cfg, tokens, mask, scfg, rng, act=act, rows=rows, num_prompts=num_prompts)
+
+
+class Generator:
+    """Token ids in, samples out: the one place that pads prompts and calls the sampler, for training rollouts,
+    validation, Math-Shepherd's completions, `evaluate` and `make_experts` (through generation.TextGenerator).
+
+        gen = Generator(cfg, max_prompt_len, pad_id, put=..., act=..., rows=0)
+        out = gen(params, [prompt ids, ...], scfg, rng)      # a SampleOutput of device arrays
+
+    A call pads its prompts (left) to their bucket (`sampling.prompt_bucket` of the longest, at most
+    max_prompt_len; `width` fixes it), in a batch of `batch_size` rows (default: the prompts), places them with
+    `put` (host arrays -> device arrays: the mesh's row sharding) and samples one static batch, or with
+    `rows` > 0 one queue by continuous batching on that many cache rows. scfg carries the stop rule
+    (`stop_token_ids`)."""
+
+    def __init__(self, cfg, max_prompt_len: int, pad_id: int, put=None, act=None, rows: int = 0):
+        self.cfg, self.max_prompt_len, self.pad_id = cfg, max_prompt_len, pad_id
+        self.put = put or (lambda tree: tree)
+        self.act, self.rows = act, rows
+
+    def pad(self, prompts, batch_size: int | None = None, width: int | None = None):
+        """[batch_size, P] host (tokens, mask); P = width, or the prompts' bucket. Longer prompts keep their end."""
+        if width is not None:
+            return sampling.pad_prompts(prompts, width, batch_size, self.pad_id, truncate="left")
+        return sampling.pad_prompts(prompts, self.max_prompt_len, batch_size, self.pad_id, truncate="left", fit=True)
+
+    def __call__(self, params, prompts, scfg: sampling.SamplingConfig, rng, batch_size: int | None = None,
+                 width: int | None = None) -> sampling.SampleOutput:
+        tokens, mask = self.pad(prompts, batch_size, width)
+        tokens, mask = self.put((tokens, mask))
+        if self.rows:
+            return generate_queue(params, self.cfg, tokens, mask, scfg, rng, self.rows, len(prompts), act=self.act)
+        return generate(params, self.cfg, tokens, mask, scfg, rng, act=self.act)
 
 
 def response_ids(out, row: int) -> tuple[list[int], bool]:

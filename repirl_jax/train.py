@@ -30,10 +30,10 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from repirl_jax import algorithms, distributed, logprobs, lora, losses, rollout, sampling
-from repirl_jax.algorithms import Batch, ConfigError, LM_HEADS, validate  # noqa: F401  (train.validate, ...)
+from repirl_jax.algorithms import Batch, ConfigError, validate  # noqa: F401  (train.validate, ...)
 from repirl_jax.algorithms.advantages import AdvantageParams
 from repirl_jax.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
-from repirl_jax.models import heads, qwen
+from repirl_jax.models import heads, prm_heads, qwen
 from repirl_jax.models.config import QwenConfig
 from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical_sharding, optimizer_shardings,
                                  tree_shardings)
@@ -99,12 +99,12 @@ class Trainer:
         qshard = qwen.param_shardings(self.cfg, mesh)
         base_shard = lora.split(qshard)[0]
         hshard = tree_shardings(heads.HEAD_AXES, heads.abstract_scalar_head(self.cfg), mesh)
+        def place_base(tree):  # the policy's base is placed once: the PRM and the reference may be the same arrays
+            return None if tree is None else base if tree is models.base else place(tree, base_shard)
         base = None if models.base is None else place(models.base, base_shard)
-        prm_base = base if models.prm_base is models.base else place(models.prm_base, base_shard) \
-            if models.prm_base is not None else None
-        self.frozen = {"policy": None if base is None else {"model": base},
-                       "prm": None if prm_base is None else prm_base if config.prm.head in LM_HEADS else
-                       {"trunk": prm_base}}
+        prm_base = place_base(models.prm_base)
+        self.prm_head = prm_heads.get(config)
+        self.frozen = {"policy": None if base is None else {"model": base}, "prm": self.prm_head.frozen(prm_base)}
         self.policy_shardings = {"model": lora.split(qshard)[1] if base is not None else qshard,
                                  **({"value": hshard} if "value" in models.policy else {})}
         self.policy_opt = make_optimizer(config.policy.lr, config.policy.weight_decay, config.policy.clip,
@@ -117,7 +117,7 @@ class Trainer:
         if models.prm is not None:
             pshard = qwen.param_shardings(self.prm_cfg, mesh)
             pshard = lora.split(pshard)[1] if prm_base is not None else pshard
-            self.prm_shardings = pshard if config.prm.head in LM_HEADS else {"trunk": pshard, "head": hshard}
+            self.prm_shardings = self.prm_head.shardings(pshard, hshard)
             self.prm_opt = make_optimizer(config.prm.lr, config.prm.weight_decay, config.prm.clip,
                                           eps=config.prm.adam_eps)
             self.prm_opt_shardings = optimizer_shardings(self.prm_opt, self.prm_shardings,
@@ -126,8 +126,7 @@ class Trainer:
             state["prm_opt"] = init_opt(self.prm_opt, state["prm"], self.prm_opt_shardings)
             self.state_shardings.update(prm=self.prm_shardings, prm_opt=self.prm_opt_shardings)
         self.state = state
-        self.ref = base if models.ref is not None and models.ref is models.base else \
-            place(models.ref, base_shard) if models.ref is not None else None
+        self.ref = place_base(models.ref)
 
         # Data: tokenise once, up front (errors and counts surface at start-up, not mid-run).
         self.step_delim_id = -1  # the token that ends a reasoning step (methods that read steps)
@@ -207,6 +206,11 @@ class Trainer:
                                                                                 c.rollout.weights)
         merge = jax.jit(lora.merge, static_argnums=1)
         self.sampler_params = lambda model: copy(merge(model, cfg) if lora.has_adapter(model) else model)
+        # Prompts padded and sampled in one place; with the replicated weight copy the rows are split over every
+        # mesh axis (data-parallel decoding, no weight traffic).
+        self.generator = rollout.Generator(self.base_cfg, self.P, self.pad_id, act=self.sample_act,
+                                           put=lambda t: self.put_rows(t, rules=self.sample_act.rules),
+                                           rows=c.rollout.continuous_rows)
 
         # Log-probs of a frozen model (reference) or of the rollouts under the current policy; PPO values. A tree
         # without adapters (the reference of a LoRA run) is read with the base config.
@@ -218,15 +222,10 @@ class Trainer:
         self.prm_updates: dict = {}
         if not self.algo.needs_prm:
             return
-        pcfg = self.prm_cfg
-        if c.prm.head in LM_HEADS:  # likelihood: log pi_phi(a_t | s_t); implicit: beta * (that - log pi_ref)
-            def token_rewards(prm, traj, ref_logp):
-                lp = logprobs.response_logprobs(prm, pcfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
-                return lp if c.prm.head == "likelihood" else losses.implicit_token_rewards(
-                    lp, ref_logp, traj.response_mask, c.prm.beta)
-        else:  # the scalar head's r_phi
-            def token_rewards(prm, traj, ref_logp):
-                return logprobs.prm_token_rewards(prm, pcfg, *traj, act=act)
+        pcfg, head = self.prm_cfg, self.prm_head
+
+        def token_rewards(prm, traj, ref_logp):
+            return head.token_rewards(prm, pcfg, traj, ref_logp, chunk, act)
         self.prm_rewards = jax.jit(token_rewards)
         self.prm_updates = {name: make_update(fn, "prm", self.prm_opt)
                             for name, fn in self.algo.prm_losses(c, pcfg, act, token_rewards).items()}
@@ -241,12 +240,6 @@ class Trainer:
                                        temperature=c.rollout.temperature if temperature is None else temperature,
                                        num_samples=num_samples or self.n, stop_token_ids=self.stop_ids,
                                        pad_token_id=self.pad_id)
-
-    def generate(self, params, toks, mask, scfg, rng=None):
-        """`rollout.generate` on left-padded host prompt arrays [B, P']. With the sampler's replicated weight
-        copy the rows are split over every mesh axis (data-parallel decoding, no weight traffic)."""
-        return rollout.generate(params, self.base_cfg, *self.put_rows((toks, mask), rules=self.sample_act.rules), scfg,
-                                rng, act=self.sample_act, rows=self.c.rollout.continuous_rows)
 
     def rollouts(self, records: list[dict], rng, score: bool = False, num_samples: int | None = None,
                  temperature: float | None = None) -> dict:
@@ -276,8 +269,7 @@ class Trainer:
         per_call = len(records) if self.c.rollout.continuous_rows else self.c.rollout.prompts_per_call  # 1 queue
         for s in range(0, len(records), per_call):
             chunk = records[s:s + per_call]
-            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in chunk], self.P, pad_token_id=self.pad_id, fit=True)
-            out = self.generate(params, toks, mask, scfg, jax.random.fold_in(rng, s))
+            out = self.generator(params, [r["prompt_ids"] for r in chunk], scfg, jax.random.fold_in(rng, s))
             if pending is not None:  # the previous chunk is decoded and scored while this one samples
                 collect(*pending)
             pending = (out, chunk)
@@ -305,8 +297,7 @@ class Trainer:
         scores, params, scfg = [], self.sampler_params(self.model_params()), self.sampling_config(1, greedy=True)
         for s in range(0, len(records), batch):
             part = records[s:s + batch]
-            toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in part], self.P, batch, self.pad_id, fit=True)
-            out = distributed.to_host(self.generate(params, toks, mask, scfg))
+            out = distributed.to_host(self.generator(params, [r["prompt_ids"] for r in part], scfg, None, batch))
             scores += list(self.score(part, rollout.decode(self.tokenizer, out)[:len(part)])[0])
         return {"accuracy": float(np.mean(scores)) if scores else 0.0, "n": len(scores), "scores": scores}
 

@@ -36,3 +36,5 @@ def test_device_check_dry_writes_its_json(tmp_path):
     assert model["steps"]["policy_step[blocked]"]["seconds"] > 0
     assert model["steps"]["prm_step[blocked]"]["seconds"] > 0
     assert model["attention"]["forward[blocked]"]["seconds"] > 0
+    vs = fig["models"]["qwen2.5-0.5b"]["vs_transformers"]
+    assert vs["ours_tokens_per_s"] > 0 and vs["hf_tokens_per_s"] > 0 and vs["ratio_vs_hf"] > 0

@@ -14,18 +14,14 @@ from repirl_jax import hf, lora
 from repirl_jax.models import qwen
 from repirl_jax.models.config import ConfigError, preset
 from repirl_jax.sharding import make_mesh
+from tests.test_qwen import _batch as qwen_batch
 
 ALL = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 def _batch(vocab, seed=0, lengths=(9, 5, 1)):
-    rng = np.random.RandomState(seed)
-    t = max(lengths)
-    tokens = rng.randint(1, vocab, size=(len(lengths), t))
-    mask = np.zeros((len(lengths), t), np.int32)
-    for i, n in enumerate(lengths):
-        mask[i, t - n:] = 1
-    return jnp.asarray(tokens * mask), jnp.asarray(mask)
+    tokens, mask = qwen_batch(seed, lengths, vocab)
+    return jnp.asarray(tokens), jnp.asarray(mask)
 
 
 @functools.partial(jax.jit, static_argnums=1)

@@ -3,10 +3,8 @@ trained and checkpointed, resumed exactly after SIGKILL, exported as PEFT adapte
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -16,7 +14,7 @@ import transformers
 
 from repirl_jax import hf, launch, lora, train
 from repirl_jax.metrics import read_metrics
-from tests.test_train import REPO, _launch_cmd, _without_timing
+from tests.test_train import REPO, _without_timing, kill_and_relaunch
 from tests.train_config import tiny_config
 
 LORA = {"policy.lora.rank": 4, "prm.lora.rank": 2, "prm.head": "likelihood"}
@@ -78,30 +76,13 @@ def test_shared_base_iteration_equals_two_separate_copies():
 
 
 def test_lora_run_killed_and_relaunched_ends_identical(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": ""}
-    over = ["--config.train.max_iterations=5", "--config.train.async_checkpoint=True",
-            *[f"--config.{k}={v}" for k, v in LORA.items()]]
-    ref = subprocess.run(_launch_cmd(tmp_path / "ref", *over), cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert ref.returncode == 0, ref.stderr[-3000:]
+    over = ["--config.train.async_checkpoint=True", *[f"--config.{k}={v}" for k, v in LORA.items()]]
+    again, rows, ref = kill_and_relaunch(tmp_path, over, 5, 3)
+    assert "resumed from" in again.stderr
+    assert _without_timing(rows) == _without_timing(ref)
     bases = json.load(open(tmp_path / "ref" / "lora_bases.json"))
     assert bases["prm"] == bases["policy"] and bases["policy"]["path"] == str(tmp_path / "ref" / "base")
-    run = tmp_path / "run"
-    proc = subprocess.Popen(_launch_cmd(run, *over), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert len((run / "metrics.jsonl").read_text().splitlines()) < 5, "the run finished before it could be killed"
-    again = subprocess.run(_launch_cmd(run, *over), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed from" in again.stderr
-    assert _without_timing(read_metrics(str(run))) == _without_timing(read_metrics(str(tmp_path / "ref")))
-    a, _, _, _ = hf.load_training_adapter(str(run))
+    a, _, _, _ = hf.load_training_adapter(str(tmp_path / "run"))
     b, _, _, _ = hf.load_training_adapter(str(tmp_path / "ref"))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -161,3 +142,20 @@ def test_memory_plan_holds_one_base_and_small_adapter_states():
     assert with_lora["resident_bytes"] < full["resident_bytes"] / 2  # (rank 4 on hidden 32: adapters are large here)
     for p in with_lora["programs"].values():
         assert p["temp"] >= 0 and p["peak"] >= with_lora["resident_bytes"]
+
+
+@pytest.mark.parametrize("over", [{"prm.lora.rank": 2}, {"policy.lora.rank": 2}, {"policy.lora.rank": 2, "algo": "prime"}])
+def test_one_model_with_lora_beside_one_without(tmp_path, over):
+    """LoRA on the PRM only (its frozen base a copy of the policy's starting weights, which the policy trains), on
+    the policy only (the PRM trains its own copy of the base), and PRIME (its reference is the policy's base)."""
+    over = dict(over)
+    algo = over.pop("algo", "repirl")
+    s = launch.run(tiny_config(algo, **over), str(tmp_path), progress_bar=False)
+    tr = s["trainer"]
+    assert [r["iteration"] for r in read_metrics(str(tmp_path))] == [1, 2]
+    assert (tr.frozen["prm"] is not None) == ("prm.lora.rank" in over)
+    assert (tr.frozen["policy"] is not None) == ("policy.lora.rank" in over)
+    if tr.frozen["prm"] is not None:  # not the policy's (trained, donated) arrays
+        assert all(a is not b for a, b in zip(jax.tree.leaves(tr.frozen["prm"]), jax.tree.leaves(tr.state["policy"])))
+    if algo == "prime":
+        assert tr.ref is tr.frozen["policy"]["model"]

@@ -72,9 +72,11 @@ def _launch_cmd(workdir, *extra):
             *extra]
 
 
-def test_sigkill_and_relaunch_ends_with_the_same_metrics(tmp_path):
+def kill_and_relaunch(tmp_path, over, iterations: int, kill_after: int):
+    """A reference run of `iterations`, and the same command SIGKILLed once `kill_after` metrics lines are
+    written, then relaunched: (the relaunch's CompletedProcess, its metrics, the reference's metrics)."""
     env = {**os.environ, "XLA_FLAGS": ""}
-    over = ["--config.train.max_iterations=5", "--config.train.async_checkpoint=True"]
+    over = [f"--config.train.max_iterations={iterations}", *over]
     ref = subprocess.run(_launch_cmd(tmp_path / "ref", *over), cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=600)
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -83,17 +85,22 @@ def test_sigkill_and_relaunch_ends_with_the_same_metrics(tmp_path):
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline:
-        if (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3:
+        if (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= kill_after:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = len((run / "metrics.jsonl").read_text().splitlines())
-    assert killed_at < 5, "the run finished before it could be killed"
+    assert killed_at < iterations, "the run finished before it could be killed"
     again = subprocess.run(_launch_cmd(run, *over), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    return again, read_metrics(str(run)), read_metrics(str(tmp_path / "ref"))
+
+
+def test_sigkill_and_relaunch_ends_with_the_same_metrics(tmp_path):
+    again, rows, ref = kill_and_relaunch(tmp_path, ["--config.train.async_checkpoint=True"], 5, 3)
     assert "resumed from" in again.stderr
-    assert _without_timing(read_metrics(str(run))) == _without_timing(read_metrics(str(tmp_path / "ref")))
+    assert _without_timing(rows) == _without_timing(ref)
 
 
 def test_config_overrides_on_the_command_line(tmp_path):

@@ -21,6 +21,24 @@ SHAPES = {
 }
 
 
+def cpu_model() -> str:
+    """The processor's model name and core count (ratios between kernels move with it: name it)."""
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    flags_ = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        flags_ = ", ".join(x for x in ("avx512f", "amx_tile", "avx512_bf16") if f" {x}" in text)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores" + (f" ({flags_})" if flags_ else "")
+
+
 def best_time(fn, repeats: int) -> float:
     """Seconds of the fastest of `repeats` calls of `fn`, after one untimed warm-up call (compilation)."""
     fn()

@@ -20,6 +20,12 @@ static sampler's time (measured: ratio 1.86 against 2.37 for the decode steps al
 its longest row ends); `continuous.generate` decodes the whole queue on --batch rows. Prints useful
 (budgeted) tokens/s of each; last line `ratio_vs_static=`.
 
+`--hf_dir=DIR`: a real checkpoint's shape and weights (float32 on both sides): --batch prompts of a benchmark
+(--benchmark, default gsm8k) through the checkpoint's chat template, left-padded (ours: to the batch's prompt
+bucket, as evaluate does; transformers: to the longest prompt), greedy, EOS off so that both sides make
+exactly --new_tokens tokens per row (default 256). Roofline per decode step: every weight read once (the
+untied LM head included) at the measured bandwidth, or the step's FLOPs at the measured matmul rate.
+
 `--analyze`: compiles (does not run) one decode step at Qwen2.5-3B's architecture, float32, 64 rows, P =
 1535 prompt slots + 3000 new = 4,535 slots, 2,500 live slots per row on average, and reads the bytes it
 moves from XLA's cost analysis; last line `bytes_vs_ideal=` (ideal: every weight once + the live KV).
@@ -32,7 +38,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from bench_common import SHAPES, best_time, best_times_interleaved  # noqa: E402
+from bench_common import SHAPES, best_time, best_times_interleaved, cpu_model  # noqa: E402
 
 flags.DEFINE_enum("size", "S", ["XS", "S"], "XS: hidden 256, 4 layers; S: ~100M parameters.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights and compute dtype on both sides.")
@@ -47,7 +53,27 @@ flags.DEFINE_bool("analyze", False, "Bytes per decode step at the paper shape (c
 flags.DEFINE_enum("decode_impl", "auto", ["auto", "model", "weight_major"], "Our decode kernel "
                   "(SamplingConfig.decode_impl; auto = weight_major on the CPU).")
 flags.DEFINE_bool("profile", False, "Per-op breakdown of one decode step (--lengths=fixed).")
+flags.DEFINE_string("hf_dir", None, "A real checkpoint (HF directory) instead of --size's random model.")
+flags.DEFINE_string("benchmark", "gsm8k", "--hf_dir: the benchmark whose first --batch prompts are used.")
 FLAGS = flags.FLAGS
+
+def real_prompts(b: int):
+    """(ours: tokens, mask at the batch's prompt bucket; transformers: left-padded to the longest) of the first b
+    prompts of --benchmark through --hf_dir's chat template."""
+    import numpy as np
+    import transformers
+    from repirl_jax import sampling
+    from repirl_jax.data import benchmarks
+    tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
+    ids = [tok(benchmarks.build_prompt(r, tok), add_special_tokens=False)["input_ids"]
+           for r in benchmarks.load(FLAGS.benchmark, limit=b)]
+    pad = tok.pad_token_id or 0
+    tokens, mask = sampling.pad_prompts(ids, 4096, b, pad, fit=True)
+    width = max(map(len, ids))
+    hf_tokens = np.asarray([[pad] * (width - len(x)) + x for x in ids], np.int32)
+    hf_mask = np.asarray([[0] * (width - len(x)) + [1] * len(x) for x in ids], np.int32)
+    return tokens, mask, hf_tokens, hf_mask
+
 
 def measure_machine():
     """(memory bandwidth bytes/s, matmul peak FLOP/s) of this machine, measured with XLA itself."""
@@ -265,20 +291,30 @@ def main(argv):
     import transformers
     from repirl_jax import hf, sampling
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[FLAGS.dtype]
-    config = transformers.Qwen2Config(vocab_size=32000, tie_word_embeddings=True, max_position_embeddings=1024,
-                                      **SHAPES[FLAGS.size])
-    model = transformers.Qwen2ForCausalLM(config).to(torch_dtype).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        params, cfg = hf.load_hf_params(tmp)
+    b = FLAGS.batch
+    if FLAGS.hf_dir:
+        model = transformers.AutoModelForCausalLM.from_pretrained(FLAGS.hf_dir, dtype=torch_dtype).eval()
+        params, cfg = hf.load_hf_params(FLAGS.hf_dir, dtype=FLAGS.dtype)
+        n = FLAGS.new_tokens or 256
+        tokens, mask, hf_tokens, hf_mask = real_prompts(b)
+        p = tokens.shape[1]
+        shape = f"{os.path.basename(os.path.normpath(FLAGS.hf_dir))} ({FLAGS.benchmark} prompts, chat template)"
+    else:
+        config = transformers.Qwen2Config(vocab_size=32000, tie_word_embeddings=True, max_position_embeddings=1024,
+                                          **SHAPES[FLAGS.size])
+        model = transformers.Qwen2ForCausalLM(config).to(torch_dtype).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            params, cfg = hf.load_hf_params(tmp)
+        p = FLAGS.prompt_len
+        n = FLAGS.new_tokens or (512 if FLAGS.lengths == "geometric" else 128)
+        tokens = np.random.RandomState(0).randint(0, 32000, size=(b, p)).astype(np.int32)
+        mask = np.ones((b, p), np.int32)
+        hf_tokens, hf_mask, shape = tokens, mask, f"shape {FLAGS.size}"
     cfg = cfg.replace(dtype=FLAGS.dtype)
-    b, p = FLAGS.batch, FLAGS.prompt_len
-    n = FLAGS.new_tokens or (512 if FLAGS.lengths == "geometric" else 128)
-    tokens = np.random.RandomState(0).randint(0, 32000, size=(b, p)).astype(np.int32)
-    mask = np.ones((b, p), np.int32)
     scfg = sampling.SamplingConfig(max_new_tokens=n, greedy=True, stop_token_ids=(), decode_impl=FLAGS.decode_impl)
     jt, jm = jnp.asarray(tokens), jnp.asarray(mask)
     if FLAGS.lengths == "geometric":
@@ -287,7 +323,8 @@ def main(argv):
     def ours():
         return sampling.generate(params, cfg, jt, jm, scfg).tokens.block_until_ready()
 
-    ids, att = torch.tensor(tokens, dtype=torch.long), torch.tensor(mask)
+    ids, att = torch.tensor(hf_tokens, dtype=torch.long), torch.tensor(hf_mask)
+    hp = hf_tokens.shape[1]
 
     def theirs():
         with torch.no_grad():
@@ -299,21 +336,23 @@ def main(argv):
         return 2
 
     t_ours, t_hf = best_times_interleaved([ours, theirs], FLAGS.repeats)  # alternating: shared machine
-    same = bool((np.asarray(ours()) == theirs()[:, p:].numpy()).mean() > 0.9) if FLAGS.dtype == "float32" else None
+    same = float((np.asarray(ours()) == theirs()[:, hp:].numpy()).mean()) if FLAGS.dtype == "float32" else None
     bandwidth, peak = measure_machine()
     n_params = cfg.num_params()
     weight_bytes = n_params * (4 if FLAGS.dtype == "float32" else 2)
-    flops = 2 * n_params * b  # per decode step (attention over <= 192 slots is small beside the weights)
+    flops = 2 * n_params * b  # per decode step (attention over the prompt + new slots is small beside the weights)
     roofline = max(weight_bytes / bandwidth, flops / peak)
     step_ours = t_ours / n
     tok_ours, tok_hf = b * n / t_ours, b * n / t_hf
-    print(f"shape {FLAGS.size}: {n_params / 1e6:.1f}M parameters, {FLAGS.dtype}, batch {b}, prompt {p}, new {n}")
+    print(f"cpu: {cpu_model()}")
+    print(f"{shape}: {n_params / 1e6:.1f}M parameters, {FLAGS.dtype}, batch {b}, prompt {p} slots (transformers "
+          f"{hp}), new {n}")
     print(f"machine: memory bandwidth {bandwidth / 1e9:.1f} GB/s, matmul peak {peak / 1e9:.0f} GFLOP/s; "
           f"roofline per decode step {roofline * 1e3:.2f} ms")
     print(f"ours: {tok_ours:.0f} tok/s ({step_ours * 1e3:.2f} ms/step, {step_ours / roofline:.1f}x roofline)")
     print(f"transformers: {tok_hf:.0f} tok/s ({t_hf / n * 1e3:.2f} ms/step, {t_hf / n / roofline:.1f}x roofline)")
     if same is not None:
-        print(f"greedy tokens agree with transformers: {same}")
+        print(f"greedy tokens equal to transformers': {100 * same:.1f}%")
     if FLAGS.profile:
         profile(params, cfg, b, p, n)
     print(f"ratio_vs_hf={tok_ours / tok_hf:.2f}")

@@ -8,6 +8,11 @@ the shape of every policy loss here) and AdamW, in float32 on this machine's 2 c
 a warm-up (best of --repeats, the two sides' timed steps alternating so that load from other jobs on a
 shared machine hits both alike). The last line is `ratio_vs_torch=<torch seconds / our seconds>`.
 
+--hf_dir=DIR: the step at a real checkpoint's shape and weights (e.g. Qwen2.5-Coder-0.5B: a 151,936-token
+untied LM head), --batch x --seq random tokens of its vocabulary. The optimiser there is plain SGD on both
+sides (--optimizer): two float32 copies of a 0.5B model with gradients and two Adam moments each would not
+fit beside each other in this machine's 24 GiB; AdamW's update is elementwise, a small share of a step.
+
 --demo_iterations=N also times N iterations of configs/demo.py as rePIRL and as RLOO (after one warm-up
 iteration each, the BC warm-up skipped) and prints seconds per iteration and where the time goes.
 """
@@ -19,7 +24,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from bench_common import SHAPES, best_times_interleaved  # noqa: E402
+from bench_common import SHAPES, best_times_interleaved, cpu_model  # noqa: E402
 
 flags.DEFINE_enum("size", "XS", ["XS", "S"], "Model shape (as in bench_sampler.py).")
 flags.DEFINE_integer("batch", 8, "Rows.")
@@ -27,6 +32,9 @@ flags.DEFINE_integer("seq", 512, "Tokens per row.")
 flags.DEFINE_integer("repeats", 3, "Timed steps per side (best is reported).")
 flags.DEFINE_integer("logp_chunk", 128, "Our log-prob chunk (positions per chunk).")
 flags.DEFINE_integer("demo_iterations", 0, "Also time this many demo iterations, rePIRL vs RLOO.")
+flags.DEFINE_string("hf_dir", None, "A real checkpoint (HF directory) instead of --size's random model.")
+flags.DEFINE_enum("optimizer", "auto", ["auto", "adamw", "sgd"], "auto: sgd with --hf_dir, else adamw.")
+flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "Our model's rematerialisation (cfg.remat).")
 FLAGS = flags.FLAGS
 
 def bench_step():
@@ -38,19 +46,27 @@ def bench_step():
     import transformers
     from repirl_jax import hf, logprobs
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    config = transformers.Qwen2Config(vocab_size=32000, tie_word_embeddings=True, max_position_embeddings=2048,
-                                      **SHAPES[FLAGS.size])
-    model = transformers.Qwen2ForCausalLM(config).train()
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        params, cfg = hf.load_hf_params(tmp)
+    if FLAGS.hf_dir:
+        model = transformers.AutoModelForCausalLM.from_pretrained(FLAGS.hf_dir, dtype=torch.float32).train()
+        params, cfg = hf.load_hf_params(FLAGS.hf_dir, dtype="float32")
+        shape = os.path.basename(os.path.normpath(FLAGS.hf_dir))
+    else:
+        config = transformers.Qwen2Config(vocab_size=32000, tie_word_embeddings=True, max_position_embeddings=2048,
+                                          **SHAPES[FLAGS.size])
+        model = transformers.Qwen2ForCausalLM(config).train()
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            params, cfg = hf.load_hf_params(tmp)
+        shape = f"shape {FLAGS.size}"
+    cfg = cfg.replace(dtype="float32", remat=FLAGS.remat)
     b, t = FLAGS.batch, FLAGS.seq
-    tokens = np.random.RandomState(0).randint(0, 32000, size=(b, t)).astype(np.int32)
+    tokens = np.random.RandomState(0).randint(0, min(cfg.vocab_size, 151643), size=(b, t)).astype(np.int32)
+    sgd = FLAGS.optimizer == "sgd" or (FLAGS.optimizer == "auto" and FLAGS.hf_dir)
 
-    # Ours: the trainer's layout (1 prompt token, t - 1 response tokens), chunked log-probs, AdamW.
-    opt = optax.adamw(1e-5)
+    # Ours: the trainer's layout (1 prompt token, t - 1 response tokens), chunked log-probs, AdamW (or SGD).
+    opt = optax.sgd(1e-5) if sgd else optax.adamw(1e-5)
     prompt, pmask = jnp.asarray(tokens[:, :1]), jnp.ones((b, 1), jnp.int32)
     resp, rmask = jnp.asarray(tokens[:, 1:]), jnp.ones((b, t - 1), jnp.float32)
 
@@ -71,7 +87,8 @@ def bench_step():
         state["p"], state["s"], loss = step(state["p"], state["s"])
         loss.block_until_ready()
 
-    topt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    topt = torch.optim.SGD(model.parameters(), lr=1e-5) if sgd else \
+        torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
     ids = torch.tensor(tokens, dtype=torch.long)
 
     def theirs():
@@ -82,7 +99,9 @@ def bench_step():
         topt.step()
 
     t_ours, t_torch = best_times_interleaved([ours, theirs], FLAGS.repeats)
-    print(f"shape {FLAGS.size}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens")
+    print(f"cpu: {cpu_model()}")
+    print(f"{shape}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens, "
+          f"{'SGD' if sgd else 'AdamW'}, our remat={cfg.remat}, log-prob chunk {FLAGS.logp_chunk}")
     print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s); torch: {t_torch:.2f} s/step "
           f"({b * t / t_torch:.0f} tok/s)")
     return t_torch / t_ours

@@ -9,7 +9,11 @@ shapes (tiny-qwen2, short rows) on whatever backend is there (the CPU in the tes
 
 Figures (one JSON object): backend, device, jax version; per model: sampler tokens/s at batch x (prompt +
 new tokens); PRM step and policy step seconds at one row of the paper's length (1,535 + 3,000 tokens);
-forward seconds with attn_impl=blocked and (on a GPU) cudnn, and their largest logit difference.
+forward seconds with attn_impl=blocked and (on a GPU) cudnn, and their largest logit difference; and
+`vs_transformers` at the real checkpoints' shapes (Qwen2.5-Coder-0.5B and -1.5B-Instruct: untied 151,936-token
+heads; random weights, built by transformers on the machine, which has no network): our sampler against
+transformers' `generate` on the same device, bf16, the same batch of --hf_batch rows x (--hf_prompt + --hf_new)
+tokens, greedy, EOS off; tokens/s of each and `ratio_vs_hf`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ flags.DEFINE_integer("new_tokens", 256, "Sampler new tokens per row.")
 flags.DEFINE_integer("prompt_tokens", 1535, "Step row: prompt tokens (the paper's).")
 flags.DEFINE_integer("response_tokens", 3000, "Step row: response tokens (the paper's).")
 flags.DEFINE_integer("repeats", 2, "Timed calls per figure (best reported).")
+flags.DEFINE_string("hf_models", "qwen2.5-0.5b,qwen2.5-1.5b", "Presets (with an untied head, as the Coder "
+                    "checkpoints) for the comparison with transformers on the same device.")
+flags.DEFINE_integer("hf_batch", 16, "Rows of the transformers comparison.")
+flags.DEFINE_integer("hf_prompt", 160, "Prompt tokens of the transformers comparison (GSM8K's ~150).")
+flags.DEFINE_integer("hf_new", 256, "New tokens of the transformers comparison.")
 FLAGS = flags.FLAGS
 
 
@@ -156,6 +165,48 @@ def attention_figures(name, dry, repeats):
     return out
 
 
+def vs_transformers(name, dry, repeats):
+    """Our sampler and transformers' generate on one device, same random weights at `name`'s shape with an
+    untied head (bf16; float32 when --dry), same prompts, greedy, every row making --hf_new tokens."""
+    import tempfile
+    import jax
+    import numpy as np
+    import torch
+    import transformers
+    from repirl_jax import hf, sampling
+    cfg = _cfg(name, dry, param_dtype="bfloat16" if not dry else "float32", tie_word_embeddings=False)
+    b, p, n = (2, 8, 8) if dry else (FLAGS.hf_batch, FLAGS.hf_prompt, FLAGS.hf_new)
+    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    dtype = torch.float32 if dry else torch.bfloat16
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**cfg.to_hf_dict())).to(dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        params, _ = hf.load_hf_params(tmp)
+    model = model.to(device).eval()
+    tokens = np.random.RandomState(0).randint(1, cfg.vocab_size, size=(b, p)).astype(np.int32)
+    mask = np.ones((b, p), np.int32)
+    scfg = sampling.SamplingConfig(max_new_tokens=n, greedy=True, pad_token_id=0)
+    _, ours = _timed(lambda: sampling.generate(params, cfg, tokens, mask, scfg).tokens, repeats)
+    ids = torch.tensor(tokens, dtype=torch.long, device=device)
+
+    def theirs():
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                 min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+    theirs()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        theirs()
+        best = min(best, time.perf_counter() - t)
+    return dict(rows=b, prompt=p, new_tokens=n, torch_device=device, ours_tokens_per_s=b * n / ours,
+                hf_tokens_per_s=b * n / best, ratio_vs_hf=best / ours)
+
+
 def main(argv):
     del argv
     import jax
@@ -172,6 +223,8 @@ def main(argv):
     parts += [("steps", name, lambda n, d, r, first=(i == 0): step_figures(n, d, r, both_kernels=first))
               for i, name in enumerate(step_models)]
     parts += [("attention", step_models[0], attention_figures)]
+    hf_models = FLAGS.hf_models.split(",")[:1] if dry else FLAGS.hf_models.split(",")
+    parts += [("vs_transformers", name, vs_transformers) for name in hf_models]
     for part, name, fn in parts:
         t = time.perf_counter()
         try:

@@ -17,7 +17,6 @@
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from bench_common import cpu_model  # noqa: E402
 
 flags.DEFINE_string("hf_dir", None, "HF model directory (e.g. built by python -m repirl_jax.real_models NAME).")
 flags.DEFINE_string("benchmark", "gsm8k", "A math benchmark short name (or JSONL path) evaluate knows.")
@@ -36,15 +36,6 @@ flags.DEFINE_enum("sides", "both", ["both", "ours", "hf"], "Run only one side (t
 flags.mark_flags_as_required(["hf_dir", "out"])
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def run_ours(out: str) -> dict:
@@ -61,6 +52,8 @@ def run_ours(out: str) -> dict:
     start = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    with open(os.path.join(out, "ours.log"), "w") as f:  # evaluate's own output (its progress bar: per batch)
+        f.write(r.stdout + r.stderr)
     if r.returncode != 0:
         sys.exit(f"evaluate failed ({r.returncode}):\n{r.stderr[-3000:]}")
     header = next(line for line in r.stdout.splitlines() if line.startswith("model:"))

@@ -72,7 +72,7 @@ def collectives(hlo_text: str) -> dict[str, int]:
 def abstract_models(config, cfg):
     """The run's models as ShapeDtypeStructs, as launch.build_models makes them (LoRA adapters on one base)."""
     from repirl_jax import launch, lora, train
-    from repirl_jax.models import heads, qwen
+    from repirl_jax.models import heads, prm_heads, qwen
     params = qwen.abstract_params(cfg)
     pcfg, prm_cfg = launch.lora_config(cfg, config.policy.lora), launch.lora_config(cfg, config.prm.lora)
     base = params if pcfg.lora_rank else None
@@ -84,7 +84,7 @@ def abstract_models(config, cfg):
         trunk = params
         if prm_cfg.lora_rank:
             prm_base, trunk = params, lora.abstract_adapter(prm_cfg)
-        prm = trunk if config.prm.head in train.LM_HEADS else {"trunk": trunk, "head": heads.abstract_scalar_head(cfg)}
+        prm = prm_heads.get(config).tree(trunk, heads.abstract_scalar_head(cfg))
     ref = (base if base is not None else params) if train.needs_ref(config) else None
     return train.Models(pcfg, policy, prm, ref, prm_cfg=prm_cfg if prm_cfg != pcfg else None, base=base,
                         prm_base=prm_base)
@@ -181,7 +181,8 @@ def programs(trainer, gpu_sampler: bool = True):
     chunk = trainer.chunk_rows(rows_iter)
     chunk_traj = _abstract(trainer.put_rows(_traj(chunk, P, R)))
     if train.needs_prm(c):
-        ref_lp = _abstract(trainer.put_rows(np.zeros((chunk, R), np.float32))) if c.prm.head == "implicit" else None
+        ref_lp = _abstract(trainer.put_rows(np.zeros((chunk, R), np.float32))) if trainer.prm_head.needs_ref_logp \
+            else None
         out.append(("prm_token_rewards", trainer.prm_rewards, (trainer.full("prm"), chunk_traj, ref_lp),
                     ("prm", *bases("prm"))))
     if train.needs_ref(c):
@@ -189,11 +190,10 @@ def programs(trainer, gpu_sampler: bool = True):
 
     # PRM update: one mini-batch of PRM micro-batches (rollouts + demonstrations per prompt for rePIRL).
     if train.needs_prm(c):
-        experts = k if (c.algo == "repirl" and c.prm.head == "scalar") else 0
-        mb_rows = c.prm.minibatch_prompts * (n + experts)
+        mb_rows = c.prm.minibatch_prompts * trainer.algo.prm_rows_per_prompt(c)
         n_micro = mb_rows // c.prm.micro_batch
         traj = _traj(mb_rows, P, R)
-        if c.prm.head == "implicit":
+        if trainer.prm_head.needs_ref_logp:
             extra = {"ref_logp": np.zeros((mb_rows, R), np.float32), "outcome": np.zeros(mb_rows, np.float32),
                      "keep": np.ones(mb_rows, np.float32), "num_tokens": np.ones(mb_rows, np.float32)}
             fn = trainer.prm_updates["main"]

@@ -133,7 +133,7 @@ def run_one(method, seed, out):
     if not os.path.exists(warm) and os.path.exists(os.path.join(wd, "warmup")):  # configs without BC have none
         shutil.copytree(os.path.join(wd, "warmup"), warm)
     trainer = summary.pop("trainer")
-    if ("prm" in trainer.state and config.prm.head in ("scalar", "likelihood") and method != "ttt"
+    if ("prm" in trainer.state and not trainer.prm_head.needs_ref_logp and method != "ttt"
             and (not FLAGS.rerank_methods or method in FLAGS.rerank_methods)):
         test = trainer.tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
         test = test[:FLAGS.rerank_prompts or len(test)]

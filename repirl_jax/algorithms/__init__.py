@@ -7,7 +7,7 @@ A new method is a subclass of `Algorithm` passed to `register` (in a file here, 
 before the run: `config.algo` then names it); see WORKSPACE.md, "Adding an algorithm".
 """
 
-from repirl_jax.algorithms.base import (LM_HEADS, PRM_HEADS, Algorithm, Batch, ConfigError,  # noqa: F401
+from repirl_jax.algorithms.base import (PRM_HEADS, Algorithm, Batch, ConfigError,  # noqa: F401
                                         apply_settings, estimate, get, names, register, step_ends, validate,
                                         with_experts)
 # Registration order is the order of `names()` (error messages, the parametrised tests, reproduce).

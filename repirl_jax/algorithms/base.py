@@ -23,6 +23,7 @@ import numpy as np
 from repirl_jax import logprobs, losses
 from repirl_jax.algorithms import advantages
 from repirl_jax.batches import Traj, pad_right
+from repirl_jax.models import prm_heads
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,7 @@ def apply_settings(c, settings: dict[str, Any]) -> None:
 
 # --- start-up validation ------------------------------------------------------------------------------
 
-PRM_HEADS = ("scalar", "implicit", "likelihood")
-LM_HEADS = ("implicit", "likelihood")  # PRM heads that are a whole Qwen model (its LM head), not {"trunk", "head"}
+PRM_HEADS = tuple(prm_heads.HEADS)  # the PRM's head: models/prm_heads.py
 
 
 def validate(config, num_devices: int) -> None:

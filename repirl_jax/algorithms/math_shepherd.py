@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from repirl_jax import distributed, losses, sampling
+from repirl_jax import distributed, losses
 from repirl_jax.algorithms.base import Algorithm, ConfigError, register, step_ends
 
 
@@ -64,8 +64,7 @@ class MathShepherd(Algorithm):
             chunk = prefixes[s:s + per_call]
             ids = [list(records[row // n]["prompt_ids"]) + response[row, :t + 1].tolist() for row, t in chunk]
             ids += [ids[0]] * (per_call - len(chunk))  # one shape for every call
-            toks, mask = sampling.pad_prompts(ids, tr.P + R, pad_token_id=tr.pad_id)
-            out = distributed.to_host(tr.generate(params, toks, mask, scfg, jax.random.fold_in(rng, s)))
+            out = distributed.to_host(tr.generator(params, ids, scfg, jax.random.fold_in(rng, s), width=tr.P + R))
             texts, recs = [], []
             for j, (row, t) in enumerate(chunk):
                 for q in range(kk):

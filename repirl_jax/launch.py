@@ -339,6 +339,8 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
             trainer.state, meta = ckpt.restore(latest, target=target)
             start = latest
             log.warning("resumed from %s at iteration %d", workdir, latest)
+        if val and start == 0:  # held-out accuracy before training (a resumed run has it in its first summary)
+            summary["val_accuracy_start"] = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
         writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
         bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
         last_val = None
@@ -382,6 +384,8 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
             summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
         if test and config.data.train == "synthetic" and "prm" in trainer.state:
             summary.update(reports.prm_report(config, trainer, test, workdir))
+        if last_val is not None:
+            summary["val_accuracy_end"] = last_val
         best = ckpt.best_step() if val else None
         summary.update(final_iteration=config.train.max_iterations, best_step=best,
                        checkpoints=os.path.join(workdir, "checkpoints"), time_total_s=time.time() - started)
@@ -486,16 +490,18 @@ def _summary_table(summary: dict, workdir: str) -> str:
              "prm_auroc_first_error": "PRM AUROC, first wrong step vs the steps before it",
              "prm_auroc_policy_samples": "PRM step-error AUROC on the policy's samples only",
              "policy_logp_auroc_all_steps": "policy log-prob step-error AUROC, same steps (likelihood head's start)",
+             "val_accuracy_start": "validation accuracy before RL (greedy)",
+             "val_accuracy_end": "validation accuracy at the last iteration (greedy)",
              "empty_iterations": "iterations that kept no prompt (nothing learned)"}
-    for key in ("test_accuracy_start", "test_accuracy_end", "prm_auroc_all_steps", "prm_auroc_first_error",
-                "prm_auroc_policy_samples", "policy_logp_auroc_all_steps", "empty_iterations", "best_step",
+    for key in ("val_accuracy_start", "val_accuracy_end", "test_accuracy_start", "test_accuracy_end",
+                "prm_auroc_all_steps", "prm_auroc_first_error", "prm_auroc_policy_samples", "policy_logp_auroc_all_steps", "empty_iterations", "best_step",
                 "time_total_s", "localisation_png"):
         if key == "empty_iterations" and not summary.get(key):
             continue
         if key in summary and summary[key] is not None:
             v = summary[key]
             name = names.get(key, key)
-            if key.startswith("test_accuracy") and isinstance(v, float):
+            if key.startswith(("test_accuracy", "val_accuracy")) and isinstance(v, float):
                 lines.append(f"| {name} | {100 * v:.1f}% |")
             else:
                 lines.append(f"| {name} | {v:.3f} |" if isinstance(v, float) else f"| {name} | {v} |")

@@ -33,6 +33,8 @@ flags.DEFINE_integer("max_new_tokens", 256, "New-token budget on both sides.")
 flags.DEFINE_integer("batch_size", 8, "Prompts per batch on both sides.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_enum("sides", "both", ["both", "ours", "hf"], "Run only one side (the other is read if present).")
+flags.DEFINE_bool("explain", True, "For each problem whose responses differ: both models' two best next tokens and "
+                  "logits at the first differing position, given the common prefix (a near-tie = float32 rounding).")
 flags.mark_flags_as_required(["hf_dir", "out"])
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,6 +123,34 @@ def run_hf(rows: list[dict], out: str) -> dict:
     return done
 
 
+def explain(diffs: list[dict], rows: dict, hf_rows: dict) -> None:
+    """Both sides' top-2 next-token logits after the longest common prefix of each differing pair, in float32:
+    our model (forward pass) and transformers' on the same prompt + prefix token ids."""
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    import transformers
+    from repirl_jax import hf
+    from repirl_jax.models import qwen
+    tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(FLAGS.hf_dir, dtype=torch.float32).eval()
+    params, cfg = hf.load_hf_params(FLAGS.hf_dir, dtype="float32")
+    for d in diffs:
+        ids_hf = hf_rows[d["id"]]["token_ids"]
+        ids_ours = tok(rows[d["id"]]["responses"][0], add_special_tokens=False)["input_ids"]
+        k = next((i for i, (a, b) in enumerate(zip(ids_ours, ids_hf)) if a != b), min(len(ids_ours), len(ids_hf)))
+        seq = tok(rows[d["id"]]["prompt"], add_special_tokens=False)["input_ids"] + ids_hf[:k]
+        x = np.asarray([seq], np.int32)
+        mask = np.ones_like(x)
+        h, _ = qwen.forward(params, cfg, jnp.asarray(x), qwen.positions_from_mask(jnp.asarray(mask)), jnp.asarray(mask))
+        ours = np.asarray(qwen.lm_logits(params, cfg, h[:, -1:]))[0, 0]
+        with torch.no_grad():
+            theirs = model(torch.tensor(x, dtype=torch.long)).logits[0, -1].numpy()
+        top = lambda v: [(tok.decode([int(i)]), round(float(v[i]), 4)) for i in np.argsort(-v)[:2]]  # noqa: E731
+        d.update(position=k, ours_top2=top(ours), hf_top2=top(theirs))
+        print(f"  {d['id']}: at response token {k}: ours {d['ours_top2']}, transformers {d['hf_top2']}")
+
+
 def first_difference(a: str, b: str, tok) -> int:
     x, y = tok(a, add_special_tokens=False)["input_ids"], tok(b, add_special_tokens=False)["input_ids"]
     return next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
@@ -161,6 +191,9 @@ def main(argv):
                "ours_evaluate_timer_s": ours_time.get("evaluate_timer_s"), "hf_generate_s": hf_s,
                "ours_tokens": sum(r["num_tokens"][0] for r in rows),
                "hf_tokens": sum(hf_rows[r["id"]]["num_tokens"] for r in rows)}
+    if diffs and FLAGS.explain:
+        print("why they differ (same prefix, both models' two best next tokens; a gap near 0 is a float32 tie):")
+        explain(diffs, {r["id"]: r for r in rows}, hf_rows)
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(f"{FLAGS.benchmark}, {n} problems, greedy, {FLAGS.max_new_tokens} new tokens, batch {FLAGS.batch_size}")

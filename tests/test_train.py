@@ -300,17 +300,18 @@ def test_step_delimiter_must_be_one_token(tmp_path):
 def test_training_rollouts_by_continuous_batching(tmp_path):
     """rollout.continuous_rows: an iteration's prompts decode as one queue; its log-probs still equal the
     trainer's, and greedy generations equal the static batches'."""
-    from repirl_jax import distributed, sampling
+    from repirl_jax import distributed
     c = tiny_config("rloo", **{"rollout.continuous_rows": 3, "train.max_iterations": 1})
     s = launch.run(c, str(tmp_path), progress_bar=False)
     row = read_metrics(str(tmp_path))[0]
     assert row["logp_diff_sampler_vs_trainer"] < 1e-4 and row["response_len"] > 0
     tr = s["trainer"]
     records = tr.batch_records(1)
-    toks, mask = sampling.pad_prompts([r["prompt_ids"] for r in records], tr.P, pad_token_id=tr.pad_id)
+    prompts = [r["prompt_ids"] for r in records]
     params, scfg = tr.sampler_params(tr.state["policy"]["model"]), tr.sampling_config(2, greedy=True)
-    queue = distributed.to_host(tr.generate(params, toks, mask, scfg))
-    tr.c.rollout.continuous_rows = 0
-    static = distributed.to_host(tr.generate(params, toks, mask, scfg))
+    assert tr.generator.rows == 3
+    queue = distributed.to_host(tr.generator(params, prompts, scfg, None))
+    tr.generator.rows = 0
+    static = distributed.to_host(tr.generator(params, prompts, scfg, None))
     np.testing.assert_array_equal(np.asarray(queue.tokens), np.asarray(static.tokens))
     np.testing.assert_array_equal(np.asarray(queue.lengths), np.asarray(static.lengths))

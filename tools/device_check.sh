@@ -32,7 +32,7 @@ fi
 
 start=$(date +%s)
 echo "== gpu tests ($(date -u +%T))" | tee -a "$LOG"
-timeout "$T_TESTS" python -m pytest -m gpu -q -p no:cacheprovider tests/test_attention.py >> "$LOG" 2>&1
+timeout "$T_TESTS" python -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_attention.py >> "$LOG" 2>&1
 rc_tests=$?
 # pytest exit 5 = nothing collected/selected; on the CPU the gpu tests are selected and skipped (exit 0).
 [ "$rc_tests" != 0 ] && status=1

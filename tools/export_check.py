@@ -83,7 +83,10 @@ def check(config, devices: int, platforms=("cuda", "tpu"), log=print) -> tuple[i
     from jax import export
     progs, cudnn = programs(config, devices)
     ok, failures = 0, []
+    from repirl_jax.update_step import WithFrozen
     for name, fn, args in progs:
+        if isinstance(fn, WithFrozen):  # the jitted step itself, its frozen LoRA base (or None) an argument
+            fn, args = fn.step, (*args, fn.frozen)
         for platform in platforms:
             try:
                 exp = export.export(fn, platforms=[platform])(*args)

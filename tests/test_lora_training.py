@@ -134,11 +134,14 @@ def test_lora_run_exports_a_peft_adapter_and_merged_weights(tmp_path, hf_checkpo
 
 def test_memory_plan_holds_one_base_and_small_adapter_states():
     """tools/memory_plan.py with LoRA policy and likelihood PRM: every program compiles, and the resident
-    state is one base plus adapters and their Adam moments, against two full models with moments without."""
+    state is one base plus adapters and their Adam moments, against two full models with moments without. In
+    bfloat16, as the paper's configs: the sampler's float32 twin (the GPU estimate) reads the merged weights."""
     from tools import memory_plan
-    full = memory_plan.plan(tiny_config("repirl", **{"prm.head": "likelihood"}), 8, (1, 4, 2), log=lambda *_: None)
-    with_lora = memory_plan.plan(tiny_config("repirl", **LORA), 8, (1, 4, 2), log=lambda *_: None)
-    assert set(with_lora["programs"]) == set(full["programs"])
+    bf16 = {"model.dtype": "bfloat16"}
+    full = memory_plan.plan(tiny_config("repirl", **{"prm.head": "likelihood"}, **bf16), 8, (1, 4, 2),
+                            log=lambda *_: None)
+    with_lora = memory_plan.plan(tiny_config("repirl", **LORA, **bf16), 8, (1, 4, 2), log=lambda *_: None)
+    assert set(with_lora["programs"]) == set(full["programs"]) and "temp_f32" in with_lora["programs"]["sampler"]
     assert with_lora["resident_bytes"] < full["resident_bytes"] / 2  # (rank 4 on hidden 32: adapters are large here)
     for p in with_lora["programs"].values():
         assert p["temp"] >= 0 and p["peak"] >= with_lora["resident_bytes"]

@@ -111,7 +111,7 @@ def sampler_float32(trainer, scfg, weights, toks, mask):
     import jax
     import jax.numpy as jnp
     from repirl_jax import sampling
-    cfg32 = trainer.cfg.replace(dtype="float32")
+    cfg32 = trainer.base_cfg.replace(dtype="float32")  # a LoRA policy samples its merged weights: the base config
     w32 = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32 if x.dtype == jnp.bfloat16 else x.dtype,
                                                       sharding=x.sharding), weights)
     gen = jax.jit(lambda params, t, m, key: sampling.generate(params, cfg32, t, m, scfg, key, act=trainer.sample_act))

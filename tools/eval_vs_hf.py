@@ -138,7 +138,7 @@ def explain(diffs: list[dict], rows: dict, hf_rows: dict) -> None:
     for d in diffs:
         ids_hf = hf_rows[d["id"]]["token_ids"]
         ids_ours = tok(rows[d["id"]]["responses"][0], add_special_tokens=False)["input_ids"]
-        k = next((i for i, (a, b) in enumerate(zip(ids_ours, ids_hf)) if a != b), min(len(ids_ours), len(ids_hf)))
+        k = first_mismatch(ids_ours, ids_hf)
         seq = tok(rows[d["id"]]["prompt"], add_special_tokens=False)["input_ids"] + ids_hf[:k]
         x = np.asarray([seq], np.int32)
         mask = np.ones_like(x)
@@ -151,9 +151,13 @@ def explain(diffs: list[dict], rows: dict, hf_rows: dict) -> None:
         print(f"  {d['id']}: at response token {k}: ours {d['ours_top2']}, transformers {d['hf_top2']}")
 
 
-def first_difference(a: str, b: str, tok) -> int:
-    x, y = tok(a, add_special_tokens=False)["input_ids"], tok(b, add_special_tokens=False)["input_ids"]
+def first_mismatch(x: list[int], y: list[int]) -> int:
+    """Index of the first differing token id (the shorter length where one is a prefix of the other)."""
     return next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+
+
+def first_difference(a: str, b: str, tok) -> int:
+    return first_mismatch(tok(a, add_special_tokens=False)["input_ids"], tok(b, add_special_tokens=False)["input_ids"])
 
 
 def main(argv):

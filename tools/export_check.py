@@ -81,9 +81,9 @@ def programs(config, devices: int):
 def check(config, devices: int, platforms=("cuda", "tpu"), log=print) -> tuple[int, int, list]:
     """Export every program for every platform; returns (lowered, total, [(program, platform, error)])."""
     from jax import export
+    from repirl_jax.update_step import WithFrozen
     progs, cudnn = programs(config, devices)
     ok, failures = 0, []
-    from repirl_jax.update_step import WithFrozen
     for name, fn, args in progs:
         if isinstance(fn, WithFrozen):  # the jitted step itself, its frozen LoRA base (or None) an argument
             fn, args = fn.step, (*args, fn.frozen)

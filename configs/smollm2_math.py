@@ -9,8 +9,8 @@ with expert demonstrations from Qwen2.5-Coder-1.5B-Instruct (`make_experts`, REA
 
 A short run (a few iterations) that puts a real checkpoint, tokenizer and chat template through rollouts,
 the IRL reward-model step and the policy step; float32 on the CPU. Peak memory (README "Full fine-tuning on
-SmolLM2-135M-Instruct"): 23 GB with remat none (this config), 15.4 GB with --config.model.remat=full. Not a paper setting: the paper's are
-configs/qwen25_3b.py and configs/qwen3_4b.py.
+SmolLM2-135M-Instruct"): 23 GB with remat none (this config), 15.4 GB with --config.model.remat=full.
+Not a paper setting: the paper's are configs/qwen25_3b.py and configs/qwen3_4b.py.
 """
 
 from repirl_jax.config import default_config

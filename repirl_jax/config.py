@@ -105,7 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         train="", val="", tokenizer="",  # paths ("synthetic" for the embedded task; "tfds:NAME[:SPLIT]")
         prompt_field="prompt", answer_field="ground_truth", experts_field="experts",
-        prompt_format="chat_math",  # raw | chat_math | chat_code
+        prompt_format="chat_math",  # raw | chat_math | chat_code | chat_synthetic
         domain="math",
         prompts_per_iter=128, experts_per_prompt=4,
         long_prompts="skip",  # skip | truncate (counted and reported either way)
@@ -271,7 +271,7 @@ FIELD_HELP = {
     "data.prompt_field": "prompt field of the data rows",
     "data.answer_field": "gold answer (or tests) field of the data rows",
     "data.experts_field": "expert demonstrations field (a list of responses)",
-    "data.prompt_format": "raw | chat_math | chat_code (chat template + instruction)",
+    "data.prompt_format": "raw | chat_math | chat_code | chat_synthetic (chat template + the domain's instruction)",
     "data.domain": "math | code | synthetic",
     "data.prompts_per_iter": "prompts drawn per iteration (paper 128)",
     "data.experts_per_prompt": "demonstrations per prompt in the PRM batch (paper 4)",

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from repirl_jax.data.prompts import format_prompt
 from repirl_jax.reports import (PRM_SELECTIONS, SELECTIONS, group_answers, make_prm_scorer,  # noqa: F401
                                 min_step_scores, pass_at_k, run_config as _run_config, select)
 from repirl_jax.rewards.scorers import Scorers
@@ -190,7 +191,8 @@ def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_con
     scorer = make_prm_scorer(prm_dir, generator, dtype, token_level=True)
     rewards = [r[0] for r in scorer(prompts, comps)]
     texts = [row["responses"][0] for row in rows]
-    if records and records[0]["domain"] == "synthetic":
+    raw_task = records and records[0]["domain"] == "synthetic" and prompt_fn(records[0]) == records[0]["prompt"]
+    if raw_task:  # step labels
         pics = prm_eval.localisation_rows(prompts, texts, rewards, records[0]["modulus"])
     else:  # no step labels: columns by outcome, no first-error box
         pics = [{"prompt": p, "response": t, "rewards": list(map(float, r)), "first_error_span": None,
@@ -301,7 +303,9 @@ def main(argv) -> int:
         for name in FLAGS.benchmarks:
             if name == "synthetic":
                 records = _synthetic_records(run_config, FLAGS.limit)
-                prompt_fn = lambda r: r["prompt"]  # noqa: E731
+                task, fmt = run_config["data"]["synthetic"], run_config["data"].get("prompt_format", "raw")
+                prompt_fn = lambda r: format_prompt(  # noqa: E731
+                    r["prompt"], fmt, tokenizer, task["modulus"], task["ops"])
             else:
                 records = benchmarks.load(name, limit=FLAGS.limit)
                 prompt_fn = lambda r: benchmarks.build_prompt(r, tokenizer if tokenizer.chat_template else None)  # noqa: E731

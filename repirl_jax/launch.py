@@ -24,13 +24,10 @@ log = logging.getLogger("repirl_jax")
 # --- what a config names: tokenizer, data, reward, models -----------------------------------------------
 
 def format_prompt(config, tokenizer, problem: str) -> str:
-    if config.data.prompt_format == "raw":
-        return problem
-    from repirl_jax.data import benchmarks
-    instruction = benchmarks.MATH_INSTRUCTION if config.data.prompt_format == "chat_math" else \
-        "Answer with one complete Python program in a single ```python code block."
-    return tokenizer.apply_chat_template([{"role": "user", "content": f"{problem}\n{instruction}"}],
-                                         tokenize=False, add_generation_prompt=True)
+    """`data.prompts.format_prompt` with the config's data.prompt_format (and synthetic task settings)."""
+    from repirl_jax.data.prompts import format_prompt as fmt
+    s = config.data.synthetic
+    return fmt(problem, config.data.prompt_format, tokenizer, modulus=s.modulus, ops=s.ops)
 
 
 def build_datasets(config, tokenizer):
@@ -43,6 +40,9 @@ def build_datasets(config, tokenizer):
                                        num_steps=tuple(s.num_steps), ops=s.ops,
                                        max_addend=s.max_addend, max_factor=s.max_factor, modulus=s.modulus,
                                        num_experts=max(config.data.experts_per_prompt, 1))
+        if config.data.prompt_format != "raw":  # the task through a chat model's template
+            for rec in (r for split in splits.values() for r in split):
+                rec["prompt"] = format_prompt(config, tokenizer, rec["prompt"])
         if config.data.train == "synthetic:test":  # test-time training: the test prompts are the training set
             return splits["test"], splits["val"], splits["test"]
         return splits["train"], splits["val"], splits["test"]
@@ -382,7 +382,8 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
             summary.update(watch.summary())
         if test:
             summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
-        if test and config.data.train == "synthetic" and "prm" in trainer.state:
+        char_level = config.data.tokenizer == "synthetic"  # the step labels need one token per character
+        if test and config.data.train == "synthetic" and char_level and "prm" in trainer.state:
             summary.update(reports.prm_report(config, trainer, test, workdir))
         if last_val is not None:
             summary["val_accuracy_end"] = last_val

@@ -26,10 +26,9 @@ import json
 import os
 import sys
 import zlib
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-if TYPE_CHECKING:
-    from repirl_jax.data.prompts import LoadReport
+from repirl_jax.data.prompts import PROMPT_FORMATS, LoadReport, format_prompt
 
 
 @dataclasses.dataclass
@@ -173,13 +172,7 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
                                    top_p=opts.top_p, num_samples=opts.k)
 
     def fmt(problem: str) -> str:
-        if opts.prompt_format == "raw":
-            return problem
-        from repirl_jax.data import benchmarks
-        instruction = benchmarks.MATH_INSTRUCTION if opts.prompt_format == "chat_math" else \
-            "Answer with one complete Python program in a single ```python code block."
-        return tok.apply_chat_template([{"role": "user", "content": f"{problem}\n{instruction}"}],
-                                       tokenize=False, add_generation_prompt=True)
+        return format_prompt(problem, opts.prompt_format, tok)
 
     def sample(batch: list[dict]) -> list[list[str]]:
         # The key depends on the batch's first id only, so a resumed run samples what it would have.
@@ -343,7 +336,7 @@ def cli() -> None:
     flags.DEFINE_string("answer_field", d.answer_field, "Gold answer (or tests) field of --prompts (MATH: answer).")
     flags.DEFINE_string("id_field", d.id_field, "Id field of --prompts (default ids: row-N).")
     flags.DEFINE_enum("domain", d.domain, ["math", "code"], "Which reward grades the responses.")
-    flags.DEFINE_enum("prompt_format", d.prompt_format, ["raw", "chat_math", "chat_code"],
+    flags.DEFINE_enum("prompt_format", d.prompt_format, list(PROMPT_FORMATS),
                       "How --model sees a prompt (as launch's data.prompt_format).")
     flags.DEFINE_string("tokenizer", d.tokenizer, "Tokenizer directory (default: --model's).")
     flags.DEFINE_integer("k", d.k, "Responses sampled per prompt.")

@@ -21,7 +21,7 @@ CHAT_END = "<|im_end|>"
 
 
 def is_chat(prompt_format: str) -> bool:
-    """Whether prompts are chat turns (config data.prompt_format chat_math / chat_code)."""
+    """Whether prompts are chat turns (config data.prompt_format chat_*)."""
     return prompt_format.startswith("chat")
 
 

@@ -112,7 +112,7 @@ def _end_of_turn_policy(cfg):
     return params
 
 
-@pytest.mark.parametrize("prompt_format", ["chat_math", "raw"])
+@pytest.mark.parametrize("prompt_format", ["chat_math", "chat_synthetic", "raw"])
 def test_training_rollouts_stop_at_the_end_of_turn_with_chat_prompts(base_tokenizer, prompt_format):
     """Qwen3-4B-Base's case: eos <|endoftext|>, chat prompts. A training rollout (and evaluation) stops at
     <|im_end|>, and the demonstrations end with it; with raw prompts <|im_end|> is an ordinary token."""
@@ -127,7 +127,7 @@ def test_training_rollouts_stop_at_the_end_of_turn_with_chat_prompts(base_tokeni
     trainer = train.Trainer(c, make_mesh(1, 1, 1, devices=jax.devices()[:1]), models, base_tokenizer,
                             lambda recs, texts: ([0.0] * len(texts), {}), records)
     ro = trainer.rollouts(trainer.train_set, jax.random.key(0))
-    chat = prompt_format == "chat_math"
+    chat = prompt_format != "raw"
     assert (ro["tokens"][:, 0] == IM_END).all()
     if chat:
         assert (ro["lengths"] == 1).all() and (ro["finish"] == sampling.FINISH_STOP).all()
@@ -136,6 +136,34 @@ def test_training_rollouts_stop_at_the_end_of_turn_with_chat_prompts(base_tokeni
         assert (ro["lengths"] == 6).all() and (ro["finish"] == sampling.FINISH_LENGTH).all()
     assert all(r["expert_ids"][0][-1] == (IM_END if chat else ENDOFTEXT) for r in trainer.train_set)
     assert trainer.sampling_config(1, greedy=True).stop_token_ids == trainer.stop_ids
+
+
+def test_chat_synthetic_is_the_synthetic_task_through_the_chat_template(base_tokenizer):
+    """data.prompt_format=chat_synthetic: every split's prompt is one user turn of the checkpoint's chat template
+    (the task prompt, then the task's instruction at the config's modulus), ending with the assistant's turn;
+    ids, ground truths and demonstrations are the raw task's."""
+    from repirl_jax.data import synthetic
+    task = {"data.synthetic.modulus": 10, "data.synthetic.max_addend": 9}
+    c = tiny_config(**{"data.prompt_format": "chat_synthetic", **task})
+    chat = launch.build_datasets(c, base_tokenizer)
+    raw = launch.build_datasets(tiny_config(**task), base_tokenizer)
+    for raw_split, chat_split in zip(raw, chat):
+        assert [r["id"] for r in raw_split] == [r["id"] for r in chat_split] and raw_split
+        for r, ch in zip(raw_split, chat_split):
+            assert (r["ground_truth"], r["experts"]) == (ch["ground_truth"], ch["experts"])
+            instruction = synthetic.instruction(10, c.data.synthetic.ops)
+            assert ch["prompt"] == (f"<|im_start|>user\n{r['prompt']}\n{instruction}<|im_end|>\n"
+                                    f"<|im_start|>assistant\n")
+
+
+def test_prompt_format_is_one_the_project_knows():
+    from repirl_jax.data import synthetic
+    from repirl_jax.data.prompts import format_prompt
+    with pytest.raises(algorithms.ConfigError, match="data.prompt_format='chat_maths'"):
+        algorithms.validate(tiny_config(**{"data.prompt_format": "chat_maths"}), 1)
+    with pytest.raises(ValueError, match="chat template"):  # the synthetic task's own tokenizer has none
+        format_prompt("01+02=?\n", "chat_synthetic", synthetic.CharTokenizer())
+    assert format_prompt("01+02=?\n", "raw") == "01+02=?\n"
 
 
 def test_registry_knows_what_each_method_needs():

@@ -305,3 +305,21 @@ def test_corrected_noise():
         S.SyntheticTask(noise_kind="typo")
     with pytest.raises(ValueError, match="step="):
         S.corrected_response(S.parse_prompt(PROMPT), 0, step=3)
+
+
+@pytest.mark.parametrize("modulus, ops", [(100, "+-*"), (100, "+-"), (10, "+-*"), (100, "*")])
+def test_the_chat_instruction_s_examples_are_right_at_its_modulus(modulus, ops):
+    """synthetic.instruction (data.prompt_format=chat_synthetic): its worked example is a correct expert
+    solution and its wrap-around example a correct step, labelled so by label_steps at the same modulus."""
+    text = S.instruction(modulus, ops)
+    head, example = text.split(" write:\n")
+    prompt = head.rsplit("for ", 1)[1] + "\n"
+    chain = S.parse_prompt(prompt, modulus)
+    assert [op for op, _ in chain.ops] == list((ops * 2)[:2])
+    labels = S.label_steps(prompt, example, modulus)
+    assert labels.all_correct and len(labels) == 3
+    assert S.score(example, chain.answer) == 1.0
+    wrap = text.split("(so ", 1)[1].split(")", 1)[0]  # e.g. 05-08=97
+    left = wrap.split("=")[0]
+    assert S.label_steps(left + "=?\n", wrap + "\n#" + wrap.split("=")[1], modulus).all_correct
+    assert f"modulo {modulus} " in text

@@ -23,6 +23,7 @@ import numpy as np
 from repirl_jax import logprobs, losses
 from repirl_jax.algorithms import advantages
 from repirl_jax.batches import Traj, pad_right
+from repirl_jax.data.prompts import PROMPT_FORMATS
 from repirl_jax.models import prm_heads
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,8 @@ def validate(config, num_devices: int) -> None:
         raise ConfigError(f"mesh (data={c.mesh.data}, fsdp={c.mesh.fsdp}, tensor={c.mesh.tensor}) has {mesh_size} "
                           f"devices but {num_devices} are available: set mesh.data * mesh.fsdp * mesh.tensor = "
                           f"{num_devices} (or one of them to -1), or mesh.devices to use fewer")
+    if c.data.prompt_format not in PROMPT_FORMATS:
+        raise ConfigError(f"data.prompt_format={c.data.prompt_format!r}: expected one of {PROMPT_FORMATS}")
     if algo.needs_prm and c.prm.head not in PRM_HEADS:
         raise ConfigError(f"prm.head={c.prm.head!r}: expected one of {PRM_HEADS}")
     b, mb = c.data.prompts_per_iter, c.policy.minibatch_prompts

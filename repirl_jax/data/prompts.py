@@ -7,6 +7,9 @@
 Every record: {"id", "prompt", "ground_truth", "experts": [str, ...], "domain", "metadata"}. Bad rows
 (lines that are not JSON, missing fields, empty or non-string expert responses) raise PromptDataError naming the file, the row and
 the field, or with on_bad_row="skip" are dropped and counted (`LoadReport`).
+
+`format_prompt(problem, prompt_format, tokenizer)` is the text a model is prompted with (config
+data.prompt_format: raw, or the chat template with the domain's instruction), for training and expert building.
 """
 
 from __future__ import annotations
@@ -15,6 +18,35 @@ import dataclasses
 import json
 import os
 from typing import Any, Iterator
+
+from repirl_jax.data import synthetic
+from repirl_jax.data.benchmarks import MATH_INSTRUCTION
+
+PROMPT_FORMATS = ("raw", "chat_math", "chat_code", "chat_synthetic")  # config data.prompt_format
+CODE_INSTRUCTION = "Answer with one complete Python program in a single ```python code block."
+
+
+def format_prompt(problem: str, prompt_format: str, tokenizer: Any = None, modulus: int | None = None,
+                  ops: str | None = None) -> str:
+    """The text a model is prompted with for a training problem: the problem itself ("raw"), or one user turn
+    of the tokenizer's chat template (generation prompt added) holding the problem and the instruction of the
+    domain: chat_math (\\boxed{} answer), chat_code (a python block), chat_synthetic (the synthetic task's
+    rules and a worked example at `modulus` with `ops`)."""
+    if prompt_format == "raw":
+        return problem
+    if prompt_format == "chat_math":
+        instruction = MATH_INSTRUCTION
+    elif prompt_format == "chat_code":
+        instruction = CODE_INSTRUCTION
+    elif prompt_format == "chat_synthetic":
+        instruction = synthetic.instruction(modulus or synthetic.MODULUS, ops or synthetic.OPS)
+    else:
+        raise ValueError(f"prompt_format={prompt_format!r}: expected one of {PROMPT_FORMATS}")
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"prompt_format={prompt_format!r} needs a tokenizer with a chat template "
+                         f"(use prompt_format='raw' for a base model)")
+    return tokenizer.apply_chat_template([{"role": "user", "content": f"{problem}\n{instruction}"}],
+                                         tokenize=False, add_generation_prompt=True)
 
 
 class PromptDataError(ValueError):

@@ -318,6 +318,18 @@ def demonstration(chain: Chain, rng: Any = None, noise: float = 0.0, kind: str =
     return chain.expert_response(), None
 
 
+def instruction(modulus: int = MODULUS, ops: str = OPS) -> str:
+    """What a chat model reads after a problem (config data.prompt_format=chat_synthetic): the rules and one
+    worked example in the expert's format, at this modulus and with these operations."""
+    ex = Chain(47 % modulus, tuple((op, b) for op, b in zip((ops * 2)[:2], (8, 5))), modulus)
+    wrap = Chain(5 % modulus, (("-", 8 % modulus),), modulus)
+    digits = f"{ex.width} digits" if ex.width > 1 else "1 digit"
+    return (f"Apply the operations from left to right, one per line, taking every result modulo {modulus} (so "
+            f"{wrap.expert_items()[0]}). Write every number with exactly {digits} and end with a line that "
+            f"is # followed by the final value. For example, for {ex.prompt.strip()} write:\n"
+            f"{ex.expert_response()}")
+
+
 # --- scoring -----------------------------------------------------------------------------------------
 
 def extract_answer(response: Any) -> str | None:

@@ -165,7 +165,11 @@ def main(argv):
     out = os.path.abspath(FLAGS.out)
     os.makedirs(out, exist_ok=True)
     print(f"cpu: {cpu_model()}", flush=True)
-    ours_time = run_ours(out) if FLAGS.sides in ("both", "ours") else None
+    done_file = os.path.join(out, "ours_time.json")  # --sides=hf: our side's time from an earlier run, if any
+    if FLAGS.sides in ("both", "ours"):
+        ours_time = run_ours(out)
+    else:
+        ours_time = json.load(open(done_file)) if os.path.exists(done_file) else None
     rows_file = os.path.join(out, "ours", f"{os.path.basename(FLAGS.benchmark).split('.')[0]}.jsonl")
     with open(rows_file) as f:
         rows = [json.loads(line) for line in f]

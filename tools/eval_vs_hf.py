@@ -40,12 +40,24 @@ FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def ours_time_file(out: str) -> str:
+    """Where our side's time lands once all its rows are there (a rerun reads it instead of evaluating)."""
+    return os.path.join(out, "ours_time.json")
+
+
+def earlier_ours_time(out: str) -> dict | None:
+    """Our side's time from an earlier run of this tool on OUT, or None."""
+    if not os.path.exists(ours_time_file(out)):
+        return None
+    with open(ours_time_file(out)) as f:
+        return json.load(f)
+
+
 def run_ours(out: str) -> dict:
     """evaluate as a subprocess (one CPU device), unless its rows are all there; its wall time."""
-    done_file = os.path.join(out, "ours_time.json")
-    if os.path.exists(done_file):
-        with open(done_file) as f:
-            return json.load(f)
+    done = earlier_ours_time(out)
+    if done is not None:
+        return done
     cmd = [sys.executable, "-m", "repirl_jax.evaluate", f"--hf_dir={FLAGS.hf_dir}", f"--benchmarks={FLAGS.benchmark}",
            f"--limit={FLAGS.limit}", f"--output_dir={os.path.join(out, 'ours')}",
            f"--config.eval.batch_size={FLAGS.batch_size}", f"--config.eval.max_new_tokens={FLAGS.max_new_tokens}"]
@@ -61,7 +73,7 @@ def run_ours(out: str) -> dict:
     header = next(line for line in r.stdout.splitlines() if line.startswith("model:"))
     own = float(header.rsplit(";", 1)[1].strip().rstrip("s"))
     result = {"wall_s": wall, "evaluate_timer_s": own, "command": " ".join(cmd[1:])}
-    with open(done_file, "w") as f:
+    with open(ours_time_file(out), "w") as f:
         json.dump(result, f)
     return result
 
@@ -165,11 +177,7 @@ def main(argv):
     out = os.path.abspath(FLAGS.out)
     os.makedirs(out, exist_ok=True)
     print(f"cpu: {cpu_model()}", flush=True)
-    done_file = os.path.join(out, "ours_time.json")  # --sides=hf: our side's time from an earlier run, if any
-    if FLAGS.sides in ("both", "ours"):
-        ours_time = run_ours(out)
-    else:
-        ours_time = json.load(open(done_file)) if os.path.exists(done_file) else None
+    ours_time = run_ours(out) if FLAGS.sides in ("both", "ours") else earlier_ours_time(out)
     rows_file = os.path.join(out, "ours", f"{os.path.basename(FLAGS.benchmark).split('.')[0]}.jsonl")
     with open(rows_file) as f:
         rows = [json.loads(line) for line in f]

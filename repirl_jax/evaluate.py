@@ -225,58 +225,83 @@ def _flags():
     return flags.FLAGS
 
 
+def _flags_problem(flags_) -> str | None:
+    """What is wrong with the command line's combination of flags, or None."""
+    if bool(flags_.checkpoint) == bool(flags_.hf_dir):
+        return "give exactly one of --checkpoint and --hf_dir"
+    bad = [s for s in flags_.selection if s not in SELECTIONS]
+    if bad:
+        return f"--selection {bad}: expected any of {SELECTIONS}"
+    if flags_.selection and flags_.num_samples < 2:
+        return "--selection needs --num_samples > 1"
+    needs_prm = [s for s in flags_.selection if s in PRM_SELECTIONS]
+    if needs_prm and not flags_.prm_checkpoint:
+        return f"--selection {needs_prm} needs --prm_checkpoint"
+    return model_dir_problem(os.path.abspath(flags_.checkpoint or flags_.hf_dir))
+
+
+def _load_policy(model_dir: str, mesh, dtype: str):
+    """(params, model config in `dtype`, the run's config dict or None): a training run directory's latest
+    policy (repirl_jax.launch --workdir), else an HF or orbax model directory."""
+    import jax
+    from repirl_jax import hf
+    run_config = _run_config(model_dir)
+    if run_config is not None:
+        params, model_cfg, _, step = hf.load_training_checkpoint(model_dir, which="policy")
+        params = jax.device_put(params)
+        print(f"policy of {model_dir} at step {step}", file=sys.stderr)
+    else:
+        params, model_cfg = hf.load_any(model_dir, mesh=mesh)
+    return params, model_cfg.replace(dtype=dtype), run_config
+
+
+def _load_tokenizer(flag: str, model_dir: str):
+    """The tokenizer `--tokenizer` names, else a training run's own (WORKDIR/tokenizer, else what its config
+    named), else the model directory's. Raises ValueError / OSError with what to pass instead."""
+    import transformers
+    from repirl_jax.run_dirs import tokenizer_source
+    tok_path = tokenizer_source(flag or "", model_dir)
+    if tok_path == "synthetic":
+        from repirl_jax.data import synthetic
+        return synthetic.CharTokenizer()
+    return transformers.AutoTokenizer.from_pretrained(tok_path)
+
+
+def _records_and_prompts(name: str, limit: int, tokenizer, run_config):
+    """Benchmark `name`'s first `limit` records and record -> prompt text (the checkpoint's chat template
+    when it has one; for "synthetic", the training run's own task and prompt format)."""
+    from repirl_jax.data import benchmarks
+    if name == "synthetic":
+        records = _synthetic_records(run_config, limit)
+        task, fmt = run_config["data"]["synthetic"], run_config["data"].get("prompt_format", "raw")
+        return records, lambda r: format_prompt(r["prompt"], fmt, tokenizer, task["modulus"], task["ops"])
+    records = benchmarks.load(name, limit=limit)
+    return records, lambda r: benchmarks.build_prompt(r, tokenizer if tokenizer.chat_template else None)
+
+
 def main(argv) -> int:
     del argv
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     FLAGS = _FLAGS
     import jax
-    import transformers
-    from repirl_jax import backend, generation, hf, sampling
-    from repirl_jax.data import benchmarks
+    from repirl_jax import backend, generation, sampling
     from repirl_jax.sharding import make_mesh
 
     cfg = FLAGS.config
-    if bool(FLAGS.checkpoint) == bool(FLAGS.hf_dir):
-        print("error: give exactly one of --checkpoint and --hf_dir", file=sys.stderr)
-        return 2
-    bad = [s for s in FLAGS.selection if s not in SELECTIONS]
-    if bad:
-        print(f"error: --selection {bad}: expected any of {SELECTIONS}", file=sys.stderr)
-        return 2
-    if FLAGS.selection and FLAGS.num_samples < 2:
-        print("error: --selection needs --num_samples > 1", file=sys.stderr)
-        return 2
-    if any(s in PRM_SELECTIONS for s in FLAGS.selection) and not FLAGS.prm_checkpoint:
-        print(f"error: --selection {[s for s in FLAGS.selection if s in PRM_SELECTIONS]} needs --prm_checkpoint",
-              file=sys.stderr)
-        return 2
-    model_dir = os.path.abspath(FLAGS.checkpoint or FLAGS.hf_dir)
-    problem = model_dir_problem(model_dir)
+    problem = _flags_problem(FLAGS)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    model_dir = os.path.abspath(FLAGS.checkpoint or FLAGS.hf_dir)
     mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    run_config = _run_config(model_dir)
-    if run_config is not None:  # a training run directory (repirl_jax.launch --workdir): its latest policy
-        params, model_cfg, _, step = hf.load_training_checkpoint(model_dir, which="policy")
-        params = jax.device_put(params)
-        print(f"policy of {model_dir} at step {step}", file=sys.stderr)
-    else:
-        params, model_cfg = hf.load_any(model_dir, mesh=mesh)
     dtype = backend.compute_dtype(cfg.model.dtype)  # float32 where the backend lacks bf16 dots
-    model_cfg = model_cfg.replace(dtype=dtype)
-    from repirl_jax.run_dirs import tokenizer_source
-    try:  # a training run: the tokenizer it trained with (WORKDIR/tokenizer, else what its config named)
-        tok_path = tokenizer_source(FLAGS.tokenizer or "", model_dir)
+    params, model_cfg, run_config = _load_policy(model_dir, mesh, dtype)
+    try:
+        tokenizer = _load_tokenizer(FLAGS.tokenizer, model_dir)
     except (ValueError, OSError) as e:
         print(f"error: {e} (or pass --tokenizer=DIR)", file=sys.stderr)
         return 2
-    if tok_path == "synthetic":
-        from repirl_jax.data import synthetic
-        tokenizer = synthetic.CharTokenizer()
-    else:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_path)
     n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = -(-cfg.eval.batch_size // n_dev) * n_dev
     try:
@@ -290,9 +315,7 @@ def main(argv) -> int:
     else:
         scfg = sampling.SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=FLAGS.temperature,
                                        top_p=cfg.eval.top_p, num_samples=FLAGS.num_samples)
-    prm_score_fn = None
-    if FLAGS.prm_checkpoint:
-        prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, dtype)
+    prm_score_fn = make_prm_scorer(FLAGS.prm_checkpoint, generator, dtype) if FLAGS.prm_checkpoint else None
     output_dir = os.path.abspath(FLAGS.output_dir)
     os.makedirs(output_dir, exist_ok=True)
     scorers = Scorers(cfg.eval.math_timeout_s, cfg.eval.code_timeout_s, cfg.eval.score_workers)
@@ -301,14 +324,7 @@ def main(argv) -> int:
     start = time.time()
     try:
         for name in FLAGS.benchmarks:
-            if name == "synthetic":
-                records = _synthetic_records(run_config, FLAGS.limit)
-                task, fmt = run_config["data"]["synthetic"], run_config["data"].get("prompt_format", "raw")
-                prompt_fn = lambda r: format_prompt(  # noqa: E731
-                    r["prompt"], fmt, tokenizer, task["modulus"], task["ops"])
-            else:
-                records = benchmarks.load(name, limit=FLAGS.limit)
-                prompt_fn = lambda r: benchmarks.build_prompt(r, tokenizer if tokenizer.chat_template else None)  # noqa: E731
+            records, prompt_fn = _records_and_prompts(name, FLAGS.limit, tokenizer, run_config)
             if not records:
                 continue
             domains[name] = records[0]["domain"]

@@ -8,12 +8,14 @@ WORKDIR/summary.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
+from typing import Any
 
 from repirl_jax.run_dirs import (RUN_TOKENIZER, TOKENIZER_FILES, build_tokenizer,  # noqa: F401 (re-exported)
                                  is_run_dir as _is_run_dir, save_run_tokenizer, tokenizer_source)
@@ -270,9 +272,18 @@ def _has_results(workdir: str) -> bool:
             or (os.path.exists(metrics) and os.path.getsize(metrics) > 0))
 
 
-def run(config, workdir: str, progress_bar: bool = True) -> dict:
-    """Train per `config` in `workdir` (resuming if it holds checkpoints). Returns the summary dict. A run
-    that fails before producing anything (bad data, tokenizer, config) removes the workdir it created."""
+@dataclasses.dataclass
+class RunResult:
+    """What run() returns: `summary`, the JSON-able figures also written to WORKDIR/summary.json, and
+    `trainer`, the live Trainer at the end (its state holds the final policy, PRM and optimiser states), for
+    callers in the same process (tools/reproduce.py, tests)."""
+    summary: dict
+    trainer: Any
+
+
+def run(config, workdir: str, progress_bar: bool = True) -> RunResult:
+    """Train per `config` in `workdir` (resuming if it holds checkpoints). A run that fails before producing
+    anything (bad data, tokenizer, config) removes the workdir it created."""
     import jax
     workdir = os.path.abspath(workdir)
     if jax.process_index() == 0:
@@ -289,10 +300,10 @@ def run(config, workdir: str, progress_bar: bool = True) -> dict:
         raise
 
 
-def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
-    """run() in an existing, writable `workdir`."""
+def _run_in(config, workdir: str, progress_bar: bool = True) -> RunResult:
+    """run() in an existing, writable `workdir`: build what the config names, (BC warm-up,) train, report."""
     import jax
-    from repirl_jax import backend, checkpoint, metrics as metrics_lib, reports, train
+    from repirl_jax import backend, train
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.sharding import make_mesh
 
@@ -315,90 +326,112 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> dict:
     started = time.time()
     summary: dict = {"config": config.to_dict(), "model_params": cfg.num_params()}
     try:
-        init_policy = None
-        if config.warmup_bc.steps:
-            t = time.time()
-            init_policy = bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar)
-            summary["time_warmup_s"] = time.time() - t
-        models = build_models(config, cfg, mesh, init_policy)
-        bases = record_lora_bases(config, workdir, models, init_policy is not None)
-        if bases:
-            summary["lora_bases"] = bases
-        trainer = train.Trainer(config, mesh, models, tokenizer, reward_fn, train_set)
-        val = trainer.tokenize_set(val_set, "val") if val_set else []
-        test = trainer.tokenize_set(test_set, "test") if test_set else []
-        if test:
-            summary["test_accuracy_start"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
-        ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep,
-                                       async_save=config.train.async_checkpoint,
-                                       best_metric="val_accuracy" if val else None)
-        start = 0
-        latest = ckpt.latest_step()
-        if latest is not None:
-            target = checkpoint.abstract_like(trainer.state, trainer.state_shardings)
-            trainer.state, meta = ckpt.restore(latest, target=target)
-            start = latest
-            log.warning("resumed from %s at iteration %d", workdir, latest)
-        if val and start == 0:  # held-out accuracy before training (a resumed run has it in its first summary)
-            summary["val_accuracy_start"] = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
-        writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
-        bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
-        last_val = None
-        empty = EmptyIterations(config.train.get("max_empty_iterations", 0), config.data.filter.low,
-                                config.data.filter.high)
-        summary["empty_iterations"] = 0
-        watch = None
-        if config.train.get("early_signal_k", 0) and trainer.algo.needs_prm:
-            from repirl_jax.early_signal import EarlySignal
-            watch = EarlySignal(config.train.early_signal_k, os.path.join(workdir, "early_signal.jsonl")
-                                if jax.process_index() == 0 else None, config.train.eval_batch)
-        for it in range(start + 1, config.train.max_iterations + 1):
-            m = trainer.iteration(it)
-            if watch is not None:
-                watch.after_iteration(trainer, it)
-            try:
-                empty.update(it, m)
-            finally:
-                summary["empty_iterations"] = empty.total
-            is_ckpt = it % config.train.checkpoint_every == 0 or it == config.train.max_iterations
-            if val and (it % config.train.eval_every == 0 or is_ckpt):
-                last_val = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
-                m["val_accuracy"] = last_val
-            writer.write(it, m)
-            if is_ckpt:
-                meta = {"iteration": it, "config": config.to_dict(),
-                        "metrics": {"val_accuracy": last_val} if last_val is not None else {}}
-                ckpt.save(it, trainer.state, meta)
-            if bar:
-                bar.update(1)
-                bar.set_postfix({k: f"{m[k]:.3f}" for k in ("rollout_acc", "val_accuracy", "irl_ess") if k in m})
-        if bar:
-            bar.close()
-        ckpt.wait()
-        writer.close()
-        summary["data_report"] = trainer.data_report
-        summary["nonfinite_updates_skipped"] = trainer.nonfinite_total
-        if watch is not None:
-            summary.update(watch.summary())
-        if test:
-            summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
-        char_level = config.data.tokenizer == "synthetic"  # the step labels need one token per character
-        if test and config.data.train == "synthetic" and char_level and "prm" in trainer.state:
-            summary.update(reports.prm_report(config, trainer, test, workdir))
-        if last_val is not None:
-            summary["val_accuracy_end"] = last_val
-        best = ckpt.best_step() if val else None
-        summary.update(final_iteration=config.train.max_iterations, best_step=best,
-                       checkpoints=os.path.join(workdir, "checkpoints"), time_total_s=time.time() - started)
-        ckpt.close()
-        summary["trainer"] = trainer
+        trainer = _build_trainer(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, summary, progress_bar)
+        _train(config, workdir, trainer, val_set, test_set, summary, progress_bar)
+        summary["time_total_s"] = time.time() - started
     finally:
         if close_reward:
             close_reward()
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump({k: v for k, v in summary.items() if k != "trainer"}, f, indent=2, default=str)
-    return summary
+            json.dump(summary, f, indent=2, default=str)
+    return RunResult(summary, trainer)
+
+
+def _build_trainer(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, summary: dict, progress_bar: bool):
+    """The BC warm-up (when `warmup_bc.steps`), the models it hands on, and the Trainer over them."""
+    from repirl_jax import train
+    init_policy = None
+    if config.warmup_bc.steps:
+        t = time.time()
+        init_policy = bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar)
+        summary["time_warmup_s"] = time.time() - t
+    models = build_models(config, cfg, mesh, init_policy)
+    bases = record_lora_bases(config, workdir, models, init_policy is not None)
+    if bases:
+        summary["lora_bases"] = bases
+    return train.Trainer(config, mesh, models, tokenizer, reward_fn, train_set)
+
+
+def _train(config, workdir: str, trainer, val_set, test_set, summary: dict, progress_bar: bool) -> None:
+    """Held-out accuracy before, the iterations (from the latest checkpoint, if any), held-out accuracy and
+    the PRM report after; fills `summary`."""
+    from repirl_jax import checkpoint, reports
+    val = trainer.tokenize_set(val_set, "val") if val_set else []
+    test = trainer.tokenize_set(test_set, "test") if test_set else []
+    if test:
+        summary["test_accuracy_start"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep,
+                                   async_save=config.train.async_checkpoint,
+                                   best_metric="val_accuracy" if val else None)
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        target = checkpoint.abstract_like(trainer.state, trainer.state_shardings)
+        trainer.state, _ = ckpt.restore(latest, target=target)
+        start = latest
+        log.warning("resumed from %s at iteration %d", workdir, latest)
+    if val and start == 0:  # held-out accuracy before training (a resumed run has it in its first summary)
+        summary["val_accuracy_start"] = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
+    last_val = _iterations(config, workdir, trainer, ckpt, val, start, summary, progress_bar)
+    ckpt.wait()
+    summary["data_report"] = trainer.data_report
+    summary["nonfinite_updates_skipped"] = trainer.nonfinite_total
+    if test:
+        summary["test_accuracy_end"] = trainer.evaluate(test, config.train.eval_batch)["accuracy"]
+    char_level = config.data.tokenizer == "synthetic"  # the step labels need one token per character
+    if test and config.data.train == "synthetic" and char_level and "prm" in trainer.state:
+        summary.update(reports.prm_report(config, trainer, test, workdir))
+    if last_val is not None:
+        summary["val_accuracy_end"] = last_val
+    summary.update(final_iteration=config.train.max_iterations, best_step=ckpt.best_step() if val else None,
+                   checkpoints=os.path.join(workdir, "checkpoints"))
+    ckpt.close()
+
+
+def _iterations(config, workdir: str, trainer, ckpt, val, start: int, summary: dict, progress_bar: bool):
+    """Iterations start+1 .. max_iterations: metrics lines, held-out accuracy every `eval_every`, checkpoints
+    every `checkpoint_every` and at the end, the empty-iteration guard and the early-signal watch. Returns
+    the last held-out accuracy (None without a validation set)."""
+    import jax
+    from repirl_jax import metrics as metrics_lib
+    writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
+    bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
+    last_val = None
+    empty = EmptyIterations(config.train.get("max_empty_iterations", 0), config.data.filter.low,
+                            config.data.filter.high)
+    summary["empty_iterations"] = 0
+    watch = None
+    if config.train.get("early_signal_k", 0) and trainer.algo.needs_prm:
+        from repirl_jax.early_signal import EarlySignal
+        watch = EarlySignal(config.train.early_signal_k, os.path.join(workdir, "early_signal.jsonl")
+                            if jax.process_index() == 0 else None, config.train.eval_batch)
+    for it in range(start + 1, config.train.max_iterations + 1):
+        m = trainer.iteration(it)
+        if watch is not None:
+            watch.after_iteration(trainer, it)
+        try:
+            empty.update(it, m)
+        finally:
+            summary["empty_iterations"] = empty.total
+        is_ckpt = it % config.train.checkpoint_every == 0 or it == config.train.max_iterations
+        if val and (it % config.train.eval_every == 0 or is_ckpt):
+            last_val = trainer.evaluate(val, config.train.eval_batch)["accuracy"]
+            m["val_accuracy"] = last_val
+        writer.write(it, m)
+        if is_ckpt:
+            meta = {"iteration": it, "config": config.to_dict(),
+                    "metrics": {"val_accuracy": last_val} if last_val is not None else {}}
+            ckpt.save(it, trainer.state, meta)
+        if bar:
+            bar.update(1)
+            bar.set_postfix({k: f"{m[k]:.3f}" for k in ("rollout_acc", "val_accuracy", "irl_ess") if k in m})
+    if bar:
+        bar.close()
+    writer.close()
+    if watch is not None:
+        summary.update(watch.summary())
+    return last_val
 
 
 def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:
@@ -412,7 +445,7 @@ def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:
     math_cfg.stages.enabled = False
     summaries = {}
     if not os.path.exists(final):
-        summaries["math"] = {k: v for k, v in run(math_cfg, math_dir, progress_bar).items() if k != "trainer"}
+        summaries["math"] = run(math_cfg, math_dir, progress_bar).summary
         hf.checkpoint_to_hf(math_dir, final)
         for name in hf.CARRIED_FILES[2:]:  # the tokenizer files, so the next stage can load them from here
             src = os.path.join(config.data.tokenizer or config.model.path or "", name)
@@ -424,7 +457,7 @@ def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:
     code_cfg.data.train, code_cfg.data.val = config.stages.code_train, config.stages.code_val
     code_cfg.data.tokenizer = config.data.tokenizer or config.model.path
     code_cfg.data.prompt_format, code_cfg.data.domain, code_cfg.reward.kind = "chat_code", "code", "code"
-    summaries["code"] = {k: v for k, v in run(code_cfg, code_dir, progress_bar).items() if k != "trainer"}
+    summaries["code"] = run(code_cfg, code_dir, progress_bar).summary
     return {"stages": summaries, "checkpoints": os.path.join(code_dir, "checkpoints")}
 
 
@@ -449,7 +482,7 @@ def main(argv) -> int:
         if config.get("stages") is not None and config.stages.enabled:
             summary = run_stages(config, workdir)
         else:
-            summary = run(config, workdir)
+            summary = run(config, workdir).summary
     except (ValueError, OSError, FloatingPointError) as e:
         if multi:
             _stop_job(e)

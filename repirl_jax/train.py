@@ -70,7 +70,7 @@ class Trainer:
         """abstract=True: `models` hold ShapeDtypeStructs, the state stays abstract (shapes, dtypes and
         shardings; nothing allocated) and there is no data: the jitted steps can then be lowered and
         compiled ahead of time for any mesh (tools/memory_plan.py)."""
-        self.c, self.mesh, self.tokenizer, self.reward_fn = config, mesh, tokenizer, reward_fn
+        self.config, self.mesh, self.tokenizer, self.reward_fn = config, mesh, tokenizer, reward_fn
         self.algo = algorithms.get(config.algo)
         self.cfg, self.base_cfg = models.cfg, models.cfg.without_lora()  # base_cfg: the sampler's, the reference's
         self.prm_cfg = models.prm_cfg or models.cfg
@@ -148,16 +148,16 @@ class Trainer:
     def tokenize_set(self, records: list[dict], name: str) -> list[dict]:
         """`batches.tokenize_set` with this run's lengths, end token and checks; counts go to data_report."""
         return tokenize_set(self.tokenizer, records, name, self.P, self.R, self.k, self.end_id,
-                            self.c.data.long_prompts, self.c.algo if self.algo.experts_in_data else None,
+                            self.config.data.long_prompts, self.config.algo if self.algo.experts_in_data else None,
                             self.data_report)
 
     def batch_records(self, iteration: int) -> list[dict]:
         """Deterministic prompts of an iteration (1-based): epoch-wise permutations seeded by config.seed."""
-        b, n = self.c.data.prompts_per_iter, len(self.train_set)
+        b, n = self.config.data.prompts_per_iter, len(self.train_set)
         out = []
         for pos in range((iteration - 1) * b, iteration * b):
             epoch, idx = divmod(pos, n)
-            out.append(self.train_set[np.random.RandomState(self.c.seed * 1000 + epoch).permutation(n)[idx]])
+            out.append(self.train_set[np.random.RandomState(self.config.seed * 1000 + epoch).permutation(n)[idx]])
         return out
 
     def prompt_arrays(self, records: list[dict], repeat: int):
@@ -193,7 +193,7 @@ class Trainer:
     # -- jitted steps -------------------------------------------------------------------------------------
 
     def _build_steps(self):
-        c, cfg, act, shard = self.c, self.cfg, self.act, self.state_shardings
+        c, cfg, act, shard = self.config, self.cfg, self.act, self.state_shardings
         chunk = c.train.logp_chunk
 
         def make_update(loss_fn, name: str, opt):  # see update_step; a LoRA model's base comes from self.frozen
@@ -235,7 +235,7 @@ class Trainer:
     def sampling_config(self, num_samples: int | None = None, temperature: float | None = None,
                         greedy: bool = False) -> sampling.SamplingConfig:
         """Sampling settings of rollouts (rollout.*), completions and evaluation, with the one stop rule."""
-        c = self.c
+        c = self.config
         return sampling.SamplingConfig(max_new_tokens=self.R, greedy=greedy, top_p=c.rollout.top_p,
                                        temperature=c.rollout.temperature if temperature is None else temperature,
                                        num_samples=num_samples or self.n, stop_token_ids=self.stop_ids,
@@ -266,7 +266,8 @@ class Trainer:
                 reward_s += time.perf_counter() - t
 
         params, pending = self.sampler_params(self.model_params()), None
-        per_call = len(records) if self.c.rollout.continuous_rows else self.c.rollout.prompts_per_call  # 1 queue
+        ro = self.config.rollout
+        per_call = len(records) if ro.continuous_rows else ro.prompts_per_call  # continuous: 1 queue
         for s in range(0, len(records), per_call):
             chunk = records[s:s + per_call]
             out = self.generator(params, [r["prompt_ids"] for r in chunk], scfg, jax.random.fold_in(rng, s))
@@ -305,7 +306,7 @@ class Trainer:
 
     def iteration(self, it: int) -> dict[str, float]:
         """Run iteration `it` (1-based) of Algorithm 1; returns its metrics."""
-        c, n, algo = self.c, self.n, self.algo
+        c, n, algo = self.config, self.n, self.algo
         timers, metrics = {}, {}
         t0 = time.perf_counter()
         records = self.batch_records(it)
@@ -344,7 +345,7 @@ class Trainer:
         """Steps 1-3: rollouts, their outcome rewards (scored chunk by chunk, overlapped with sampling), the
         prompt filter (rows masked, shapes kept), and the reference's log-probs where the method needs them.
         Returns (batch, sampled tokens, seconds spent scoring)."""
-        c, n, b = self.c, self.n, len(records)
+        c, n, b = self.config, self.n, len(records)
         ro = self.rollouts(records, jax.random.fold_in(jax.random.key(c.seed), it), score=True)
         outcome = ro["outcome"]
         acc = outcome.reshape(b, n).mean(axis=1)
@@ -367,8 +368,9 @@ class Trainer:
     def chunk_rows(self, rows: int) -> int:
         """Rows per chunk for `rows` rows: the largest multiple (up to train.inference_batch_multiple) of the
         micro-batch unit that divides them."""
-        unit = math.gcd(rows, math.gcd(self.c.policy.micro_batch, self.c.prm.micro_batch))
-        return next(unit * m for m in range(self.c.train.inference_batch_multiple, 0, -1) if rows % (unit * m) == 0)
+        unit = math.gcd(rows, math.gcd(self.config.policy.micro_batch, self.config.prm.micro_batch))
+        most = self.config.train.inference_batch_multiple
+        return next(unit * m for m in range(most, 0, -1) if rows % (unit * m) == 0)
 
     def _chunks(self, fn, traj: Traj, *args):
         """Apply a jitted per-row function over equal row chunks (a few micro-batches each) and concatenate.
@@ -403,7 +405,7 @@ class Trainer:
             self.nonfinite_total += 1
             self.nonfinite_in_a_row += 1
             agg[f"{prefix}_skipped_nonfinite"] = agg.get(f"{prefix}_skipped_nonfinite", 0) + 1
-            if self.nonfinite_in_a_row >= self.c.train.max_nonfinite_in_a_row:
+            if self.nonfinite_in_a_row >= self.config.train.max_nonfinite_in_a_row:
                 raise FloatingPointError(
                     f"{self.nonfinite_in_a_row} non-finite {prefix} updates in a row (each was skipped): "
                     f"lower {prefix}.lr, check the data, or raise train.max_nonfinite_in_a_row")
@@ -435,7 +437,7 @@ class Trainer:
 
     def policy_step(self, traj: Traj, extra: dict, rows_per_prompt: int) -> dict:
         agg: dict = {}
-        for _ in range(self.c.policy.epochs):
-            self.updates(self.policy_update, "policy", traj, extra, rows_per_prompt, self.c.policy.minibatch_prompts,
-                         self.c.policy.micro_batch, agg)
+        for _ in range(self.config.policy.epochs):
+            self.updates(self.policy_update, "policy", traj, extra, rows_per_prompt,
+                         self.config.policy.minibatch_prompts, self.config.policy.micro_batch, agg)
         return self.means(agg)

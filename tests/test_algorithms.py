@@ -30,14 +30,14 @@ def test_an_algorithm_registered_from_a_test_file_trains_two_iterations(tmp_path
     algo = algorithms.register(BatchMeanBaseline())
     try:
         c = tiny_config("test_batch_mean")
-        summary = launch.run(c, str(tmp_path), progress_bar=False)
+        trainer = launch.run(c, str(tmp_path), progress_bar=False).trainer
         rows = read_metrics(str(tmp_path))
         assert [r["iteration"] for r in rows] == [1, 2] and algo.seen == 2
         for r in rows:
             assert all(np.isfinite(v) for v in r.values() if isinstance(v, float)), r
             assert r["logp_diff_sampler_vs_trainer"] < 1e-4 and r["policy_grad_norm"] > 0
         assert rows[0]["adv_abs_max"] <= 1.0  # |o_i - mean(o)| with 0/1 outcomes
-        assert "prm" not in summary["trainer"].state and summary["trainer"].ref is None
+        assert "prm" not in trainer.state and trainer.ref is None
     finally:
         algorithms.base.REGISTRY.pop("test_batch_mean")
     with pytest.raises(train.ConfigError, match="algo='test_batch_mean'"):

@@ -48,10 +48,9 @@ def test_demo_on_mesh_1_4_2_matches_one_device(tmp_path):
     c8 = _demo_two_iterations()
     c8.mesh.update(data=1, fsdp=4, tensor=2, devices=8)
     c8.rollout.weights = "replicated"  # the sampler's own weight copy: rollouts must not change
-    s8 = launch.run(c8, str(tmp_path / "eight"), progress_bar=False)
+    trainer = launch.run(c8, str(tmp_path / "eight"), progress_bar=False).trainer
     # The run really is sharded: fsdp splits the embedding's hidden dim, tensor its vocabulary dim; the
     # sampler's copy is whole on every device and made on the devices.
-    trainer = s8["trainer"]
     spec = trainer.state["policy"]["model"]["embed"].sharding.spec
     assert tuple(spec) == ("tensor", "fsdp"), spec
     copy = trainer.sampler_params(trainer.state["policy"]["model"])

@@ -54,7 +54,7 @@ def test_demo_style_run_writes_early_signal(tmp_path):
     c = load_config_file(os.path.join(os.path.dirname(__file__), "train_config.py"))
     c.algo = "repirl"
     c.train.update(max_iterations=3, early_signal_k=1, checkpoint_every=3)
-    s = launch.run(c, str(tmp_path), progress_bar=False)
+    s = launch.run(c, str(tmp_path), progress_bar=False).summary
     assert s["early_signal_k"] == 1 and "early_signal_auroc" in s
     path = tmp_path / "early_signal.jsonl"
     rows = [json.loads(line) for line in open(path)] if path.exists() else []

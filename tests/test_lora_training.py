@@ -106,9 +106,9 @@ def test_lora_run_exports_a_peft_adapter_and_merged_weights(tmp_path, hf_checkpo
     base_dir = hf_checkpoints["qwen2_untied_bias"]
     c = tiny_config("rloo", **{"policy.lora.rank": 4, "policy.lora.targets": ("q", "v", "o", "gate", "down"),
                                "train.max_iterations": 1, "policy.lr": 5e-2, "model.path": base_dir})
-    s = launch.run(c, str(tmp_path / "run"), progress_bar=False)
-    assert s["lora_bases"]["policy"]["path"] == base_dir
-    ours = s["trainer"]
+    result = launch.run(c, str(tmp_path / "run"), progress_bar=False)
+    assert result.summary["lora_bases"]["policy"]["path"] == base_dir
+    ours = result.trainer
     env = {**os.environ, "XLA_FLAGS": ""}
     for direction in ("checkpoint_to_peft", "checkpoint_to_hf"):
         r = subprocess.run([sys.executable, "-m", "repirl_jax.convert", f"--direction={direction}",
@@ -153,8 +153,7 @@ def test_one_model_with_lora_beside_one_without(tmp_path, over):
     the policy only (the PRM trains its own copy of the base), and PRIME (its reference is the policy's base)."""
     over = dict(over)
     algo = over.pop("algo", "repirl")
-    s = launch.run(tiny_config(algo, **over), str(tmp_path), progress_bar=False)
-    tr = s["trainer"]
+    tr = launch.run(tiny_config(algo, **over), str(tmp_path), progress_bar=False).trainer
     assert [r["iteration"] for r in read_metrics(str(tmp_path))] == [1, 2]
     assert (tr.frozen["prm"] is not None) == ("prm.lora.rank" in over)
     assert (tr.frozen["policy"] is not None) == ("policy.lora.rank" in over)

@@ -64,8 +64,9 @@ def paper_run(tmp_path_factory):
     c.train.update(max_iterations=1, async_checkpoint=False)
     c.reward.workers = 1
     workdir = str(root / "run")
-    summary = launch.run(c, workdir, progress_bar=False)
-    return {"root": root, "model": model, "workdir": workdir, "summary": summary}
+    result = launch.run(c, workdir, progress_bar=False)
+    return {"root": root, "model": model, "workdir": workdir, "summary": result.summary,
+            "trainer": result.trainer}
 
 
 def test_paper_dtype_runs_on_cpu(paper_run):
@@ -76,7 +77,7 @@ def test_paper_dtype_runs_on_cpu(paper_run):
     assert [r["iteration"] for r in rows] == [1] and np.isfinite(rows[0]["policy_loss"])
     assert s["final_iteration"] == 1
     if jax.default_backend() == "cpu" and not backend.bf16_dots_supported():
-        assert s["trainer"].cfg.dtype == "float32"  # the fallback, not a crash
+        assert paper_run["trainer"].cfg.dtype == "float32"  # the fallback, not a crash
     assert backend.compute_dtype("float32") == "float32"
     assert os.path.exists(os.path.join(paper_run["workdir"], launch.RUN_TOKENIZER, "tokenizer_config.json"))
 

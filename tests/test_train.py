@@ -26,7 +26,7 @@ def _without_timing(rows):
 
 @pytest.mark.parametrize("algo", algorithms.names())  # every registered method
 def test_two_iterations_of_every_algorithm(tmp_path, algo):
-    summary = launch.run(tiny_config(algo), str(tmp_path), progress_bar=False)
+    summary = launch.run(tiny_config(algo), str(tmp_path), progress_bar=False).summary
     rows = read_metrics(str(tmp_path))
     assert [r["iteration"] for r in rows] == [1, 2]
     for r in rows:
@@ -61,8 +61,8 @@ def test_prm_micro_batch_accumulation_equals_single_pass(tmp_path):
         # adam_eps = 1 makes the first update ~lr * g, linear in the gradient: the bias gradient is 0 up to
         # rounding (sum_N w_hat - 1 = 0), and with the default eps Adam would turn that rounding into +-lr.
         c = tiny_config("repirl", **{"prm.micro_batch": micro, "train.max_iterations": 1, "prm.adam_eps": 1.0})
-        s = launch.run(c, str(tmp_path / f"m{micro}"), progress_bar=False)
-        results.append(jax.tree.map(np.asarray, s["trainer"].state["prm"]))
+        tr = launch.run(c, str(tmp_path / f"m{micro}"), progress_bar=False).trainer
+        results.append(jax.tree.map(np.asarray, tr.state["prm"]))
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
@@ -177,8 +177,7 @@ def test_bad_training_rows_are_named_or_skipped_and_counted(tmp_path):
 def test_long_prompts_are_skipped_and_counted(tmp_path):
     c = tiny_config("rloo", **{"rollout.max_prompt_len": 10, "train.max_iterations": 1,
                                "data.synthetic.num_steps": (1, 2)})
-    s = launch.run(c, str(tmp_path), progress_bar=False)
-    report = s["data_report"]
+    report = launch.run(c, str(tmp_path), progress_bar=False).summary["data_report"]
     assert report["train_long_prompts"] > 0 and report["train_prompts_skipped"] == report["train_long_prompts"]
 
 
@@ -248,8 +247,8 @@ def test_frozen_prm_is_not_updated(tmp_path):
     c = tiny_config("repirl", **{"prm.frozen": True, "train.max_iterations": 1})
     before = jax.tree.map(np.asarray, launch.build_models(c, launch.model_config(c, launch.build_tokenizer(c)),
                                                           None).prm)
-    s = launch.run(c, str(tmp_path), progress_bar=False)
-    after = jax.tree.map(np.asarray, s["trainer"].state["prm"])
+    tr = launch.run(c, str(tmp_path), progress_bar=False).trainer
+    after = jax.tree.map(np.asarray, tr.state["prm"])
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, b)
     assert "prm_grad_norm" not in read_metrics(str(tmp_path))[0]
@@ -263,8 +262,7 @@ def test_repirl_with_a_likelihood_prm(tmp_path):
     models = launch.build_models(c, cfg, None)
     assert "head" not in models.prm and set(models.prm) == set(models.policy["model"])
     before = jax.tree.map(np.asarray, models.prm)
-    s = launch.run(c, str(tmp_path), progress_bar=False)
-    tr = s["trainer"]
+    tr = launch.run(c, str(tmp_path), progress_bar=False).trainer
     traj = train.Traj(*(np.asarray(x) for x in tr.last_batch.rollouts))
     r = np.asarray(tr.prm_rewards(jax.tree.map(jnp.asarray, before), traj, None))
     lp = np.asarray(tr.logp(launch.build_models(c, cfg, None).policy["model"], traj))
@@ -284,7 +282,7 @@ def test_airl_with_perturbed_negatives_and_experts_in_the_policy_group(tmp_path)
     trains on each prompt's rollouts and demonstrations as one group (2 + 2 rows per prompt)."""
     c = tiny_config("airl_dense", **{"airl.perturbed_negatives": True, "airl.experts_in_group": True,
                                      "prm.micro_batch": 8, "policy.micro_batch": 4})
-    summary = launch.run(c, str(tmp_path), progress_bar=False)
+    summary = launch.run(c, str(tmp_path), progress_bar=False).summary
     rows = read_metrics(str(tmp_path))
     assert [r["iteration"] for r in rows] == [1, 2]
     assert all(np.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
@@ -302,10 +300,9 @@ def test_training_rollouts_by_continuous_batching(tmp_path):
     trainer's, and greedy generations equal the static batches'."""
     from repirl_jax import distributed
     c = tiny_config("rloo", **{"rollout.continuous_rows": 3, "train.max_iterations": 1})
-    s = launch.run(c, str(tmp_path), progress_bar=False)
+    tr = launch.run(c, str(tmp_path), progress_bar=False).trainer
     row = read_metrics(str(tmp_path))[0]
     assert row["logp_diff_sampler_vs_trainer"] < 1e-4 and row["response_len"] > 0
-    tr = s["trainer"]
     records = tr.batch_records(1)
     prompts = [r["prompt_ids"] for r in records]
     params, scfg = tr.sampler_params(tr.state["policy"]["model"]), tr.sampling_config(2, greedy=True)

@@ -147,7 +147,7 @@ def programs(trainer, gpu_sampler: bool = True):
     import jax
     import jax.numpy as jnp
     from repirl_jax import lora, sampling, train
-    c, n, k, P, R = trainer.c, trainer.n, trainer.k, trainer.P, trainer.R
+    c, n, k, P, R = trainer.config, trainer.n, trainer.k, trainer.P, trainer.R
     bases = lambda *names: tuple(f"{p}lora_base" for p, name in (("", "policy"), ("prm_", "prm"))  # noqa: E731
                                  if name in names and trainer.frozen[name] is not None)
     state = trainer.state

@@ -129,10 +129,10 @@ def run_one(method, seed, out):
     if os.path.exists(warm) and not os.path.exists(os.path.join(wd, "warmup")):
         shutil.copytree(warm, os.path.join(wd, "warmup"))
     config = configure(method, seed, FLAGS.iterations)
-    summary = launch.run(config, wd, progress_bar=False)
+    result = launch.run(config, wd, progress_bar=False)
     if not os.path.exists(warm) and os.path.exists(os.path.join(wd, "warmup")):  # configs without BC have none
         shutil.copytree(os.path.join(wd, "warmup"), warm)
-    trainer = summary.pop("trainer")
+    summary, trainer = result.summary, result.trainer
     if ("prm" in trainer.state and not trainer.prm_head.needs_ref_logp and method != "ttt"
             and (not FLAGS.rerank_methods or method in FLAGS.rerank_methods)):
         test = trainer.tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")

@@ -42,7 +42,7 @@ class AIRLDense(Algorithm):
     def reward_model_step(self, tr, b):
         """One discriminator epoch: per prompt its n rollouts (label 0), its k demonstrations (label 1) and,
         with airl.perturbed_negatives, the k demonstrations with one corrupted step each (label 0)."""
-        c, n, k, bsz = tr.c, tr.n, tr.k, len(b.records)
+        c, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
         blocks = [self._perturbed_expert_ids(tr, b.records, b.it)] if c.airl.perturbed_negatives else []
         traj, cat = with_experts(tr, b.records, b.rollouts, b.keep, blocks)
         label = cat(np.zeros(bsz * n), np.ones(bsz * k), *[np.zeros(bsz * k)] * len(blocks)).astype(np.float32)
@@ -54,8 +54,8 @@ class AIRLDense(Algorithm):
     def _perturbed_expert_ids(tr, records, it: int) -> list:
         """Each prompt's k demonstrations with one step's result changed (synthetic.corrupt), token ids."""
         from repirl_jax.data import synthetic
-        rng = np.random.default_rng([tr.c.seed, it])
-        texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=tr.c.data.synthetic.modulus)
+        rng = np.random.default_rng([tr.config.seed, it])
+        texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=tr.config.data.synthetic.modulus)
                  for r in records for j in range(tr.k)]
         return encode_responses(tr.tokenizer, texts, tr.R, tr.end_id)[0]
 
@@ -66,7 +66,7 @@ class AIRLDense(Algorithm):
         n, k, bsz = tr.n, tr.k, len(b.records)
         traj, per_prompt, outcome, logits, logp_old = b.rollouts, n, b.outcome, b.process, b.logp_old
         extra = {} if b.ref_logp is None else {"ref_logp": b.ref_logp}
-        if tr.c.airl.experts_in_group:
+        if tr.config.airl.experts_in_group:
             traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
             is_expert = cat(np.zeros(bsz * n), np.ones(bsz * k))[:, None] > 0
             current = tr.logp_in_chunks(tr.model_params(), traj)

@@ -134,7 +134,7 @@ class Algorithm:
         extra = {"logp_old": b.logp_old.astype(np.float32)}
         if b.ref_logp is not None:
             extra["ref_logp"] = b.ref_logp
-        extra.update(estimate(tr, self.estimator(tr.c), b.rollouts, b.outcome, b.process, b.group, b.logp_old,
+        extra.update(estimate(tr, self.estimator(tr.config), b.rollouts, b.outcome, b.process, b.group, b.logp_old,
                               b.ref_logp))
         return b.rollouts, extra, tr.n
 
@@ -183,7 +183,7 @@ def with_experts(tr, records, rollouts: Traj, keep, extra_blocks=()):
 
 def step_ends(tr, traj: Traj) -> np.ndarray:
     """`losses.step_end_mask` of response rows (steps.delimiter or steps.every), [B, R] float32."""
-    return np.asarray(losses.step_end_mask(traj.response, traj.response_mask, tr.step_delim_id, tr.c.steps.every))
+    return np.asarray(losses.step_end_mask(traj.response, traj.response_mask, tr.step_delim_id, tr.config.steps.every))
 
 
 # --- the registry -------------------------------------------------------------------------------------

@@ -40,10 +40,10 @@ class MathShepherd(Algorithm):
     def reward_model_step(self, tr, b):
         """Label every step of the (kept) rollouts by completions, then one PRM epoch of per-step BCE."""
         ends = step_ends(tr, b.rollouts)
-        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(tr.c.seed), b.it), 1)
+        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(tr.config.seed), b.it), 1)
         labels, stats = self.labels(tr, b, ends, rng)
         agg = tr.updates(tr.prm_updates["main"], "prm", b.rollouts, {"ends": ends, "labels": labels}, tr.n,
-                         tr.c.prm.minibatch_prompts, tr.c.prm.micro_batch, {}, count=ends.sum(axis=1))
+                         tr.config.prm.minibatch_prompts, tr.config.prm.micro_batch, {}, count=ends.sum(axis=1))
         return {**tr.means(agg), **stats}
 
     def labels(self, tr, b, ends, rng):
@@ -52,7 +52,7 @@ class MathShepherd(Algorithm):
         reward (the whole response kept within rollout.max_response_len), labelled by
         `losses.shepherd_labels` (shepherd.label); the last step's label is the rollout's own outcome.
         Also returns the cost: prefixes, sampled tokens, seconds."""
-        c, n, kk, per_call, R = tr.c, tr.n, tr.c.shepherd.k, tr.c.shepherd.prefixes_per_call, tr.R
+        c, n, kk, per_call, R = tr.config, tr.n, tr.config.shepherd.k, tr.config.shepherd.prefixes_per_call, tr.R
         records, response = b.records, b.rollouts.response
         t0 = time.perf_counter()
         labels = ends * np.asarray(b.outcome, np.float32)[:, None]

@@ -29,8 +29,8 @@ class PRIME(Algorithm):
     def reward_model_step(self, tr, b):
         row_keep = np.repeat(b.keep, tr.n).astype(np.float32)
         extra = {"ref_logp": b.ref_logp, "outcome": b.outcome.astype(np.float32), "keep": row_keep}
-        agg = tr.updates(tr.prm_updates["main"], "prm", b.rollouts, extra, tr.n, tr.c.prm.minibatch_prompts,
-                         tr.c.prm.micro_batch, {}, count=row_keep)
+        agg = tr.updates(tr.prm_updates["main"], "prm", b.rollouts, extra, tr.n, tr.config.prm.minibatch_prompts,
+                         tr.config.prm.micro_batch, {}, count=row_keep)
         return tr.means(agg)
 
 

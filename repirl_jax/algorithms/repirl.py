@@ -88,7 +88,7 @@ class RePIRL(Algorithm):
     def reward_model_step(self, tr, b):
         """irl.prm_epochs epochs (paper: 1) over PRM mini-batches; rows grouped by prompt: its n rollouts, then
         its k demonstrations."""
-        c, n, k, bsz = tr.c, tr.n, tr.k, len(b.records)
+        c, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
         agg: dict = {}
         per_prompt = n + k
         traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)

@@ -9,6 +9,8 @@ import os
 
 import ml_collections
 
+from repirl_jax import algorithms
+
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
     """`get_config()` of a config file (configs/NAME.py), as `--config=path` would give it."""
@@ -24,20 +26,20 @@ def lora_config() -> ml_collections.ConfigDict:
 
 
 def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.algo = "repirl"  # any registered method (repirl_jax/algorithms/): repirl | rloo | grpo | ppo | prime | bc |
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.algo = "repirl"  # any registered method (repirl_jax/algorithms/): repirl | rloo | grpo | ppo | prime | bc |
     #                    kto | airl_dense | prl | math_shepherd
 
     # Policy model: a local HF or repirl_jax directory, or (path "") a random init of `preset`.
-    c.model = ml_collections.ConfigDict(dict(
+    config.model = ml_collections.ConfigDict(dict(
         path="", preset="tiny-qwen3", vocab_size=0,  # vocab_size > 0 overrides the preset's (tokenizer size)
         dtype="bfloat16", param_dtype="float32", remat="none", max_positions=32768,
         attn_block=128,  # query positions per causal attention block without a cache (0: one block)
         attn_impl="auto",  # that attention's kernel: auto (cuDNN on a GPU for bf16, else blocked) | blocked | cudnn
         hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0, intermediate_size=0))
 
-    c.prm = ml_collections.ConfigDict(dict(
+    config.prm = ml_collections.ConfigDict(dict(
         path="",  # "" = the policy's initial parameters (paper: same base checkpoint)
         head="scalar",  # scalar | implicit (PRIME) | likelihood (r = log pi_phi(a_t | s_t); rePIRL option, issue 11)
         beta=0.05,  # implicit head: r = beta * (log pi_phi - log pi_ref)
@@ -46,7 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
         frozen=False,  # True: no PRM updates (test-time training). Not "update": ConfigDict has that method
         lora=lora_config()))
 
-    c.irl = ml_collections.ConfigDict(dict(
+    config.irl = ml_collections.ConfigDict(dict(
         pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)
         weight_scope="batch",  # batch (Algorithm 1) | prompt
         importance_weights=True,  # False: uniform weights (paper Figure 2 ablation)
@@ -56,13 +58,13 @@ def default_config() -> ml_collections.ConfigDict:
         weight_cap=0.0,  # > 0: w_hat truncated at cap / |N|, renormalised
         prm_epochs=1))  # passes of the PRM step over each iteration's batch (paper: 1)
 
-    c.policy = ml_collections.ConfigDict(dict(
+    config.policy = ml_collections.ConfigDict(dict(
         lr=5e-7, weight_decay=0.0, clip=1.0, warmup_steps=0, epochs=1, adam_eps=1e-8,
         minibatch_prompts=32, micro_batch=8,
         clip_low=0.2, clip_high=0.2, dual_clip=3.0, entropy_coef=0.001, kl_coef=0.0,
         lora=lora_config()))
 
-    c.advantage = ml_collections.ConfigDict(dict(
+    config.advantage = ml_collections.ConfigDict(dict(
         estimator="rloo",  # rloo | grpo | ppo
         process_mode="token",  # token | sequence
         c=0.05,  # process-reward coefficient (0.05 Qwen2.5-3B, 0.1 Qwen3-4B; 0 = plain RLOO)
@@ -71,26 +73,26 @@ def default_config() -> ml_collections.ConfigDict:
     # Reasoning steps (PRL, Math-Shepherd, min-step reranking): a step ends at a response token equal to
     # `delimiter` (one token of the tokenizer), or with every > 0 at every `every`-th token; always at the
     # last response token.
-    c.steps = ml_collections.ConfigDict(dict(delimiter="\n", every=0))
+    config.steps = ml_collections.ConfigDict(dict(delimiter="\n", every=0))
     # Dense reasoning reward by adversarial IRL (papers/dense_reasoning_reward_airl_2510.01857.txt): the
     # discriminator is the scalar-head PRM (prm.* sets its optimiser and batches).
-    c.airl = ml_collections.ConfigDict(dict(
+    config.airl = ml_collections.ConfigDict(dict(
         label_smoothing=0.1,
         reward_min=-10.0, reward_max=10.0,  # the discriminator logit is clipped to this range as a reward
         gamma=0.9,  # discounted suffix sum of the group-normalised token rewards
         std_eps=1e-4,
         perturbed_negatives=False,  # + one-step-corrupted demonstrations as negatives (synthetic task only)
         experts_in_group=False))  # demonstrations join each prompt's policy group (and the policy step)
-    c.prl = ml_collections.ConfigDict(dict(eta=200.0))  # papers/prl_2601.10201.txt; steps from c.steps
-    c.shepherd = ml_collections.ConfigDict(dict(
+    config.prl = ml_collections.ConfigDict(dict(eta=200.0))  # papers/prl_2601.10201.txt; steps from config.steps
+    config.shepherd = ml_collections.ConfigDict(dict(
         k=4,  # completions per step prefix, sampled by the current policy
         label="soft",  # soft: fraction of correct completions | hard: any correct
         prefixes_per_call=32))  # step prefixes per sampler call (each with k samples)
 
-    c.ppo = ml_collections.ConfigDict(dict(gamma=1.0, lam=1.0, value_clip=0.2, value_coef=0.5, whiten=True))
-    c.kto = ml_collections.ConfigDict(dict(beta=0.1))
+    config.ppo = ml_collections.ConfigDict(dict(gamma=1.0, lam=1.0, value_clip=0.2, value_coef=0.5, whiten=True))
+    config.kto = ml_collections.ConfigDict(dict(beta=0.1))
 
-    c.rollout = ml_collections.ConfigDict(dict(
+    config.rollout = ml_collections.ConfigDict(dict(
         n=4, temperature=1.0, top_p=1.0, max_prompt_len=1535, max_response_len=3000, prompts_per_call=32,
         # The sampler's copy of the policy weights, made on the devices before each rollout phase (no host
         # round trip): "train" = the training arrays as they are (fsdp-sharded: every decode step gathers
@@ -102,7 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
         # decoded on N cache rows, a finished row taking the next (prompt, sample); per-prompt keys.
         continuous_rows=0))
 
-    c.data = ml_collections.ConfigDict(dict(
+    config.data = ml_collections.ConfigDict(dict(
         train="", val="", tokenizer="",  # paths ("synthetic" for the embedded task; "tfds:NAME[:SPLIT]")
         prompt_field="prompt", answer_field="ground_truth", experts_field="experts",
         prompt_format="chat_math",  # raw | chat_math | chat_code | chat_synthetic
@@ -117,18 +119,18 @@ def default_config() -> ml_collections.ConfigDict:
                                                  num_steps=(4, 4), ops="+-*", max_addend=99, max_factor=9,
                                                  modulus=100))))
 
-    c.reward = ml_collections.ConfigDict(dict(kind="math", timeout_s=10.0, workers=2))
+    config.reward = ml_collections.ConfigDict(dict(kind="math", timeout_s=10.0, workers=2))
 
-    c.warmup_bc = ml_collections.ConfigDict(dict(steps=0, prompts=0, batch_prompts=16, lr=1e-3))
+    config.warmup_bc = ml_collections.ConfigDict(dict(steps=0, prompts=0, batch_prompts=16, lr=1e-3))
 
-    c.train = ml_collections.ConfigDict(dict(
+    config.train = ml_collections.ConfigDict(dict(
         max_iterations=2, checkpoint_every=50, keep=3, eval_every=50, eval_batch=64,
         logp_chunk=512, inference_batch_multiple=4, max_nonfinite_in_a_row=5, async_checkpoint=True,
         max_empty_iterations=10,  # stop after this many iterations in a row that keep no prompt (0: never)
         early_signal_k=0))  # > 0 (methods with a PRM): early-signal check k iterations after all-fail prompts
 
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
-    return c
+    config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
+    return config
 
 
 def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collections.ConfigDict:
@@ -137,41 +139,40 @@ def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collectio
     Model and data paths are local directories to fill in (`--config.model.path=...`); with model.path
     empty the preset's architecture is randomly initialised (tests, memory plans).
     """
-    c = default_config()
-    c.algo = algo
+    config = default_config()
+    config.algo = algo
     if model == "qwen25_3b":
-        c.model.preset, c.advantage.c, c.prm.lr = "qwen2.5-3b", 0.05, 3e-8
+        config.model.preset, config.advantage.c, config.prm.lr = "qwen2.5-3b", 0.05, 3e-8
     elif model == "qwen3_4b":
-        c.model.preset, c.advantage.c, c.prm.lr = "qwen3-4b", 0.1, 3e-8
+        config.model.preset, config.advantage.c, config.prm.lr = "qwen3-4b", 0.1, 3e-8
     else:
         raise ValueError(f"model={model!r}: expected qwen25_3b or qwen3_4b")
-    c.model.dtype, c.model.param_dtype, c.model.remat = "bfloat16", "float32", "full"
-    c.model.attn_block = 1024  # 5 blocks at 4,535 tokens: few unrolled blocks per layer to compile
-    c.data.prompts_per_iter, c.data.experts_per_prompt = 128, 4
-    c.policy.minibatch_prompts, c.prm.minibatch_prompts = 32, 32
+    config.model.dtype, config.model.param_dtype, config.model.remat = "bfloat16", "float32", "full"
+    config.model.attn_block = 1024  # 5 blocks at 4,535 tokens: few unrolled blocks per layer to compile
+    config.data.prompts_per_iter, config.data.experts_per_prompt = 128, 4
+    config.policy.minibatch_prompts, config.prm.minibatch_prompts = 32, 32
     # Memory (tools/memory_plan.py, README "Scale out"): on 8 devices, tensor parallelism over all 8 with the
     # paper's micro-batch of 1 row (4,535 tokens) keeps every program within 44 GiB per device; an fsdp=8
     # mesh with a micro-batch of 8 rows (one per device) needs 65 GiB in the PRM step. More hosts add data
     # parallelism (data=-1); then set micro_batch = mesh.data so each data group gets its own row.
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 8
-    c.policy.micro_batch, c.prm.micro_batch = 1, 1
-    c.rollout.n, c.rollout.max_prompt_len, c.rollout.max_response_len = 4, 1535, 3000
-    c.rollout.prompts_per_call = 32
-    c.rollout.weights = "replicated"  # bf16 copy: 6.2 GB (3B) / 8.0 GB (4B) per device, no per-step all-gather
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 8
+    config.policy.micro_batch, config.prm.micro_batch = 1, 1
+    config.rollout.n, config.rollout.max_prompt_len, config.rollout.max_response_len = 4, 1535, 3000
+    config.rollout.prompts_per_call = 32
+    config.rollout.weights = "replicated"  # bf16 copy: 6.2 GB (3B) / 8.0 GB (4B) per device, no per-step all-gather
     # 7,000 prompts per domain, 2 epochs: 2 * 7000 / 128 = 110 iterations per stage.
-    c.train.max_iterations, c.train.checkpoint_every, c.train.eval_every = 110, 10, 10
-    c.data.train, c.data.val = "", ""  # local JSONL/Parquet: prompt, ground_truth, experts
-    c.reward.kind, c.data.prompt_format, c.data.domain = "math", "chat_math", "math"
+    config.train.max_iterations, config.train.checkpoint_every, config.train.eval_every = 110, 10, 10
+    config.data.train, config.data.val = "", ""  # local JSONL/Parquet: prompt, ground_truth, experts
+    config.reward.kind, config.data.prompt_format, config.data.domain = "math", "chat_math", "math"
     # Two stages: math, then code starting from the math model (paper section 4.1); launch.run_stages.
-    c.stages = ml_collections.ConfigDict(dict(
+    config.stages = ml_collections.ConfigDict(dict(
         enabled=False,  # True: WORKDIR/math with data.train, then WORKDIR/code with stages.code_train
         code_train="", code_val="",  # the code stage's data (fields as for math; ground_truth = tests)
     ))
     # The method's own settings (repirl_jax/algorithms/<algo>.py): what defines it, then the paper's values.
-    from repirl_jax import algorithms
     method = algorithms.get(algo)
-    algorithms.apply_settings(c, {**method.required, **method.paper})
-    return c
+    algorithms.apply_settings(config, {**method.required, **method.paper})
+    return config
 
 
 # One line per field: what `python -m repirl_jax.launch --show_config` prints beside each value. A test keeps

@@ -23,11 +23,14 @@ from __future__ import annotations
 import sys
 import time
 
+from repirl_jax import cli as cli_lib
+from repirl_jax.checkpoints import hf
+
 
 def main(argv) -> int:
     del argv
     from absl import flags, logging
-    from repirl_jax import hf
+
     FLAGS = flags.FLAGS
     logging.set_verbosity(logging.WARNING)
     start = time.time()
@@ -56,7 +59,7 @@ def main(argv) -> int:
 def cli() -> None:
     """The command (python -m repirl_jax.convert, repirl-convert, tools/convert_hf.py): flags, then main."""
     from absl import flags
-    from repirl_jax import cli as cli_lib
+
     flags.DEFINE_enum("direction", None, ["hf_to_orbax", "orbax_to_hf", "checkpoint_to_hf", "checkpoint_to_peft"],
                       "Conversion direction.")
     flags.DEFINE_integer("step", None, "checkpoint_to_*: the step to export (default: the latest).")

@@ -21,20 +21,35 @@ can rerank.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from repirl_jax import cli
+from repirl_jax.checkpoints import hf
+from repirl_jax.checkpoints.run_dirs import tokenizer_source
+from repirl_jax.data import benchmarks, synthetic
 from repirl_jax.data.prompts import format_prompt
-from repirl_jax.reports import (PRM_SELECTIONS, SELECTIONS, group_answers, make_prm_scorer,  # noqa: F401
-                                min_step_scores, pass_at_k, run_config as _run_config, select)
+from repirl_jax.evaluation import prm_eval
+from repirl_jax.evaluation.reports import (  # noqa: F401
+    PRM_SELECTIONS,
+    SELECTIONS,
+    group_answers,
+    make_prm_scorer,
+    min_step_scores,
+    pass_at_k,
+    select,
+)
+from repirl_jax.evaluation.reports import run_config as _run_config
+from repirl_jax.generation import completions, sampling
+from repirl_jax.generation.completions import Completion
 from repirl_jax.rewards.scorers import Scorers
-
+from repirl_jax.runtime import backend
+from repirl_jax.runtime.sharding import make_mesh
 
 # --- the evaluation of one benchmark ------------------------------------------------------------------
 
@@ -167,7 +182,6 @@ def model_dir_problem(path: str) -> str | None:
 
 def _synthetic_records(run_config: dict | None, limit: int | None) -> list[dict]:
     """The synthetic task's test split, built with the training run's task settings."""
-    from repirl_jax.data import synthetic
     if run_config is None or run_config["data"]["train"] != "synthetic":
         raise ValueError("--benchmarks=synthetic needs --checkpoint=<a training run on the synthetic task>")
     s = run_config["data"]["synthetic"]
@@ -180,8 +194,6 @@ def _synthetic_records(run_config: dict | None, limit: int | None) -> list[dict]
 
 def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_config, stem, dtype="float32"):
     """Error-localisation pictures (STEM.html, STEM.png) of the first sample of each evaluated problem."""
-    from repirl_jax import prm_eval
-    from repirl_jax.generation import Completion
     done = _read_done(out_path)
     rows = [done[r["id"]] for r in records if r["id"] in done][:48]
     by_id = {r["id"]: r for r in records}
@@ -206,7 +218,7 @@ def write_localisation(prm_dir, generator, records, out_path, prompt_fn, run_con
 
 def _flags():
     from absl import flags
-    from repirl_jax import cli
+
     cli.define_config_file("config", cli.shipped_config("eval.py"), "Config file.")
     flags.DEFINE_string("checkpoint", None, "Our params directory (repirl_jax.convert), or a training run "
                         "directory (repirl_jax.launch --workdir: its latest policy).")
@@ -244,7 +256,7 @@ def _load_policy(model_dir: str, mesh, dtype: str):
     """(params, model config in `dtype`, the run's config dict or None): a training run directory's latest
     policy (repirl_jax.launch --workdir), else an HF or orbax model directory."""
     import jax
-    from repirl_jax import hf
+
     run_config = _run_config(model_dir)
     if run_config is not None:
         params, model_cfg, _, step = hf.load_training_checkpoint(model_dir, which="policy")
@@ -259,10 +271,9 @@ def _load_tokenizer(flag: str, model_dir: str):
     """The tokenizer `--tokenizer` names, else a training run's own (WORKDIR/tokenizer, else what its config
     named), else the model directory's. Raises ValueError / OSError with what to pass instead."""
     import transformers
-    from repirl_jax.run_dirs import tokenizer_source
+
     tok_path = tokenizer_source(flag or "", model_dir)
     if tok_path == "synthetic":
-        from repirl_jax.data import synthetic
         return synthetic.CharTokenizer()
     return transformers.AutoTokenizer.from_pretrained(tok_path)
 
@@ -270,7 +281,6 @@ def _load_tokenizer(flag: str, model_dir: str):
 def _records_and_prompts(name: str, limit: int, tokenizer, run_config):
     """Benchmark `name`'s first `limit` records and record -> prompt text (the checkpoint's chat template
     when it has one; for "synthetic", the training run's own task and prompt format)."""
-    from repirl_jax.data import benchmarks
     if name == "synthetic":
         records = _synthetic_records(run_config, limit)
         task, fmt = run_config["data"]["synthetic"], run_config["data"].get("prompt_format", "raw")
@@ -285,8 +295,7 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)
     FLAGS = _FLAGS
     import jax
-    from repirl_jax import backend, generation, sampling
-    from repirl_jax.sharding import make_mesh
+
 
     cfg = FLAGS.config
     problem = _flags_problem(FLAGS)
@@ -305,7 +314,7 @@ def main(argv) -> int:
     n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = -(-cfg.eval.batch_size // n_dev) * n_dev
     try:
-        generator = generation.TextGenerator(params, model_cfg, tokenizer, cfg.eval.max_prompt_len, batch_size,
+        generator = completions.TextGenerator(params, model_cfg, tokenizer, cfg.eval.max_prompt_len, batch_size,
                                              mesh=mesh, long_prompts=cfg.eval.long_prompts)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -354,7 +363,6 @@ _FLAGS = None
 
 def run() -> None:
     global _FLAGS
-    from repirl_jax import cli
     _FLAGS = _flags()
     cli.run_app(main, __name__, config_flag="config")
 

@@ -17,8 +17,33 @@ import sys
 import time
 from typing import Any
 
-from repirl_jax.run_dirs import (RUN_TOKENIZER, TOKENIZER_FILES, build_tokenizer,  # noqa: F401 (re-exported)
-                                 is_run_dir as _is_run_dir, save_run_tokenizer, tokenizer_source)
+from repirl_jax import algorithms
+from repirl_jax import cli as cli_lib
+from repirl_jax.algorithms import advantages
+from repirl_jax.algorithms.bc import BC
+from repirl_jax.checkpoints import hf
+from repirl_jax.checkpoints import state as checkpoint
+from repirl_jax.checkpoints.run_dirs import (  # noqa: F401 (re-exported)
+    RUN_TOKENIZER,
+    TOKENIZER_FILES,
+    build_tokenizer,
+    save_run_tokenizer,
+    tokenizer_source,
+)
+from repirl_jax.checkpoints.run_dirs import is_run_dir as _is_run_dir
+from repirl_jax.config import format_fields
+from repirl_jax.data import synthetic
+from repirl_jax.data.prompts import format_prompt as format_prompt_text
+from repirl_jax.data.prompts import load_prompt_set
+from repirl_jax.evaluation import reports
+from repirl_jax.evaluation.early_signal import EarlySignal
+from repirl_jax.models import heads, lora, prm_heads, qwen
+from repirl_jax.models.config import QwenConfig, preset
+from repirl_jax.rewards.scorers import build_reward_fn
+from repirl_jax.runtime import backend, distributed
+from repirl_jax.runtime.sharding import make_mesh
+from repirl_jax.training import metrics as metrics_lib
+from repirl_jax.training import train
 
 log = logging.getLogger("repirl_jax")
 
@@ -27,15 +52,13 @@ log = logging.getLogger("repirl_jax")
 
 def format_prompt(config, tokenizer, problem: str) -> str:
     """`data.prompts.format_prompt` with the config's data.prompt_format (and synthetic task settings)."""
-    from repirl_jax.data.prompts import format_prompt as fmt
     s = config.data.synthetic
-    return fmt(problem, config.data.prompt_format, tokenizer, modulus=s.modulus, ops=s.ops)
+    return format_prompt_text(problem, config.data.prompt_format, tokenizer, modulus=s.modulus, ops=s.ops)
 
 
 def build_datasets(config, tokenizer):
     """(train records, validation records, test records or None)."""
     if config.data.train in ("synthetic", "synthetic:test"):
-        from repirl_jax.data import synthetic
         s = config.data.synthetic
         splits = synthetic.make_splits(seed=config.seed, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test,
                                        noise=s.noise, noise_kind=s.get("noise_kind", "carried"),
@@ -48,8 +71,6 @@ def build_datasets(config, tokenizer):
         if config.data.train == "synthetic:test":  # test-time training: the test prompts are the training set
             return splits["test"], splits["val"], splits["test"]
         return splits["train"], splits["val"], splits["test"]
-    from repirl_jax import algorithms
-    from repirl_jax.data.prompts import load_prompt_set
     d = config.data
     train, report = load_prompt_set(d.train, d.prompt_field, d.answer_field, d.experts_field or None,
                                     domain=d.domain, on_bad_row=d.on_bad_row,
@@ -68,7 +89,6 @@ def build_datasets(config, tokenizer):
 def model_config(config, tokenizer=None):
     """The run's QwenConfig: a training run's model_config.json, a checkpoint's config.json, or the preset
     (vocabulary: model.vocab_size, else the tokenizer's rounded up to a multiple of 8, else the preset's)."""
-    from repirl_jax.models.config import QwenConfig, preset
     m = config.model
     if m.path and os.path.exists(os.path.join(m.path, "model_config.json")):  # a training run directory
         with open(os.path.join(m.path, "model_config.json")) as f:
@@ -99,9 +119,7 @@ def build_models(config, cfg, mesh, policy_params=None):
     (policy.lora.rank / prm.lora.rank > 0) trains an adapter on a frozen base; the policy's base is shared by
     the PRM (when it starts from the policy) and is the reference model."""
     import jax
-    from repirl_jax import algorithms, hf, lora, train
-    from repirl_jax.algorithms import advantages
-    from repirl_jax.models import heads, prm_heads, qwen
+
     seed = jax.random.key(config.seed)
     if policy_params is None:
         if config.model.path and _is_run_dir(config.model.path):  # a training run: its latest policy
@@ -172,7 +190,6 @@ class EmptyIterations:
 # --- the run ------------------------------------------------------------------------------------------
 
 def _warmup_config(config):
-    from repirl_jax.algorithms.bc import BC
     bc = config.copy_and_resolve_references()
     bc.algo = BC.name
     bc.policy.lr = config.warmup_bc.lr
@@ -189,7 +206,7 @@ def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progr
     """Behaviour cloning on the experts of the first `warmup_bc.prompts` train prompts; saved once to
     WORKDIR/warmup (a rerun loads it instead of training again)."""
     import jax
-    from repirl_jax import hf, lora, metrics as metrics_lib, train
+
     path = os.path.join(workdir, "warmup")
     if hf.is_params_dir(path):
         return hf.load_params_dir(path, mesh=mesh, cfg=cfg)[0]
@@ -220,7 +237,7 @@ def record_lora_bases(config, workdir: str, models, warmed_up: bool) -> dict:
     and exports read the base from there; a base that changed since is an error. A base that is no model
     directory (a random init, a training run's policy) is written to WORKDIR/base or WORKDIR/prm_base."""
     import jax
-    from repirl_jax import hf, lora
+
     file = os.path.join(workdir, LORA_BASES)
     saved = json.load(open(file)) if os.path.exists(file) else {}
     out = {}
@@ -303,9 +320,7 @@ def run(config, workdir: str, progress_bar: bool = True) -> RunResult:
 def _run_in(config, workdir: str, progress_bar: bool = True) -> RunResult:
     """run() in an existing, writable `workdir`: build what the config names, (BC warm-up,) train, report."""
     import jax
-    from repirl_jax import backend, train
-    from repirl_jax.rewards.scorers import build_reward_fn
-    from repirl_jax.sharding import make_mesh
+
 
     train.validate(config, jax.device_count())
     workdir = os.path.abspath(workdir)
@@ -340,7 +355,6 @@ def _run_in(config, workdir: str, progress_bar: bool = True) -> RunResult:
 
 def _build_trainer(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, summary: dict, progress_bar: bool):
     """The BC warm-up (when `warmup_bc.steps`), the models it hands on, and the Trainer over them."""
-    from repirl_jax import train
     init_policy = None
     if config.warmup_bc.steps:
         t = time.time()
@@ -356,7 +370,6 @@ def _build_trainer(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, 
 def _train(config, workdir: str, trainer, val_set, test_set, summary: dict, progress_bar: bool) -> None:
     """Held-out accuracy before, the iterations (from the latest checkpoint, if any), held-out accuracy and
     the PRM report after; fills `summary`."""
-    from repirl_jax import checkpoint, reports
     val = trainer.tokenize_set(val_set, "val") if val_set else []
     test = trainer.tokenize_set(test_set, "test") if test_set else []
     if test:
@@ -394,7 +407,7 @@ def _iterations(config, workdir: str, trainer, ckpt, val, start: int, summary: d
     every `checkpoint_every` and at the end, the empty-iteration guard and the early-signal watch. Returns
     the last held-out accuracy (None without a validation set)."""
     import jax
-    from repirl_jax import metrics as metrics_lib
+
     writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
     bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
     last_val = None
@@ -403,7 +416,6 @@ def _iterations(config, workdir: str, trainer, ckpt, val, start: int, summary: d
     summary["empty_iterations"] = 0
     watch = None
     if config.train.get("early_signal_k", 0) and trainer.algo.needs_prm:
-        from repirl_jax.early_signal import EarlySignal
         watch = EarlySignal(config.train.early_signal_k, os.path.join(workdir, "early_signal.jsonl")
                             if jax.process_index() == 0 else None, config.train.eval_batch)
     for it in range(start + 1, config.train.max_iterations + 1):
@@ -438,7 +450,6 @@ def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:
     """The paper's schedule (section 4.1): a math stage, then a code stage that starts from the math stage's
     final policy (exported to WORKDIR/math/final_policy). Each stage is a resumable run in its own
     sub-directory; a finished math stage is not run again."""
-    from repirl_jax import hf
     math_dir, code_dir = os.path.join(workdir, "math"), os.path.join(workdir, "code")
     final = os.path.join(math_dir, "final_policy")
     math_cfg = config.copy_and_resolve_references()
@@ -470,11 +481,9 @@ def main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from repirl_jax import distributed
     multi = distributed.initialize()  # before any other JAX call; a no-op for a single process
     config = FLAGS.config
     if FLAGS.show_config:
-        from repirl_jax.config import format_fields
         print(format_fields(config))
         return 0
     workdir = FLAGS.workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
@@ -508,6 +517,7 @@ def _stop_job(e: BaseException) -> None:
     collective; exiting makes the coordination service notice the missing heartbeat and stop every other
     process with an error instead of a hang (after REPIRL_HEARTBEAT_TIMEOUT_S)."""
     import traceback
+
     import jax
     traceback.print_exception(e)
     print(f"error: process {jax.process_index()} of {jax.process_count()} failed ({type(e).__name__}: {e}); "
@@ -546,7 +556,7 @@ def _summary_table(summary: dict, workdir: str) -> str:
 
 def cli() -> None:
     from absl import flags
-    from repirl_jax import cli as cli_lib
+
     cli_lib.define_config_file("config", cli_lib.shipped_config("demo.py"), "Training config file.")
     flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
     flags.DEFINE_bool("show_config", False, "Print every field of the config (after overrides) with its value, "

@@ -28,7 +28,16 @@ import sys
 import zlib
 from typing import Callable, Sequence
 
-from repirl_jax.data.prompts import PROMPT_FORMATS, LoadReport, format_prompt
+from repirl_jax import cli as cli_lib
+from repirl_jax.checkpoints import hf
+from repirl_jax.checkpoints.run_dirs import is_run_dir as _is_run_dir
+from repirl_jax.checkpoints.run_dirs import tokenizer_source
+from repirl_jax.data import benchmarks
+from repirl_jax.data.prompts import PROMPT_FORMATS, LoadReport, format_prompt, load_prompt_set
+from repirl_jax.generation import completions, sampling
+from repirl_jax.rewards.scorers import Scorers
+from repirl_jax.runtime import backend
+from repirl_jax.runtime.sharding import make_mesh
 
 
 @dataclasses.dataclass
@@ -154,9 +163,7 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
     """(sample(records) -> k responses each, format(problem) -> the prompt the model sees) for opts.model."""
     import jax
     import transformers
-    from repirl_jax import backend, generation, hf, sampling
-    from repirl_jax.run_dirs import is_run_dir as _is_run_dir, tokenizer_source
-    from repirl_jax.sharding import make_mesh
+
     mesh = make_mesh(1, -1, 1)
     if _is_run_dir(opts.model):
         params, cfg, _, _ = hf.load_training_checkpoint(opts.model, which="policy")
@@ -166,7 +173,7 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
     cfg = cfg.replace(dtype=backend.compute_dtype(opts.dtype))
     tok = transformers.AutoTokenizer.from_pretrained(tokenizer_source(opts.tokenizer, opts.model))
     n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
-    gen = generation.TextGenerator(params, cfg, tok, opts.max_prompt_len, -(-opts.batch_size // n_dev) * n_dev,
+    gen = completions.TextGenerator(params, cfg, tok, opts.max_prompt_len, -(-opts.batch_size // n_dev) * n_dev,
                                    mesh=mesh)
     scfg = sampling.SamplingConfig(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
                                    top_p=opts.top_p, num_samples=opts.k)
@@ -185,8 +192,6 @@ def load_prompts(opts: Options) -> tuple[list[dict], LoadReport]:
     """(records, LoadReport) of --prompts: a prompt file read with the field flags, or a benchmark short name
     (its shipped file in its own layout; rows without a ground truth cannot be graded: skipped and counted).
     Records as `load_prompt_set` gives them, with no demonstrations. A file of that name wins over the name."""
-    from repirl_jax.data import benchmarks
-    from repirl_jax.data.prompts import LoadReport, load_prompt_set
     name = None if os.path.exists(opts.prompts) else benchmarks.short_name(opts.prompts)
     if name is None:
         return load_prompt_set(opts.prompts, opts.prompt_field, opts.answer_field, None, opts.id_field,
@@ -213,7 +218,7 @@ def load_prompts(opts: Options) -> tuple[list[dict], LoadReport]:
 def run(opts: Options, sample: Callable[[list[dict]], list[list[str]]] | None = None) -> dict:
     """Build OUT (see module docstring); returns the coverage report. `sample` overrides opts.model."""
     from tqdm import tqdm
-    from repirl_jax.rewards.scorers import Scorers
+
     if bool(opts.model) == bool(opts.responses) and sample is None:
         raise ValueError("give exactly one of --model (sample from it) and --responses (a JSONL made elsewhere)")
     if opts.domain not in ("math", "code"):
@@ -325,7 +330,7 @@ def main(argv) -> int:
 
 def cli() -> None:
     from absl import flags
-    from repirl_jax import cli as cli_lib
+
     d = Options(prompts="", out="")
     flags.DEFINE_string("prompts", None, "Prompt set: JSONL / Parquet / tfds:NAME with a prompt and an answer field, "
                         "or a shipped benchmark's short name (math_train, gsm8k, ...: its own fields).")

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import transformers
 
-from repirl_jax import algorithms, launch, losses, rollout, sampling, train
-from repirl_jax.algorithms import advantages
-from repirl_jax.metrics import read_metrics
+from repirl_jax import algorithms, launch
+from repirl_jax.algorithms import advantages, losses
+from repirl_jax.generation import rollout, sampling
+from repirl_jax.training import train
+from repirl_jax.training.metrics import read_metrics
 from tests.test_tokenizer import QWEN_TOKENIZER
 from tests.train_config import tiny_config
 
@@ -116,7 +118,7 @@ def _end_of_turn_policy(cfg):
 def test_training_rollouts_stop_at_the_end_of_turn_with_chat_prompts(base_tokenizer, prompt_format):
     """Qwen3-4B-Base's case: eos <|endoftext|>, chat prompts. A training rollout (and evaluation) stops at
     <|im_end|>, and the demonstrations end with it; with raw prompts <|im_end|> is an ordinary token."""
-    from repirl_jax.sharding import make_mesh
+    from repirl_jax.runtime.sharding import make_mesh
     c = tiny_config("rloo", **{"model.vocab_size": 151936, "data.prompt_format": prompt_format,
                                "rollout.max_prompt_len": 16, "rollout.max_response_len": 6,
                                "data.experts_per_prompt": 1})
@@ -180,6 +182,7 @@ def test_entry_points_import_the_library_never_each_other_and_name_no_algorithm(
     train.py and launch.py compare no algorithm name (the registry's names appear in neither as strings)."""
     import ast
     import os
+
     from repirl_jax import algorithms
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "repirl_jax")
 

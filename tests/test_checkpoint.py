@@ -13,12 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import PartitionSpec as P, SingleDeviceSharding
+from jax.sharding import PartitionSpec as P
+from jax.sharding import SingleDeviceSharding
 
-from repirl_jax.checkpoint import CheckpointError, Checkpointer, _path_str, abstract_like
+from repirl_jax.checkpoints.state import Checkpointer, CheckpointError, _path_str, abstract_like
 from repirl_jax.models import qwen
 from repirl_jax.models.config import preset
-from repirl_jax.sharding import make_mesh, tree_shardings
+from repirl_jax.runtime.sharding import make_mesh, tree_shardings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP_MARK = ".orbax-checkpoint-tmp"
@@ -247,7 +248,7 @@ def test_crash_mid_save_keeps_earlier_steps(tmp_path):
     d = tmp_path / "ck"
     script = textwrap.dedent(f"""
         import os, jax.numpy as jnp
-        from repirl_jax.checkpoint import Checkpointer
+        from repirl_jax.checkpoints.state import Checkpointer
         ck = Checkpointer({str(d)!r}, max_to_keep=1)
         ck.save(1, {{"x": jnp.arange(10.0)}}, {{"tag": "one"}})
         ck.wait()

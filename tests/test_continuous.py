@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import continuous, sampling
+from repirl_jax.generation import continuous, sampling
+from repirl_jax.generation.sampling import SamplingConfig
 from repirl_jax.models import qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sampling import SamplingConfig
 
 CFG = QwenConfig(model_type="qwen3", vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, qkv_bias=False, qk_norm=True)
@@ -106,15 +106,15 @@ def test_bad_inputs():
 
 
 def test_text_generator_continuous_matches_static_batches():
-    from repirl_jax import generation
     from repirl_jax.data import synthetic
+    from repirl_jax.generation import completions
     tok = synthetic.CharTokenizer()
     cfg = CFG.replace(vocab_size=-(-len(tok) // 8) * 8, eos_token_id=(1,))
     params = qwen.init_params(cfg, jax.random.key(4))
     prompts = ["12+3=", "7*8=", "1=", "99-4=", "5="]
     scfg = SamplingConfig(max_new_tokens=8, greedy=True)
-    static = generation.TextGenerator(params, cfg, tok, 8, 2).generate(prompts, scfg, jax.random.key(0))
-    cont = generation.TextGenerator(params, cfg, tok, 8, 2, continuous=True).generate(prompts, scfg,
+    static = completions.TextGenerator(params, cfg, tok, 8, 2).generate(prompts, scfg, jax.random.key(0))
+    cont = completions.TextGenerator(params, cfg, tok, 8, 2, continuous=True).generate(prompts, scfg,
                                                                                       jax.random.key(0))
     assert [[c.token_ids for c in row] for row in cont] == [[c.token_ids for c in row] for row in static]
     assert [row[0].text for row in cont] == [row[0].text for row in static]

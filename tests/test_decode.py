@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import continuous, sampling
+from repirl_jax.generation import continuous, sampling
+from repirl_jax.generation.sampling import SamplingConfig
 from repirl_jax.models import decode, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sampling import SamplingConfig
 
 VARIANTS = {
     "qwen2_tied_bias": QwenConfig(model_type="qwen2", vocab_size=40, hidden_size=32, intermediate_size=48,

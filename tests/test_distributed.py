@@ -11,9 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from repirl_jax import distributed, hf, launch
+from repirl_jax import launch
+from repirl_jax.checkpoints import hf
 from repirl_jax.config import load_config_file
-from repirl_jax.metrics import read_metrics
+from repirl_jax.runtime import distributed
+from repirl_jax.training.metrics import read_metrics
 from tools import local_cluster
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from repirl_jax.early_signal import EarlySignal
-from repirl_jax.prm_eval import auroc
+from repirl_jax.evaluation.early_signal import EarlySignal
+from repirl_jax.evaluation.prm_eval import auroc
 
 
 class FakeTrainer:
@@ -48,9 +48,10 @@ def test_observe_queues_all_fail_prompts_with_their_mean_process_score(tmp_path)
 
 
 def test_demo_style_run_writes_early_signal(tmp_path):
+    import os
+
     from repirl_jax import launch
     from repirl_jax.config import load_config_file
-    import os
     c = load_config_file(os.path.join(os.path.dirname(__file__), "train_config.py"))
     c.algo = "repirl"
     c.train.update(max_iterations=3, early_signal_k=1, checkpoint_every=3)

@@ -101,7 +101,7 @@ def test_rerank_by_mean_reward_and_by_minimum_step_pick_different_traces():
 
 
 def test_vote_transforms():
-    from repirl_jax.reports import vote_weights
+    from repirl_jax.evaluation.reports import vote_weights
     s = np.array([-3.0, -1.0, 0.5, 0.5])
     np.testing.assert_allclose(vote_weights(s, "none"), s)
     np.testing.assert_allclose(vote_weights(s, "sigmoid"), 1 / (1 + np.exp(-s)))

@@ -13,9 +13,9 @@ import torch
 import transformers
 from safetensors.numpy import load_file, save_file
 
-from repirl_jax import hf
+from repirl_jax.checkpoints import hf
 from repirl_jax.models.config import ConfigError
-from repirl_jax.sharding import make_mesh
+from repirl_jax.runtime.sharding import make_mesh
 from tests import hf_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

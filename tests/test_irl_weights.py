@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import losses
+from repirl_jax.algorithms import losses
 
 
 def _np_weights(R, logp, m, neg, norm="none", temp=1.0, cap=0.0):

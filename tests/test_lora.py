@@ -10,10 +10,10 @@ import pytest
 import torch
 import transformers
 
-from repirl_jax import hf, lora
-from repirl_jax.models import qwen
+from repirl_jax.checkpoints import hf
+from repirl_jax.models import lora, qwen
 from repirl_jax.models.config import ConfigError, preset
-from repirl_jax.sharding import make_mesh
+from repirl_jax.runtime.sharding import make_mesh
 from tests.test_qwen import _batch as qwen_batch
 
 ALL = ("q", "k", "v", "o", "gate", "up", "down")

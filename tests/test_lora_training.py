@@ -12,8 +12,11 @@ import pytest
 import torch
 import transformers
 
-from repirl_jax import hf, launch, lora, train
-from repirl_jax.metrics import read_metrics
+from repirl_jax import launch
+from repirl_jax.checkpoints import hf
+from repirl_jax.models import lora
+from repirl_jax.training import train
+from repirl_jax.training.metrics import read_metrics
 from tests.test_train import REPO, _without_timing, kill_and_relaunch
 from tests.train_config import tiny_config
 
@@ -23,7 +26,7 @@ LORA = {"policy.lora.rank": 4, "prm.lora.rank": 2, "prm.head": "likelihood"}
 def _trainer(config, models):
     from repirl_jax.data import synthetic
     from repirl_jax.rewards.scorers import build_reward_fn
-    from repirl_jax.sharding import make_mesh
+    from repirl_jax.runtime.sharding import make_mesh
     tok = synthetic.CharTokenizer()
     train_set = launch.build_datasets(config, tok)[0]
     return train.Trainer(config, make_mesh(1, 1, 1, devices=jax.devices()[:1]), models, tok,
@@ -32,7 +35,7 @@ def _trainer(config, models):
 
 def _models(config):
     from repirl_jax.data import synthetic
-    from repirl_jax.sharding import make_mesh
+    from repirl_jax.runtime.sharding import make_mesh
     cfg = launch.model_config(config, synthetic.CharTokenizer())
     return launch.build_models(config, cfg, make_mesh(1, 1, 1, devices=jax.devices()[:1]))
 

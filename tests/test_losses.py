@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import losses
+from repirl_jax.algorithms import losses
 
 RNG = np.random.RandomState(0)
 
@@ -357,7 +357,7 @@ def test_micro_batch_accumulation_with_fixed_coefficients_equals_the_full_loss_g
 
 
 def test_auroc_matches_pairwise_definition():
-    from repirl_jax.prm_eval import auroc
+    from repirl_jax.evaluation.prm_eval import auroc
     scores = RNG.normal(size=40).round(1)  # rounding makes ties
     labels = RNG.rand(40) > 0.4
     pos, neg = scores[labels], scores[~labels]
@@ -367,7 +367,7 @@ def test_auroc_matches_pairwise_definition():
 
 
 def test_within_position_auroc_is_the_pairwise_definition_among_equal_positions():
-    from repirl_jax.prm_eval import auroc, within_position_auroc
+    from repirl_jax.evaluation.prm_eval import auroc, within_position_auroc
     position = RNG.randint(0, 4, size=60)
     labels = RNG.rand(60) < 0.9 - 0.2 * position  # wrong steps sit late
     scores = RNG.normal(size=60).round(1) - position  # plus a score that falls with position

@@ -26,6 +26,7 @@ def tiny_qwen25(path, dtype="bfloat16"):
     """A random 2-layer Qwen2.5-format checkpoint (tied embeddings, Qwen's 151,936-row vocabulary, eos
     <|im_end|>) saved by transformers, with the real Qwen tokenizer files beside it."""
     import torch
+
     from tests import hf_models
     hf_models.build("qwen2_tied", str(path), dtype=getattr(torch, dtype), vocab_size=151936, hidden_size=32,
                     intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, eos_token_id=151645,
@@ -70,8 +71,9 @@ def paper_run(tmp_path_factory):
 
 
 def test_paper_dtype_runs_on_cpu(paper_run):
-    from repirl_jax import backend
     import jax
+
+    from repirl_jax.runtime import backend
     s = paper_run["summary"]
     rows = [json.loads(line) for line in open(os.path.join(paper_run["workdir"], "metrics.jsonl"))]
     assert [r["iteration"] for r in rows] == [1] and np.isfinite(rows[0]["policy_loss"])
@@ -86,7 +88,9 @@ def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run)
     import jax
     import torch
     import transformers
-    from repirl_jax import generation, hf, rollout, sampling
+
+    from repirl_jax.checkpoints import hf
+    from repirl_jax.generation import completions, rollout, sampling
     dst = str(paper_run["root"] / "export")
     hf.checkpoint_to_hf(paper_run["workdir"], dst)
     names = set(os.listdir(dst))
@@ -104,7 +108,7 @@ def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run)
     assert 151645 in np.atleast_1d(gen_cfg["eos_token_id"])  # <|im_end|>
 
     model = transformers.AutoModelForCausalLM.from_pretrained(dst, dtype=torch.float32).eval()
-    ours = generation.TextGenerator(jax.device_put(params), cfg.replace(dtype="float32"), tok, 32, 2)
+    ours = completions.TextGenerator(jax.device_put(params), cfg.replace(dtype="float32"), tok, 32, 2)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in ("What is 2+3?", "Name a prime.")]
     completions = ours.generate(prompts, sampling.SamplingConfig(max_new_tokens=10, greedy=True), jax.random.key(0))
@@ -252,6 +256,7 @@ def test_run_that_keeps_no_prompt_warns_and_stops(tmp_path, caplog):
 
 def test_every_config_field_has_a_meaning():
     import glob
+
     from repirl_jax import config
     names = set()
     for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))) + [None]:

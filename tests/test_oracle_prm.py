@@ -7,9 +7,10 @@ import sys
 import jax
 import numpy as np
 
-from repirl_jax import oracle_prm, prm_eval
 from repirl_jax.data import synthetic as S
-from repirl_jax.models import config as mconfig, heads, qwen
+from repirl_jax.evaluation import oracle_prm, prm_eval
+from repirl_jax.models import config as mconfig
+from repirl_jax.models import heads, qwen
 
 PROMPT = "07*03-05+08=?\n"
 GOOD = "07*03=21\n21-05=16\n16+08=24\n#24"
@@ -60,7 +61,7 @@ def test_oracle_loss_is_bce_and_training_lowers_it():
 
 def test_likelihood_oracle_logits_are_the_log_odds_of_the_token_probability():
     """A whole Qwen model as the oracle: z_t = log p_t - log(1 - p_t), p_t = softmax(logits)[a_t] (numpy)."""
-    from repirl_jax import logprobs
+    from repirl_jax.models import logprobs
     cfg = mconfig.preset("tiny-qwen3", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          num_key_value_heads=1, head_dim=16, intermediate_size=64, vocab_size=32).replace(dtype="float32")
     params = qwen.init_params(cfg, jax.random.key(0))

@@ -48,7 +48,7 @@ _LOAD_ALL = """
 import json, os, repirl_jax
 from repirl_jax.config import paper_config
 from repirl_jax.data import benchmarks
-from repirl_jax.run_dirs import build_tokenizer
+from repirl_jax.checkpoints.run_dirs import build_tokenizer
 rows = {name: len(benchmarks.load(name)) for name in benchmarks.known_benchmarks()}
 c = paper_config()
 c.data.tokenizer = os.path.join("tests", "assets", "qwen_tokenizer")

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from repirl_jax import prm_eval, reports
 from repirl_jax.data import synthetic
+from repirl_jax.evaluation import prm_eval, reports
 
 
 def _rows(values_of):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import losses
+from repirl_jax.algorithms import losses
 
 RNG = np.random.RandomState(7)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from repirl_jax import hf
+from repirl_jax.checkpoints import hf
 from repirl_jax.models import qwen
 from repirl_jax.models.config import ConfigError, QwenConfig, preset
 

@@ -13,13 +13,14 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 import pytest
 import torch
 import transformers
 
-from repirl_jax import generation, hf, real_models, rollout, sampling
+from repirl_jax import real_models
+from repirl_jax.checkpoints import hf
 from repirl_jax.data import benchmarks
+from repirl_jax.generation import completions, rollout, sampling
 from repirl_jax.models.config import QwenConfig
 from repirl_jax.rewards.scorers import Scorers
 
@@ -97,7 +98,7 @@ def test_checkpoint_files_give_chat_template_stop_ids_and_special_tokens(real):
     assert "<|im_end|>" in tok.convert_ids_to_tokens(list(stop))
     prompt = benchmarks.build_prompt({"domain": "math", "problem": "1+1?"}, tok)
     assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
-    gen = generation.TextGenerator(None, cfg, tok, 64, 1)
+    gen = completions.TextGenerator(None, cfg, tok, 64, 1)
     assert gen.stop_ids == stop and gen.pad_id == tok.pad_token_id is not None
 
 
@@ -108,7 +109,7 @@ def test_greedy_chat_prompts_equal_transformers_generate(real):
     params, cfg = hf.load_hf_params(path, dtype="float32")
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in QUESTIONS]
-    ours = generation.TextGenerator(jax.device_put(params), cfg, tok, 1535, 4).generate(
+    ours = completions.TextGenerator(jax.device_put(params), cfg, tok, 1535, 4).generate(
         prompts, sampling.SamplingConfig(max_new_tokens=64, greedy=True), jax.random.key(0))
     expected = _hf_generate(model, tok, prompts, 64)
     assert [row[0].token_ids for row in ours] == expected

@@ -9,11 +9,12 @@ import pytest
 import torch
 import transformers
 
-from repirl_jax import hf, sampling
+from repirl_jax.checkpoints import hf
+from repirl_jax.generation import sampling
+from repirl_jax.generation.sampling import SamplingConfig
 from repirl_jax.models import qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding, make_mesh
-from repirl_jax.sampling import SamplingConfig
+from repirl_jax.runtime.sharding import ActivationSharding, make_mesh
 
 PROMPTS = [[5, 17, 33, 2, 9, 100, 41, 7, 77, 12], [64, 3, 19, 250], [8], [200, 201, 202, 203, 204, 205]]
 
@@ -155,8 +156,8 @@ def test_pad_prompts_and_config_errors():
 def test_prompt_padding_follows_the_batch(monkeypatch):
     """pad_prompts(fit=True) pads a batch to its longest prompt rounded up to a bucket, not to max_prompt_len;
     TextGenerator (evaluate, make_experts) samples at that width, with the tokens of full-width padding."""
-    from repirl_jax import generation, rollout
     from repirl_jax.data import synthetic
+    from repirl_jax.generation import completions, rollout
     assert [sampling.prompt_bucket(n, 1535) for n in (1, 16, 17, 150, 193, 1024, 1025, 5000)] == \
         [16, 16, 24, 192, 256, 1024, 1535, 1535]
     assert sampling.prompt_bucket(150, 100) == 100  # never wider than max_prompt_len
@@ -175,7 +176,7 @@ def test_prompt_padding_follows_the_batch(monkeypatch):
                         real_generate(p, c, t, *a, **k))
     prompts = ["12+3=", "7*8*2*2*1=", "1=", "99-4+1+1+1+1+1+1+1+1+1+1="]
     scfg = SamplingConfig(max_new_tokens=6, greedy=True)
-    got = generation.TextGenerator(params, cfg, tok, 512, 2).generate(prompts, scfg, jax.random.key(0))
+    got = completions.TextGenerator(params, cfg, tok, 512, 2).generate(prompts, scfg, jax.random.key(0))
     assert widths == [16, 32]  # batch 1: longest 11 tokens -> 16; batch 2: 26 tokens -> 32 (not 512)
     for start, row in zip((0, 2), (got[:2], got[2:])):
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + 2]]

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from repirl_jax import sharding
 from repirl_jax.models import qwen
 from repirl_jax.models.config import preset
+from repirl_jax.runtime import sharding
 
 CFG = preset("tiny-qwen2", vocab_size=512, num_attention_heads=8, num_key_value_heads=2, head_dim=8,
              hidden_size=64, intermediate_size=256)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from repirl_jax.stats import paired_interval, t975, verdict
+from repirl_jax.evaluation.stats import paired_interval, t975, verdict
 
 
 def test_paired_interval_matches_the_t_formula():
@@ -26,7 +26,7 @@ def test_t_quantiles():
 
 
 def test_claims_table_pairs_seeds_and_reads_dotted_fields():
-    from repirl_jax.stats import claims_table, field
+    from repirl_jax.evaluation.stats import claims_table, field
     results = {
         "a": [{"seed": s, "acc": 0.6 + 0.01 * s, "rerank": {"16": {"vote": 0.7, "maj": 0.6}}, "auc": 0.7 + 0.01 * s}
               for s in range(5)],

@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from repirl_jax import algorithms, launch, logprobs, train
-from repirl_jax.metrics import read_metrics
+from repirl_jax import algorithms, launch
+from repirl_jax.models import logprobs
+from repirl_jax.training import train
+from repirl_jax.training.metrics import read_metrics
 from tests.train_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -272,7 +274,7 @@ def test_repirl_with_a_likelihood_prm(tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
     row = read_metrics(str(tmp_path))[0]
     assert row["irl_num_pos"] >= 8 and np.isfinite(row["prm_grad_norm"]) and 0 < row["irl_ess"]
-    from repirl_jax import reports
+    from repirl_jax.evaluation import reports
     with pytest.raises(ValueError, match="no scalar head"):  # PRM-guided evaluation reads scalar heads only
         reports.make_prm_scorer(str(tmp_path), generator=None)
 
@@ -298,7 +300,7 @@ def test_step_delimiter_must_be_one_token(tmp_path):
 def test_training_rollouts_by_continuous_batching(tmp_path):
     """rollout.continuous_rows: an iteration's prompts decode as one queue; its log-probs still equal the
     trainer's, and greedy generations equal the static batches'."""
-    from repirl_jax import distributed
+    from repirl_jax.runtime import distributed
     c = tiny_config("rloo", **{"rollout.continuous_rows": 3, "train.max_iterations": 1})
     tr = launch.run(c, str(tmp_path), progress_bar=False).trainer
     row = read_metrics(str(tmp_path))[0]

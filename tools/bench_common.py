@@ -3,7 +3,6 @@
 Imports no JAX, so a script can call `simulate_devices` before it imports jax."""
 
 import os
-import sys
 import time
 
 

@@ -62,8 +62,9 @@ def real_prompts(b: int):
     prompts of --benchmark through --hf_dir's chat template."""
     import numpy as np
     import transformers
-    from repirl_jax import sampling
+
     from repirl_jax.data import benchmarks
+    from repirl_jax.generation import sampling
     tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
     ids = [tok(benchmarks.build_prompt(r, tok), add_special_tokens=False)["input_ids"]
            for r in benchmarks.load(FLAGS.benchmark, limit=b)]
@@ -91,8 +92,8 @@ def measure_machine():
 
 def decode_step_fn(cfg, rows):
     """One decode step as the sampler runs it: forward of one token per row over the cache, LM head, argmax."""
-    import jax
     import jax.numpy as jnp
+
     from repirl_jax.models import qwen
 
     def step(params, head, cache, token, positions):
@@ -107,7 +108,8 @@ def analyze():
     """Bytes one compiled decode step moves at the paper shape, against weights + live KV."""
     import jax
     import jax.numpy as jnp
-    from repirl_jax import sampling
+
+    from repirl_jax.generation import sampling
     from repirl_jax.models import qwen
     from repirl_jax.models.config import preset
 
@@ -158,7 +160,8 @@ def geometric(params, cfg, b, p, n):
     """Useful tokens/s of the static sampler and of continuous batching on geometric response lengths."""
     import jax.numpy as jnp
     import numpy as np
-    from repirl_jax import continuous, sampling
+
+    from repirl_jax.generation import continuous, sampling
 
     q = FLAGS.prompts
     rng = np.random.RandomState(0)
@@ -194,8 +197,9 @@ def profile(params, cfg, b, p, n):
     kernel (`qwen.forward`, activations [B, E] times weights [in, out]: what the sampler ran before
     `models/decode.py`) and the weight-major kernel (weights [out, in] times activations [E, B])."""
     import jax
-    import numpy as np
     import jax.numpy as jnp
+    import numpy as np
+
     from repirl_jax.models import decode, qwen
 
     slots = p + n
@@ -289,7 +293,9 @@ def main(argv):
     import numpy as np
     import torch
     import transformers
-    from repirl_jax import hf, sampling
+
+    from repirl_jax.checkpoints import hf
+    from repirl_jax.generation import sampling
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)

@@ -44,7 +44,9 @@ def bench_step():
     import optax
     import torch
     import transformers
-    from repirl_jax import hf, logprobs
+
+    from repirl_jax.checkpoints import hf
+    from repirl_jax.models import logprobs
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -109,7 +111,9 @@ def bench_step():
 
 def bench_demo(n):
     import json
+
     import numpy as np
+
     from repirl_jax import launch
     from repirl_jax.config import load_config_file
     out = {}

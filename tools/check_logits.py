@@ -46,11 +46,12 @@ def fixed_batch(vocab_size: int, seed: int):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    import jax.numpy as jnp
     import numpy as np
     import torch
     import transformers
-    import jax.numpy as jnp
-    from repirl_jax import hf
+
+    from repirl_jax.checkpoints import hf
     from repirl_jax.models import qwen
     from repirl_jax.models.config import QwenConfig
 
@@ -74,9 +75,9 @@ def main(argv):
     ok = rel <= tol
     if FLAGS.generate:
         try:
-            from repirl_jax import sampling
+            from repirl_jax.generation import sampling
         except ImportError:
-            print("generate: the sampler (repirl_jax.sampling) is not built yet")
+            print("generate: the sampler (repirl_jax.generation.sampling) is not built yet")
             ok = False
         else:
             with torch.no_grad():

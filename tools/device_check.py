@@ -71,7 +71,8 @@ def _cfg(name, dry, **kw):
 def sampler_figures(name, dry, repeats):
     import jax
     import numpy as np
-    from repirl_jax import sampling
+
+    from repirl_jax.generation import sampling
     from repirl_jax.models import qwen
     cfg = _cfg(name, dry, param_dtype="bfloat16")
     b, p, n = (4, 8, 8) if dry else (FLAGS.sampler_batch, FLAGS.prompt_len, FLAGS.new_tokens)
@@ -91,8 +92,8 @@ def step_figures(name, dry, repeats, both_kernels=True):
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from repirl_jax import logprobs
-    from repirl_jax.models import heads, qwen
+
+    from repirl_jax.models import heads, logprobs, qwen
     cfg = _cfg(name, dry, param_dtype="float32", remat="full")
     p, r = (8, 8) if dry else (FLAGS.prompt_tokens, FLAGS.response_tokens)
     rng = np.random.RandomState(0)
@@ -145,6 +146,7 @@ def attention_figures(name, dry, repeats):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from repirl_jax.models import qwen
     cfg = _cfg(name, dry, param_dtype="bfloat16")
     t = 16 if dry else FLAGS.prompt_tokens + FLAGS.response_tokens
@@ -169,11 +171,14 @@ def vs_transformers(name, dry, repeats):
     """Our sampler and transformers' generate on one device, same random weights at `name`'s shape with an
     untied head (bf16; float32 when --dry), same prompts, greedy, every row making --hf_new tokens."""
     import tempfile
+
     import jax
     import numpy as np
     import torch
     import transformers
-    from repirl_jax import hf, sampling
+
+    from repirl_jax.checkpoints import hf
+    from repirl_jax.generation import sampling
     cfg = _cfg(name, dry, param_dtype="bfloat16" if not dry else "float32", tie_word_embeddings=False)
     b, p, n = (2, 8, 8) if dry else (FLAGS.hf_batch, FLAGS.hf_prompt, FLAGS.hf_new)
     device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"

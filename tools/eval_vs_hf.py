@@ -82,6 +82,7 @@ def run_hf(rows: list[dict], out: str) -> dict:
     """transformers' greedy generate on evaluate's prompts, batch by batch (resumable); graded rows."""
     import torch
     import transformers
+
     from repirl_jax.rewards.scorers import Scorers
     path = os.path.join(out, "hf.jsonl")
     done = {}
@@ -142,7 +143,8 @@ def explain(diffs: list[dict], rows: dict, hf_rows: dict) -> None:
     import numpy as np
     import torch
     import transformers
-    from repirl_jax import hf
+
+    from repirl_jax.checkpoints import hf
     from repirl_jax.models import qwen
     tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(FLAGS.hf_dir, dtype=torch.float32).eval()

@@ -52,9 +52,11 @@ def programs(config, devices: int):
     import jax
     import memory_plan
     import numpy as np
-    from repirl_jax import launch, train
+
+    from repirl_jax import launch
     from repirl_jax.models import qwen
-    from repirl_jax.sharding import make_mesh
+    from repirl_jax.runtime.sharding import make_mesh
+    from repirl_jax.training import train
     train.validate(config, jax.device_count())
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
     cfg = launch.model_config(config)
@@ -81,7 +83,8 @@ def programs(config, devices: int):
 def check(config, devices: int, platforms=("cuda", "tpu"), log=print) -> tuple[int, int, list]:
     """Export every program for every platform; returns (lowered, total, [(program, platform, error)])."""
     from jax import export
-    from repirl_jax.update_step import WithFrozen
+
+    from repirl_jax.training.update_step import WithFrozen
     progs, cudnn = programs(config, devices)
     ok, failures = 0, []
     for name, fn, args in progs:

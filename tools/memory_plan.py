@@ -71,8 +71,9 @@ def collectives(hlo_text: str) -> dict[str, int]:
 
 def abstract_models(config, cfg):
     """The run's models as ShapeDtypeStructs, as launch.build_models makes them (LoRA adapters on one base)."""
-    from repirl_jax import launch, lora, train
-    from repirl_jax.models import heads, prm_heads, qwen
+    from repirl_jax import launch
+    from repirl_jax.models import heads, lora, prm_heads, qwen
+    from repirl_jax.training import train
     params = qwen.abstract_params(cfg)
     pcfg, prm_cfg = launch.lora_config(cfg, config.policy.lora), launch.lora_config(cfg, config.prm.lora)
     base = params if pcfg.lora_rank else None
@@ -96,7 +97,7 @@ def _abstract(tree):
 
 
 def _traj(rows, P, R):
-    from repirl_jax.train import Traj
+    from repirl_jax.training.train import Traj
     return Traj(np.zeros((rows, P), np.int32), np.ones((rows, P), np.int32), np.zeros((rows, R), np.int32),
                 np.ones((rows, R), np.float32))
 
@@ -110,7 +111,8 @@ def sampler_float32(trainer, scfg, weights, toks, mask):
     `gpu_sampler_temp` then scales the parts that a GPU keeps in bfloat16."""
     import jax
     import jax.numpy as jnp
-    from repirl_jax import sampling
+
+    from repirl_jax.generation import sampling
     cfg32 = trainer.base_cfg.replace(dtype="float32")  # a LoRA policy samples its merged weights: the base config
     w32 = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32 if x.dtype == jnp.bfloat16 else x.dtype,
                                                       sharding=x.sharding), weights)
@@ -121,8 +123,9 @@ def sampler_float32(trainer, scfg, weights, toks, mask):
 def kv_cache_bytes_per_device(trainer, rows: int, length: int) -> int:
     """Bytes of the sampler's KV cache (compute dtype) on one device, sharded as the sampler shards it."""
     import jax
+
     from repirl_jax.models import qwen
-    from repirl_jax.sharding import tree_shardings
+    from repirl_jax.runtime.sharding import tree_shardings
     cache = jax.eval_shape(lambda: qwen.init_cache(trainer.cfg, rows, length))
     act = trainer.sample_act
     axes = qwen.KVCache(k=tuple(qwen.CACHE_AXES for _ in cache.k), v=tuple(qwen.V_CACHE_AXES for _ in cache.v),
@@ -146,7 +149,10 @@ def programs(trainer, gpu_sampler: bool = True):
     """[(name, jitted fn, abstract args, names of the state trees it takes)] for one iteration."""
     import jax
     import jax.numpy as jnp
-    from repirl_jax import lora, sampling, train
+
+    from repirl_jax.generation import sampling
+    from repirl_jax.models import lora
+    from repirl_jax.training import train
     c, n, k, P, R = trainer.config, trainer.n, trainer.k, trainer.P, trainer.R
     bases = lambda *names: tuple(f"{p}lora_base" for p, name in (("", "policy"), ("prm_", "prm"))  # noqa: E731
                                  if name in names and trainer.frozen[name] is not None)
@@ -261,8 +267,10 @@ def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flu
          gpu_sampler: bool = True) -> dict:
     """Compile every program of one iteration for `devices` simulated devices; returns the figures."""
     import jax
-    from repirl_jax import launch, train
-    from repirl_jax.sharding import make_mesh
+
+    from repirl_jax import launch
+    from repirl_jax.runtime.sharding import make_mesh
+    from repirl_jax.training import train
     if mesh_shape:
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
     config.mesh.devices = devices

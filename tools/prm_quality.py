@@ -134,7 +134,7 @@ def set_keys(c, pairs):
 
 def scores(prompts, texts, rewards, pairs, pair_rewards, modulus):
     """All metrics of one reward model's token rewards on the held-out traces."""
-    from repirl_jax import prm_eval
+    from repirl_jax.evaluation import prm_eval
     by = {red: prm_eval.step_error_auroc(prompts, texts, rewards, modulus, red) for red in READOUTS}
     head = by[FLAGS.readout]
     pp, clean, bad = pairs
@@ -150,11 +150,15 @@ def run_seed(seed: int, learned: dict, log) -> dict:
     """Every reward model of one seed: floor, policy_logp, oracle, then the `learned` ones ({name: overrides})."""
     import jax
     import numpy as np
-    from repirl_jax import hf, launch, oracle_prm, train
-    from repirl_jax.rewards.scorers import build_reward_fn
+
+    from repirl_jax import launch
+    from repirl_jax.checkpoints import hf
     from repirl_jax.config import load_config_file
+    from repirl_jax.evaluation import oracle_prm
     from repirl_jax.models import heads
-    from repirl_jax.sharding import make_mesh
+    from repirl_jax.rewards.scorers import build_reward_fn
+    from repirl_jax.runtime.sharding import make_mesh
+    from repirl_jax.training import train
     base = set_keys(load_config_file(FLAGS.config), [kv.split("=", 1) for kv in FLAGS.set])
     base.seed = seed
     base.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
@@ -222,7 +226,8 @@ def oracle_scores(sampler, cfg, tok, P, R, mod, fresh, score_scalar, log, seed) 
     """Train the oracle PRM (from `fresh()`) on labelled traces of train prompts and score it."""
     import jax
     import numpy as np
-    from repirl_jax import oracle_prm
+
+    from repirl_jax.evaluation import oracle_prm
     t = time.time()
     tr_recs = sampler.train_set[:FLAGS.oracle_train_prompts]
     ro_tr = sampler.rollouts(tr_recs, jax.random.key(2000 + seed))
@@ -262,7 +267,10 @@ def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_par
     """Train and score each learned reward model from a copy of the BC parameters."""
     import jax
     import numpy as np
-    from repirl_jax import launch, reports, train
+
+    from repirl_jax import launch
+    from repirl_jax.evaluation import reports
+    from repirl_jax.training import train
     for name, overrides in learned.items():
         t = time.time()
         c = set_keys(base.copy_and_resolve_references(), overrides.items())

@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 from absl import app, flags, logging  # noqa: E402
 
 from repirl_jax import algorithms  # noqa: E402
-from repirl_jax.stats import claims_table  # noqa: E402
+from repirl_jax.evaluation.stats import claims_table  # noqa: E402
 
 # This comparison's own settings per method on the demo task (batch sizes of the PRM step; AIRL: the
 # discriminator logit (c = 1) plus the outcome (weight 1, like every other method here), one-step-corrupted
@@ -116,8 +116,9 @@ def configure(method: str, seed: int, iterations: int):
 
 
 def run_one(method, seed, out):
-    from repirl_jax import launch, reports
-    from repirl_jax.metrics import read_metrics
+    from repirl_jax import launch
+    from repirl_jax.evaluation import reports
+    from repirl_jax.training.metrics import read_metrics
     wd = os.path.join(out, "runs", f"{method}_s{seed}")
     done = os.path.join(wd, "summary.json")
     if os.path.exists(done):

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from repirl_jax import losses
+from repirl_jax.algorithms import losses
 
 
 class AdvantageInputs(NamedTuple):
@@ -45,12 +45,12 @@ class AdvantageParams:
     std_eps: float = 1e-4
 
     @classmethod
-    def from_config(cls, c) -> "AdvantageParams":
-        return cls(c=float(c.advantage.c), outcome_weight=float(c.advantage.outcome_weight),
-                   process_mode=c.advantage.process_mode, gamma=float(c.ppo.gamma), lam=float(c.ppo.lam),
-                   whiten=bool(c.ppo.whiten), eta=float(c.prl.eta), reward_min=float(c.airl.reward_min),
-                   reward_max=float(c.airl.reward_max), airl_gamma=float(c.airl.gamma),
-                   std_eps=float(c.airl.std_eps))
+    def from_config(cls, config) -> "AdvantageParams":
+        return cls(c=float(config.advantage.c), outcome_weight=float(config.advantage.outcome_weight),
+                   process_mode=config.advantage.process_mode, gamma=float(config.ppo.gamma), lam=float(config.ppo.lam),
+                   whiten=bool(config.ppo.whiten), eta=float(config.prl.eta), reward_min=float(config.airl.reward_min),
+                   reward_max=float(config.airl.reward_max), airl_gamma=float(config.airl.gamma),
+                   std_eps=float(config.airl.std_eps))
 
 
 def _rloo(x: AdvantageInputs, hp: AdvantageParams):

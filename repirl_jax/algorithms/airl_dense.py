@@ -4,9 +4,10 @@ group-normalised, discounted logits are the policy advantage (losses.airl_dense_
 
 import numpy as np
 
-from repirl_jax import losses
+from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, ConfigError, estimate, register, with_experts
-from repirl_jax.batches import encode_responses
+from repirl_jax.algorithms.batches import encode_responses
+from repirl_jax.data import synthetic
 
 
 class AIRLDense(Algorithm):
@@ -16,44 +17,43 @@ class AIRLDense(Algorithm):
     required = {"prm.head": "scalar"}
     paper = {"advantage.c": 1.0, "advantage.outcome_weight": 0.0}  # the discriminator's reward alone
 
-    def estimator(self, c):
+    def estimator(self, config):
         return "airl_dense"
 
-    def prm_rows_per_prompt(self, c):
-        return c.rollout.n + c.data.experts_per_prompt * (2 if c.airl.perturbed_negatives else 1)
+    def prm_rows_per_prompt(self, config):
+        return config.rollout.n + config.data.experts_per_prompt * (2 if config.airl.perturbed_negatives else 1)
 
-    def policy_rows_per_prompt(self, c):
-        return c.rollout.n + (c.data.experts_per_prompt if c.airl.experts_in_group else 0)
+    def policy_rows_per_prompt(self, config):
+        return config.rollout.n + (config.data.experts_per_prompt if config.airl.experts_in_group else 0)
 
-    def validate(self, c):
-        super().validate(c)
-        if c.airl.perturbed_negatives and c.data.train != "synthetic":
+    def validate(self, config):
+        super().validate(config)
+        if config.airl.perturbed_negatives and config.data.train != "synthetic":
             raise ConfigError("airl.perturbed_negatives corrupts one step with the synthetic task's `corrupt`: it "
                               "needs data.train=synthetic (set airl.perturbed_negatives=False for other data)")
 
-    def prm_losses(self, c, cfg, act, token_rewards):
+    def prm_losses(self, config, cfg, act, token_rewards):
         def discriminator_loss(prm, mb):
             """Token-wise BCE of the discriminator logits (label: 1 expert, 0 policy / perturbed expert)."""
             traj, extra = mb
             return losses.airl_discriminator_loss(token_rewards(prm, traj, None), traj.response_mask, extra["label"],
-                                                  c.airl.label_smoothing, extra["num_tokens"])
+                                                  config.airl.label_smoothing, extra["num_tokens"])
         return {"main": discriminator_loss}
 
     def reward_model_step(self, tr, b):
         """One discriminator epoch: per prompt its n rollouts (label 0), its k demonstrations (label 1) and,
         with airl.perturbed_negatives, the k demonstrations with one corrupted step each (label 0)."""
-        c, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
-        blocks = [self._perturbed_expert_ids(tr, b.records, b.it)] if c.airl.perturbed_negatives else []
+        config, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
+        blocks = [self._perturbed_expert_ids(tr, b.records, b.it)] if config.airl.perturbed_negatives else []
         traj, cat = with_experts(tr, b.records, b.rollouts, b.keep, blocks)
         label = cat(np.zeros(bsz * n), np.ones(bsz * k), *[np.zeros(bsz * k)] * len(blocks)).astype(np.float32)
         agg = tr.updates(tr.prm_updates["main"], "prm", traj, {"label": label}, n + k * (1 + len(blocks)),
-                         c.prm.minibatch_prompts, c.prm.micro_batch, {})
+                         config.prm.minibatch_prompts, config.prm.micro_batch, {})
         return tr.means(agg)
 
     @staticmethod
     def _perturbed_expert_ids(tr, records, it: int) -> list:
         """Each prompt's k demonstrations with one step's result changed (synthetic.corrupt), token ids."""
-        from repirl_jax.data import synthetic
         rng = np.random.default_rng([tr.config.seed, it])
         texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=tr.config.data.synthetic.modulus)
                  for r in records for j in range(tr.k)]

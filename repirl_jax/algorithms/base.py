@@ -20,17 +20,13 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
-from repirl_jax import logprobs, losses
-from repirl_jax.algorithms import advantages
-from repirl_jax.batches import Traj, pad_right
+from repirl_jax.algorithms import advantages, losses
+from repirl_jax.algorithms.batches import Traj, pad_right
 from repirl_jax.data.prompts import PROMPT_FORMATS
-from repirl_jax.models import prm_heads
+from repirl_jax.errors import ConfigError
+from repirl_jax.models import logprobs, prm_heads
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A training config that cannot run; the message says what to change."""
 
 
 @dataclasses.dataclass
@@ -64,37 +60,37 @@ class Algorithm:
 
     # -- what it needs ------------------------------------------------------------------------------------
 
-    def needs_ref(self, c) -> bool:
-        return self.needs_reference or c.policy.kl_coef > 0
+    def needs_ref(self, config) -> bool:
+        return self.needs_reference or config.policy.kl_coef > 0
 
-    def rollout_ref_logp(self, c) -> bool:
+    def rollout_ref_logp(self, config) -> bool:
         """Whether the trainer computes the reference's log-probs of the rollouts (Batch.ref_logp)."""
-        return self.needs_ref(c)
+        return self.needs_ref(config)
 
-    def prm_rows_per_prompt(self, c) -> int:
-        return c.rollout.n
+    def prm_rows_per_prompt(self, config) -> int:
+        return config.rollout.n
 
-    def policy_rows_per_prompt(self, c) -> int:
-        return c.rollout.n
+    def policy_rows_per_prompt(self, config) -> int:
+        return config.rollout.n
 
-    def estimator(self, c) -> str:
-        return c.advantage.estimator
+    def estimator(self, config) -> str:
+        return config.advantage.estimator
 
-    def validate(self, c) -> None:
+    def validate(self, config) -> None:
         """Checks of the method's own settings (raise ConfigError saying what to change)."""
-        if self.needs_experts and c.data.experts_per_prompt < 1:
+        if self.needs_experts and config.data.experts_per_prompt < 1:
             raise ConfigError(f"algo={self.name} needs expert demonstrations: set data.experts_per_prompt >= 1")
         for key, value in self.required.items():
-            if get_setting(c, key) != value and get_setting(c, key) not in self.allowed.get(key, ()):
+            if get_setting(config, key) != value and get_setting(config, key) not in self.allowed.get(key, ()):
                 raise ConfigError(f"algo={self.name} needs {key}={value} (set it, or start from "
                                   f"config.paper_config(algo={self.name!r}))")
 
     # -- losses (pure functions of (params, micro-batch), jitted by the trainer) ---------------------------
 
-    def policy_loss(self, c, cfg, act) -> Callable:
+    def policy_loss(self, config, cfg, act) -> Callable:
         """(policy, (traj, extra)) -> (loss, aux): the PPO-clipped surrogate with an entropy bonus, optional
         KL to the reference and, for a value-head estimator, the clipped value loss."""
-        chunk, with_values = c.train.logp_chunk, advantages.ESTIMATORS[self.estimator(c)].uses_values
+        chunk, with_values = config.train.logp_chunk, advantages.ESTIMATORS[self.estimator(config)].uses_values
 
         def loss_fn(policy, mb):
             traj, extra = mb
@@ -102,20 +98,20 @@ class Algorithm:
             m = traj.response_mask
             lp, ent = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, chunk, True)
             loss, aux = losses.ppo_policy_loss(
-                lp, extra["logp_old"], extra["adv"], m, ent, c.policy.clip_low, c.policy.clip_high,
-                c.policy.dual_clip, c.policy.entropy_coef,
-                extra["ref_logp"] if c.policy.kl_coef > 0 else None, c.policy.kl_coef, extra["num_tokens"])
+                lp, extra["logp_old"], extra["adv"], m, ent, config.policy.clip_low, config.policy.clip_high,
+                config.policy.dual_clip, config.policy.entropy_coef,
+                extra["ref_logp"] if config.policy.kl_coef > 0 else None, config.policy.kl_coef, extra["num_tokens"])
             aux["logp_diff_max"] = jnp.max(jnp.abs(lp - extra["logp_old"]) * m)
             if with_values:
                 v = logprobs.state_values(policy["value"], hidden, m)
-                vl = losses.value_loss(v, extra["old_values"], extra["returns"], m, c.ppo.value_clip,
+                vl = losses.value_loss(v, extra["old_values"], extra["returns"], m, config.ppo.value_clip,
                                        extra["num_tokens"])
-                loss = loss + c.ppo.value_coef * vl
+                loss = loss + config.ppo.value_coef * vl
                 aux["value_loss"] = vl
             return loss, aux
         return loss_fn
 
-    def prm_losses(self, c, cfg, act, token_rewards: Callable) -> dict[str, Callable]:
+    def prm_losses(self, config, cfg, act, token_rewards: Callable) -> dict[str, Callable]:
         """{name: (prm, (traj, extra)) -> (loss, aux)}; `token_rewards(prm, traj, ref_logp)` is the PRM's."""
         return {}
 
@@ -209,16 +205,18 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def get_setting(c, key: str):
+def get_setting(config, key: str):
+    """The value at a dotted key of a ConfigDict: "prm.head" -> config.prm.head."""
+    node = config
     for part in key.split("."):
-        c = c[part]
-    return c
+        node = node[part]
+    return node
 
 
-def apply_settings(c, settings: dict[str, Any]) -> None:
+def apply_settings(config, settings: dict[str, Any]) -> None:
     """Set dotted keys of a ConfigDict: {"prm.head": "implicit"}."""
     for key, value in settings.items():
-        node = c
+        node = config
         *path, last = key.split(".")
         for p in path:
             node = node[p]
@@ -232,53 +230,54 @@ PRM_HEADS = tuple(prm_heads.HEADS)  # the PRM's head: models/prm_heads.py
 
 def validate(config, num_devices: int) -> None:
     """Start-up checks with messages that say what to change (the mesh, batch divisibility, the method)."""
-    c = config
-    algo = get(c.algo)
-    mesh_size = c.mesh.data * c.mesh.fsdp * c.mesh.tensor
-    if c.mesh.get("devices", 0):
-        if c.mesh.devices > num_devices:
-            raise ConfigError(f"mesh.devices={c.mesh.devices} but only {num_devices} devices are available")
-        num_devices = c.mesh.devices
-    if -1 not in (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) and mesh_size != num_devices:
-        raise ConfigError(f"mesh (data={c.mesh.data}, fsdp={c.mesh.fsdp}, tensor={c.mesh.tensor}) has {mesh_size} "
+    algo = get(config.algo)
+    mesh_size = config.mesh.data * config.mesh.fsdp * config.mesh.tensor
+    if config.mesh.get("devices", 0):
+        if config.mesh.devices > num_devices:
+            raise ConfigError(f"mesh.devices={config.mesh.devices} but only {num_devices} devices are available")
+        num_devices = config.mesh.devices
+    if -1 not in (config.mesh.data, config.mesh.fsdp, config.mesh.tensor) and mesh_size != num_devices:
+        m = config.mesh
+        raise ConfigError(f"mesh (data={m.data}, fsdp={m.fsdp}, tensor={m.tensor}) has {mesh_size} "
                           f"devices but {num_devices} are available: set mesh.data * mesh.fsdp * mesh.tensor = "
                           f"{num_devices} (or one of them to -1), or mesh.devices to use fewer")
-    if c.data.prompt_format not in PROMPT_FORMATS:
-        raise ConfigError(f"data.prompt_format={c.data.prompt_format!r}: expected one of {PROMPT_FORMATS}")
-    if algo.needs_prm and c.prm.head not in PRM_HEADS:
-        raise ConfigError(f"prm.head={c.prm.head!r}: expected one of {PRM_HEADS}")
-    b, mb = c.data.prompts_per_iter, c.policy.minibatch_prompts
+    if config.data.prompt_format not in PROMPT_FORMATS:
+        raise ConfigError(f"data.prompt_format={config.data.prompt_format!r}: expected one of {PROMPT_FORMATS}")
+    if algo.needs_prm and config.prm.head not in PRM_HEADS:
+        raise ConfigError(f"prm.head={config.prm.head!r}: expected one of {PRM_HEADS}")
+    b, mb = config.data.prompts_per_iter, config.policy.minibatch_prompts
     if b % mb:
         raise ConfigError(f"policy.minibatch_prompts={mb} does not divide data.prompts_per_iter={b}")
-    if algo.needs_prm and b % c.prm.minibatch_prompts:
-        raise ConfigError(f"prm.minibatch_prompts={c.prm.minibatch_prompts} does not divide "
+    if algo.needs_prm and b % config.prm.minibatch_prompts:
+        raise ConfigError(f"prm.minibatch_prompts={config.prm.minibatch_prompts} does not divide "
                           f"data.prompts_per_iter={b}")
-    n = c.rollout.n
-    per_prompt = algo.policy_rows_per_prompt(c)
+    n = config.rollout.n
+    per_prompt = algo.policy_rows_per_prompt(config)
     rows = mb * per_prompt
-    if rows % c.policy.micro_batch:
-        raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} rows does not divide a mini-batch of {rows} "
+    if rows % config.policy.micro_batch:
+        raise ConfigError(f"policy.micro_batch={config.policy.micro_batch} rows does not divide a mini-batch of {rows} "
                           f"rows (minibatch_prompts={mb} x {per_prompt} rows per prompt)")
-    if c.advantage.estimator not in advantages.CONFIGURABLE:
-        raise ConfigError(f"advantage.estimator={c.advantage.estimator!r}: expected rloo, grpo or ppo")
-    if algo.uses_advantages and advantages.ESTIMATORS[c.advantage.estimator].grouped:
-        if c.policy.micro_batch % n and n % c.policy.micro_batch:
-            raise ConfigError(f"policy.micro_batch={c.policy.micro_batch} would split a group of n={n} rollouts "
+    if config.advantage.estimator not in advantages.CONFIGURABLE:
+        raise ConfigError(f"advantage.estimator={config.advantage.estimator!r}: expected rloo, grpo or ppo")
+    if algo.uses_advantages and advantages.ESTIMATORS[config.advantage.estimator].grouped:
+        if config.policy.micro_batch % n and n % config.policy.micro_batch:
+            raise ConfigError(f"policy.micro_batch={config.policy.micro_batch} would split a group of n={n} rollouts "
                               f"unevenly; use a multiple or a divisor of n")
     if algo.needs_prm:
-        prm_rows = c.prm.minibatch_prompts * algo.prm_rows_per_prompt(c)
-        if prm_rows % c.prm.micro_batch:
-            raise ConfigError(f"prm.micro_batch={c.prm.micro_batch} does not divide a PRM mini-batch of {prm_rows} "
-                              f"rows (prm.minibatch_prompts x {algo.prm_rows_per_prompt(c)} rows per prompt)")
-    algo.validate(c)
-    if c.rollout.max_prompt_len + c.rollout.max_response_len > c.model.max_positions:
+        prm_rows = config.prm.minibatch_prompts * algo.prm_rows_per_prompt(config)
+        if prm_rows % config.prm.micro_batch:
+            raise ConfigError(f"prm.micro_batch={config.prm.micro_batch} does not divide a PRM mini-batch of "
+                              f"{prm_rows} rows (prm.minibatch_prompts x {algo.prm_rows_per_prompt(config)} rows per prompt)")
+    algo.validate(config)
+    if config.rollout.max_prompt_len + config.rollout.max_response_len > config.model.max_positions:
         raise ConfigError(f"rollout.max_prompt_len + rollout.max_response_len = "
-                          f"{c.rollout.max_prompt_len + c.rollout.max_response_len} exceeds the model's "
-                          f"max_positions={c.model.max_positions} (the KV cache cannot hold it)")
-    if c.data.filter.enabled and not 0 <= c.data.filter.low <= c.data.filter.high <= 1:
-        raise ConfigError(f"data.filter low={c.data.filter.low}, high={c.data.filter.high}: need 0 <= low <= high <= 1")
-    if c.rollout.get("weights", "train") not in ("train", "replicated", "tensor"):
-        raise ConfigError(f"rollout.weights={c.rollout.weights!r}: expected train, replicated or tensor")
-    if c.rollout.temperature != 1.0 or c.rollout.top_p != 1.0:
+                          f"{config.rollout.max_prompt_len + config.rollout.max_response_len} exceeds the model's "
+                          f"max_positions={config.model.max_positions} (the KV cache cannot hold it)")
+    if config.data.filter.enabled and not 0 <= config.data.filter.low <= config.data.filter.high <= 1:
+        raise ConfigError(f"data.filter low={config.data.filter.low}, high={config.data.filter.high}: "
+                          "need 0 <= low <= high <= 1")
+    if config.rollout.get("weights", "train") not in ("train", "replicated", "tensor"):
+        raise ConfigError(f"rollout.weights={config.rollout.weights!r}: expected train, replicated or tensor")
+    if config.rollout.temperature != 1.0 or config.rollout.top_p != 1.0:
         log.warning("rollouts sample at temperature=%s top_p=%s: logp_old, the PPO ratio and the importance "
-                    "weights all use that tempered distribution", c.rollout.temperature, c.rollout.top_p)
+                    "weights all use that tempered distribution", config.rollout.temperature, config.rollout.top_p)

@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from repirl_jax import logprobs, losses
+from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, register
-from repirl_jax.batches import Traj, pad_right
+from repirl_jax.algorithms.batches import Traj, pad_right
+from repirl_jax.models import logprobs
 
 
 class BC(Algorithm):
@@ -13,14 +14,15 @@ class BC(Algorithm):
     uses_advantages = False
     experts_in_data = True
 
-    def policy_rows_per_prompt(self, c):
-        return max(c.data.experts_per_prompt, 1)
+    def policy_rows_per_prompt(self, config):
+        return max(config.data.experts_per_prompt, 1)
 
-    def policy_loss(self, c, cfg, act):
+    def policy_loss(self, config, cfg, act):
         def loss_fn(policy, mb):
             traj, extra = mb
             hidden = logprobs.sequence_hidden(policy["model"], cfg, *traj, act=act)
-            lp, _ = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, c.train.logp_chunk, False)
+            lp, _ = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, config.train.logp_chunk,
+                                             False)
             loss = losses.bc_loss(lp, traj.response_mask, extra["num_tokens"])
             return loss, {"bc_nll": loss}
         return loss_fn

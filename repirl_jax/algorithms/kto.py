@@ -3,8 +3,9 @@ k expert demonstrations (desirable), METHOD.md section 4; sequence log-ratios to
 
 import numpy as np
 
-from repirl_jax import logprobs, losses
+from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, register, with_experts
+from repirl_jax.models import logprobs
 
 
 class KTO(Algorithm):
@@ -12,19 +13,19 @@ class KTO(Algorithm):
     needs_reference = True
     uses_advantages = False
 
-    def policy_rows_per_prompt(self, c):
-        return c.rollout.n + c.data.experts_per_prompt
+    def policy_rows_per_prompt(self, config):
+        return config.rollout.n + config.data.experts_per_prompt
 
-    def rollout_ref_logp(self, c):
+    def rollout_ref_logp(self, config):
         return False  # its reference log-probs are of its own rows (rollouts and demonstrations)
 
-    def policy_loss(self, c, cfg, act):
+    def policy_loss(self, config, cfg, act):
         def loss_fn(policy, mb):
             traj, extra = mb
             hidden = logprobs.sequence_hidden(policy["model"], cfg, *traj, act=act)
-            lp, _ = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, c.train.logp_chunk, True)
+            lp, _ = logprobs.policy_logprobs(policy["model"], cfg, hidden, traj.response, config.train.logp_chunk, True)
             loss, aux = losses.kto_loss(lp, extra["ref_logp"], traj.response_mask, extra["desirable"],
-                                        extra["undesirable"], beta=c.kto.beta)
+                                        extra["undesirable"], beta=config.kto.beta)
             return loss * extra["row_scale"], aux
         return loss_fn
 

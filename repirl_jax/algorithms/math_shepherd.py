@@ -8,8 +8,9 @@ import time
 import jax
 import numpy as np
 
-from repirl_jax import distributed, losses
+from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, ConfigError, register, step_ends
+from repirl_jax.runtime import distributed
 
 
 class MathShepherd(Algorithm):
@@ -20,16 +21,17 @@ class MathShepherd(Algorithm):
     required = {"prm.head": "scalar"}
     paper = {"advantage.c": 0.1}
 
-    def validate(self, c):
-        super().validate(c)
-        if c.shepherd.label not in ("soft", "hard") or c.shepherd.k < 1:
-            raise ConfigError(f"shepherd.label={c.shepherd.label!r}, shepherd.k={c.shepherd.k}: need soft|hard, k >= 1")
-        if c.rollout.max_prompt_len + 2 * c.rollout.max_response_len > c.model.max_positions:
+    def validate(self, config):
+        super().validate(config)
+        if config.shepherd.label not in ("soft", "hard") or config.shepherd.k < 1:
+            raise ConfigError(f"shepherd.label={config.shepherd.label!r}, shepherd.k={config.shepherd.k}: "
+                              "need soft|hard, k >= 1")
+        if config.rollout.max_prompt_len + 2 * config.rollout.max_response_len > config.model.max_positions:
             raise ConfigError("algo=math_shepherd completes step prefixes (prompt + up to max_response_len tokens) "
                               "by up to max_response_len more: max_prompt_len + 2 * max_response_len must not "
-                              f"exceed model.max_positions={c.model.max_positions}")
+                              f"exceed model.max_positions={config.model.max_positions}")
 
-    def prm_losses(self, c, cfg, act, token_rewards):
+    def prm_losses(self, config, cfg, act, token_rewards):
         def step_loss(prm, mb):
             """Per-step BCE on the step-end logits; num_tokens here counts the mini-batch's step ends."""
             traj, extra = mb
@@ -52,7 +54,7 @@ class MathShepherd(Algorithm):
         reward (the whole response kept within rollout.max_response_len), labelled by
         `losses.shepherd_labels` (shepherd.label); the last step's label is the rollout's own outcome.
         Also returns the cost: prefixes, sampled tokens, seconds."""
-        c, n, kk, per_call, R = tr.config, tr.n, tr.config.shepherd.k, tr.config.shepherd.prefixes_per_call, tr.R
+        config, n, kk, per_call, R = tr.config, tr.n, tr.config.shepherd.k, tr.config.shepherd.prefixes_per_call, tr.R
         records, response = b.records, b.rollouts.response
         t0 = time.perf_counter()
         labels = ends * np.asarray(b.outcome, np.float32)[:, None]
@@ -76,7 +78,7 @@ class MathShepherd(Algorithm):
                     recs.append(records[row // n])
             scores, _ = tr.score(recs, texts)
             correct[s:s + len(chunk)] = (np.asarray(scores, np.float32) >= 1.0).reshape(len(chunk), kk)
-        step_labels = losses.shepherd_labels(correct, c.shepherd.label)
+        step_labels = losses.shepherd_labels(correct, config.shepherd.label)
         for (row, t), v in zip(prefixes, step_labels):
             labels[row, t] = v
         stats = {"shepherd_prefixes": float(len(prefixes)), "shepherd_sampled_tokens": float(sampled),

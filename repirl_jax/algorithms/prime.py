@@ -5,8 +5,9 @@ the loss, its normaliser and its accuracy (losses.prime_implicit_prm_loss with k
 
 import numpy as np
 
-from repirl_jax import logprobs, losses
+from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, register
+from repirl_jax.models import logprobs
 
 
 class PRIME(Algorithm):
@@ -16,14 +17,14 @@ class PRIME(Algorithm):
     required = {"prm.head": "implicit"}
     paper = {"prm.lr": 5e-7}
 
-    def prm_losses(self, c, cfg, act, token_rewards):
+    def prm_losses(self, config, cfg, act, token_rewards):
         def prime_loss(prm, mb):
             """num_tokens here is the mini-batch's count of kept rows."""
             traj, extra = mb
-            lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=c.train.logp_chunk, with_entropy=False,
+            lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=config.train.logp_chunk, with_entropy=False,
                                             act=act)[0]
             return losses.prime_implicit_prm_loss(lp, extra["ref_logp"], traj.response_mask, extra["outcome"],
-                                                  c.prm.beta, extra["keep"], extra["num_tokens"])
+                                                  config.prm.beta, extra["keep"], extra["num_tokens"])
         return {"main": prime_loss}
 
     def reward_model_step(self, tr, b):

@@ -10,7 +10,7 @@ class PRL(Algorithm):
     uses_steps = True
     paper = {"advantage.c": 0.0}
 
-    def estimator(self, c):
+    def estimator(self, config):
         return "prl"
 
     def policy_batch(self, tr, b):

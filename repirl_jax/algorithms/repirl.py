@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from repirl_jax import distributed, losses
+from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, ConfigError, register, with_experts
-from repirl_jax.batches import take
+from repirl_jax.algorithms.batches import take
+from repirl_jax.runtime import distributed
 
 IRL_STATS = ("ess", "num_pos", "num_neg", "rbar_pos", "rbar_neg", "max_weight")
 
@@ -30,10 +31,10 @@ def shift_invariant(prm):
     return {**prm, "head": {**prm["head"], "bias": jax.lax.stop_gradient(prm["head"]["bias"])}}
 
 
-def weight_options(c) -> dict:
+def weight_options(config) -> dict:
     """The importance-weight options beyond the paper (losses.irl_weights; defaults = the paper's Eq. 4)."""
-    return dict(log_weight_norm=c.irl.log_weight_norm, weight_temperature=float(c.irl.weight_temperature),
-                weight_cap=float(c.irl.weight_cap))
+    return dict(log_weight_norm=config.irl.log_weight_norm, weight_temperature=float(config.irl.weight_temperature),
+                weight_cap=float(config.irl.weight_cap))
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
@@ -55,20 +56,20 @@ class RePIRL(Algorithm):
     required = {"prm.head": "scalar"}
     allowed = {"prm.head": ("likelihood",)}  # beyond the paper: r = log pi_phi(a_t | s_t) (issue 11)
 
-    def validate(self, c) -> None:
-        super().validate(c)
-        if int(c.irl.prm_epochs) < 1:
-            raise ConfigError(f"irl.prm_epochs={c.irl.prm_epochs}: must be >= 1")
-        if c.irl.log_weight_norm not in ("none", "per_token"):
-            raise ConfigError(f"irl.log_weight_norm={c.irl.log_weight_norm!r}: expected none or per_token")
-        if not float(c.irl.weight_temperature) > 0 or float(c.irl.weight_cap) < 0:
-            raise ConfigError(f"irl.weight_temperature={c.irl.weight_temperature} must be > 0 and "
-                              f"irl.weight_cap={c.irl.weight_cap} >= 0")
+    def validate(self, config) -> None:
+        super().validate(config)
+        if int(config.irl.prm_epochs) < 1:
+            raise ConfigError(f"irl.prm_epochs={config.irl.prm_epochs}: must be >= 1")
+        if config.irl.log_weight_norm not in ("none", "per_token"):
+            raise ConfigError(f"irl.log_weight_norm={config.irl.log_weight_norm!r}: expected none or per_token")
+        if not float(config.irl.weight_temperature) > 0 or float(config.irl.weight_cap) < 0:
+            raise ConfigError(f"irl.weight_temperature={config.irl.weight_temperature} must be > 0 and "
+                              f"irl.weight_cap={config.irl.weight_cap} >= 0")
 
-    def prm_rows_per_prompt(self, c):
-        return c.rollout.n + c.data.experts_per_prompt
+    def prm_rows_per_prompt(self, config):
+        return config.rollout.n + config.data.experts_per_prompt
 
-    def prm_losses(self, c, cfg, act, token_rewards):
+    def prm_losses(self, config, cfg, act, token_rewards):
         def coef_loss(prm, mb):
             """sum_j coef_j rbar_j: with coef = w_hat on N and -1/|P| on P this is L_phi (weights are constants)."""
             traj, extra = mb
@@ -80,15 +81,15 @@ class RePIRL(Algorithm):
             traj, extra = mb
             r = token_rewards(shift_invariant(prm), traj, None)
             out = losses.repirl_reward_loss(r, traj.response_mask, extra["logp_old"], extra["pos"], extra["neg"],
-                                            extra["group"], c.irl.weight_scope, c.irl.importance_weights,
-                                            **weight_options(c))
+                                            extra["group"], config.irl.weight_scope, config.irl.importance_weights,
+                                            **weight_options(config))
             return out.loss, {f"irl_{k}": getattr(out, k) for k in IRL_STATS}
         return {"main": coef_loss, "single_pass": single_pass}
 
     def reward_model_step(self, tr, b):
         """irl.prm_epochs epochs (paper: 1) over PRM mini-batches; rows grouped by prompt: its n rollouts, then
         its k demonstrations."""
-        c, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
+        config, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
         agg: dict = {}
         per_prompt = n + k
         traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
@@ -97,12 +98,12 @@ class RePIRL(Algorithm):
         correct = cat(b.outcome, np.ones(bsz * k, np.float32)) >= 1.0
         group = np.repeat(np.arange(bsz), per_prompt).astype(np.int32)
         row_keep = np.repeat(b.keep, per_prompt)
-        pos = ((~is_roll | (is_roll & correct & bool(c.irl.pseudo_expert))) * row_keep).astype(np.float32)
+        pos = ((~is_roll | (is_roll & correct & bool(config.irl.pseudo_expert))) * row_keep).astype(np.float32)
         neg = ((is_roll & ~correct) * row_keep).astype(np.float32)
-        batches = tr.minibatches(traj.prompt.shape[0], per_prompt, c.prm.minibatch_prompts)
-        for idx in [idx for _ in range(int(c.irl.prm_epochs)) for idx in batches]:
+        batches = tr.minibatches(traj.prompt.shape[0], per_prompt, config.prm.minibatch_prompts)
+        for idx in [idx for _ in range(int(config.irl.prm_epochs)) for idx in batches]:
             part, local_group = take(traj, idx), group[idx] - group[idx].min()
-            n_micro = len(idx) // c.prm.micro_batch
+            n_micro = len(idx) // config.prm.micro_batch
             if pos[idx].sum() + neg[idx].sum() == 0:
                 agg["prm_skipped_empty"] = agg.get("prm_skipped_empty", 0) + 1
                 continue
@@ -116,10 +117,10 @@ class RePIRL(Algorithm):
             else:
                 r = tr.rewards_in_chunks(part, None)
                 inputs = (r, part.response_mask, lp_old[idx], pos[idx], neg[idx], local_group)
-                opts = weight_options(c)
-                coef, irl = distributed.to_host(irl_coefficients(*tr.put_rows(inputs), c.irl.weight_scope,
-                                                                 bool(c.irl.importance_weights), opts["log_weight_norm"],
-                                                                 opts["weight_temperature"], opts["weight_cap"]))
+                opts = weight_options(config)
+                coef, irl = distributed.to_host(irl_coefficients(
+                    *tr.put_rows(inputs), config.irl.weight_scope, bool(config.irl.importance_weights),
+                    opts["log_weight_norm"], opts["weight_temperature"], opts["weight_cap"]))
                 for key in IRL_STATS:
                     agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
                 agg.setdefault("irl_loss", []).append(float(irl.loss))

@@ -58,7 +58,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from repirl_jax.rewards.math import last_boxed  # the one \boxed{} extractor (re-exported)
+from repirl_jax.data.answers import last_boxed  # the one \boxed{} extractor (re-exported)
 
 __all__ = [
     "BenchmarkDataError",

@@ -14,14 +14,12 @@ import json
 import os
 from typing import Any
 
+from repirl_jax.errors import ConfigError
+
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections a LoRA adapter can modify
 ROPE_TYPES = ("default", "llama3")
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
-
-
-class ConfigError(ValueError):
-    """A model config that this code cannot run (the message names the file and field)."""
 
 
 @dataclasses.dataclass(frozen=True)

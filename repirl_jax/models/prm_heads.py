@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from repirl_jax.models import logprobs
 from repirl_jax.models.config import QwenConfig
 
 
@@ -48,13 +49,12 @@ class PRMHead:
 
     def token_rewards(self, prm: Any, cfg: QwenConfig, traj, ref_logp, chunk: int, act=None):
         """[B, R] float32 token rewards of the response rows `traj` (a batches.Traj)."""
-        from repirl_jax import logprobs, losses
         if not self.is_lm:  # r_phi(s_t, a_t) = h_t . kernel + bias
             return logprobs.prm_token_rewards(prm, cfg, *traj, act=act)
         lp = logprobs.response_logprobs(prm, cfg, *traj, chunk=chunk, with_entropy=False, act=act)[0]
         if self.is_log_likelihood:
             return lp
-        return losses.implicit_token_rewards(lp, ref_logp, traj.response_mask, self.beta)
+        return self.beta * (lp - ref_logp) * traj.response_mask  # PRIME: r_t = beta log(pi_phi / pi_ref)
 
 
 HEADS = {

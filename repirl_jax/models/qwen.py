@@ -5,7 +5,7 @@
     cache         = init_cache(cfg, batch, length)            # for the sampler
 
 Parameters are a plain nested dict (`init_params`, or `repirl_jax.hf.load_params` from a checkpoint).
-Every parameter carries logical axis names (`param_axes`), which `repirl_jax.sharding` maps to the mesh.
+Every parameter carries logical axis names (`param_axes`), which `repirl_jax.runtime.sharding` maps to the mesh.
 
 Attention is causal over *slots*: query slot i sees key slot j iff j <= i and slot j holds a real token
 (without a cache a padding slot also sees itself, so no row is fully masked).
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from repirl_jax.models import attention
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding, constrain, tree_shardings
+from repirl_jax.runtime.sharding import ActivationSharding, constrain, tree_shardings
 
 Params = dict[str, Any]
 _MASK_VALUE = attention.MASK_VALUE

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from repirl_jax.data import synthetic
+from repirl_jax.rewards.code import CodeScorer
+from repirl_jax.rewards.math import MathScorer
+
 # Counters a training run logs per iteration (reward_<name>), from the scorers' BatchStats.
 TRAINING_COUNTS = {"math": ("no_answer", "timeout", "error"), "code": ("no_code", "timeout", "crash")}
 
@@ -24,14 +28,12 @@ class Scorers:
     @property
     def math(self):
         if self._math is None:
-            from repirl_jax.rewards.math import MathScorer
             self._math = MathScorer(workers=self.workers, timeout_s=self.math_timeout_s)
         return self._math
 
     @property
     def code(self):
         if self._code is None:
-            from repirl_jax.rewards.code import CodeScorer
             self._code = CodeScorer(workers=self.workers, timeout_s=self.code_timeout_s)
         return self._code
 
@@ -39,7 +41,6 @@ class Scorers:
         """(scores, extracted answers or None, counts) for a batch of one domain: synthetic, math or code
         (ground truth: the tests, with fn_name / starter_code where the problem has them)."""
         if domain == "synthetic":
-            from repirl_jax.data import synthetic
             scores = [synthetic.score(r, g) for r, g in zip(responses, ground_truths)]
             return scores, [synthetic.extract_answer(r) for r in responses], {}
         if domain == "math":

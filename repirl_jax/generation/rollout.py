@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from repirl_jax import sampling
+from repirl_jax.generation import continuous, sampling
+from repirl_jax.models import qwen
+from repirl_jax.runtime.sharding import LOGICAL_AXIS_RULES, ActivationSharding, data_parallel_rules, tree_shardings
 
 CHAT_END = "<|im_end|>"
 
@@ -64,8 +66,7 @@ def sampler_weights(cfg, mesh, mode: str):
     cast-and-gather would hold the whole model gathered in float32 as a temporary)."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
-    from repirl_jax.models import qwen
-    from repirl_jax.sharding import LOGICAL_AXIS_RULES, ActivationSharding, data_parallel_rules, tree_shardings
+
     act = ActivationSharding(mesh, data_parallel_rules()) if mode == "replicated" else ActivationSharding(mesh)
     if mode == "train":
         return act, None, lambda params: params
@@ -92,7 +93,6 @@ def generate_queue(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng
     """Continuous batching (`continuous.generate`): all prompt rows [Q, P] form one queue decoded on `rows`
     cache rows, a finished row taking the next prompt; results in prompt order, keys per prompt index, so
     a sample does not depend on its slot or on `rows`. The first `num_prompts` rows are real."""
-    from repirl_jax import continuous
     return continuous.generate(params, cfg, tokens, mask, scfg, rng, act=act, rows=rows, num_prompts=num_prompts)
 
 

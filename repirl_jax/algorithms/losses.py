@@ -325,10 +325,6 @@ def prime_implicit_prm_loss(logp_phi_bt, logp_ref_bt, mask_bt, outcome_b, beta: 
     return jnp.sum(keep * bce) / denom, {"prm_acc": jnp.sum(keep * acc) / denom}
 
 
-def implicit_token_rewards(logp_phi_bt, logp_ref_bt, mask_bt, beta: float = 0.05):
-    return beta * (logp_phi_bt - logp_ref_bt) * mask_bt
-
-
 def kto_loss(logp_bt, logp_ref_bt, mask_bt, desirable_b, undesirable_b, beta: float = 0.1,
              lambda_d: float = 1.0, lambda_u: float = 1.0):
     """KTO (Ethayarajh et al., 2024) with sequence log-ratios r = sum_t (log pi - log pi_ref) m and the

@@ -28,9 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from repirl_jax import lora
-from repirl_jax.models import qwen
+from repirl_jax.checkpoints.run_dirs import tokenizer_source
+from repirl_jax.checkpoints.state import Checkpointer
+from repirl_jax.generation import rollout
+from repirl_jax.models import lora, qwen
 from repirl_jax.models.config import QwenConfig
+from repirl_jax.runtime import distributed
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +274,6 @@ def atomic_directory(dst: str, overwrite: bool = False) -> Iterator[str]:
 
     Multi-process (a shared file system): every process gets the same temporary directory, process 0
     creates and renames it, and the processes meet at barriers before and after the block."""
-    from repirl_jax import distributed
     dst = os.path.abspath(dst)
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"{dst}: already exists (pass overwrite to replace it)")
@@ -435,7 +437,6 @@ def _lora_base(workdir: str, which: str) -> str:
 def load_training_adapter(workdir: str, step: int | None = None, which: str = "policy"):
     """(the model's trainable Qwen tree: its LoRA adapter, or all its parameters; its QwenConfig with the run's
     LoRA settings; scalar head or None; step) of a training run's checkpoint."""
-    from repirl_jax.checkpoint import Checkpointer
     workdir = os.path.abspath(workdir)
     cfg_file = os.path.join(workdir, "model_config.json")
     if not os.path.exists(cfg_file):
@@ -499,8 +500,6 @@ def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
     """Into the HF export `dst` of training run `workdir`: the run's tokenizer files (chat template
     included) and a generation_config.json (the source model's, if any) whose eos_token_id lists every
     end-of-turn id the run's sampler stopped at, so that transformers' generate stops where ours does."""
-    from repirl_jax import rollout
-    from repirl_jax.run_dirs import tokenizer_source
     try:
         tok_dir = tokenizer_source("", workdir)
     except (ValueError, OSError) as e:

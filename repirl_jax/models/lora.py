@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from repirl_jax.models import qwen
 from repirl_jax.models.config import QwenConfig
 
 SUFFIXES = ("_lora_a", "_lora_b")
@@ -81,12 +82,10 @@ def config_for(params: dict, cfg: QwenConfig) -> QwenConfig:
 
 def init_adapter(cfg: QwenConfig, rng: jax.Array) -> dict:
     """A fresh adapter for `cfg` (A uniform, B zero: the model equals its base)."""
-    from repirl_jax.models import qwen
     return split(qwen.init_params(cfg, rng))[1]
 
 
 def abstract_adapter(cfg: QwenConfig) -> dict:
-    from repirl_jax.models import qwen
     return split(qwen.abstract_params(cfg))[1]
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from repirl_jax.models import decode, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding, constrain
+from repirl_jax.runtime.sharding import ActivationSharding, constrain
 
 FINISH_STOP, FINISH_LENGTH = 0, 1
 DECODE_IMPLS = ("auto", "model", "weight_major")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 
+from repirl_jax.data import synthetic
+
 
 def build_tokenizer(config):
     if config.data.tokenizer == "synthetic":
-        from repirl_jax.data import synthetic
         return synthetic.CharTokenizer()
     import transformers
     path = tokenizer_source(config.data.tokenizer, config.model.path)

@@ -33,7 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from repirl_jax import logprobs, losses, sampling
+from repirl_jax.algorithms import losses
+from repirl_jax.algorithms.batches import pad_right
+from repirl_jax.data import synthetic
+from repirl_jax.generation import sampling
+from repirl_jax.models import logprobs
 
 
 @dataclasses.dataclass
@@ -69,7 +73,6 @@ class LabelledTraces:
 def token_targets(prompt: str, response: str, max_len: int, modulus: int) -> tuple[np.ndarray, np.ndarray]:
     """(targets, ends) [max_len] float32 for `response` + eos cut to max_len (see module docstring); ends is 1
     at each step's last token (its newline, or its last character for the final line) and at the eos."""
-    from repirl_jax.data import synthetic
     tl = synthetic.token_step_labels(prompt, response, with_eos=True, modulus=modulus)
     y = (tl.step_correct == 1).astype(np.float32)
     steps = tl.labels.steps
@@ -87,7 +90,6 @@ def token_targets(prompt: str, response: str, max_len: int, modulus: int) -> tup
 def label_traces(prompts: Sequence[str], responses: Sequence[str], tokenizer, max_prompt_len: int,
                  max_response_len: int, modulus: int) -> LabelledTraces:
     """Token arrays and labeller targets of (prompt, response) pairs of the synthetic task."""
-    from repirl_jax.batches import pad_right
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     p_ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
@@ -234,7 +236,6 @@ def corrupted_pairs(records: Sequence[dict], rng: Any, modulus: int,
     """(prompts, clean, corrupted): each record's first demonstration and a copy with one step's result
     changed (`synthetic.corrupt`; `propagate=True`: later lines continue consistently from the wrong value,
     like a policy's carried slip)."""
-    from repirl_jax.data import synthetic
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     prompts, clean, bad = [], [], []
     for r in records:
@@ -250,7 +251,6 @@ def corrupt_each(response: str, rng: Any, rate: float, modulus: int) -> str:
     (`synthetic.corrupt`, not carried on: the next line keeps the true value, so every changed line is the
     only wrong step of its own). Many wrong steps per trace: the oracle sees enough local errors to learn the
     check (one corrupted step per trace leaves ~5% wrong step ends, and its pair accuracy stays at chance)."""
-    from repirl_jax.data import synthetic
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     out = response
     for j, (text, _, _) in enumerate(synthetic.split_items(response)):

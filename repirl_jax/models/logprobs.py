@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from repirl_jax.models import heads, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding
+from repirl_jax.runtime.sharding import ActivationSharding
 
 
 def positions_and_mask(prompt_mask_bp, response_mask_br):

@@ -11,16 +11,17 @@ so the program compiles once per queue bucket; keys are per prompt (its index in
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from repirl_jax import rollout, sampling
+from repirl_jax.generation import rollout, sampling
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding
+from repirl_jax.runtime.sharding import ActivationSharding
 
 
 @dataclasses.dataclass

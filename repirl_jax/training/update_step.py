@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from repirl_jax import lora
+from repirl_jax.models import lora
 
 # Per-micro-batch metrics already divided by the whole mini-batch's count (tokens, steps, kept rows): they add up.
 ADDITIVE = frozenset({"pg_loss", "entropy", "clip_frac", "approx_kl", "kl_ref", "value_loss", "bc_nll",

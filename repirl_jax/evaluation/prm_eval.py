@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from repirl_jax.data import synthetic
+
 
 def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     """Mann-Whitney AUROC of `scores` separating positives from negatives (nan if one class is empty)."""
@@ -56,7 +58,6 @@ def within_position_auroc(scores, positive, position) -> float:
 def step_error_auroc(prompts, responses, rewards, modulus: int, reduce: str = "mean") -> dict:
     """AUROC of per-step PRM scores for correct vs wrong steps of the given traces (synthetic task): pooled
     over all steps, within each step index (`within_position_auroc`), and for the first error."""
-    from repirl_jax.data import synthetic
     scores, labels, positions, first_scores, first_labels = [], [], [], [], []
     for p, resp, r in zip(prompts, responses, rewards):
         if not resp:
@@ -148,6 +149,7 @@ def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards"
     PRM's token rewards and the policy's log-probs), so a trace sits in the same place in every panel.
     Sizes follow the text (inches per character and line; lines wrap at max_chars), so there is no blank band."""
     import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -215,7 +217,6 @@ def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards"
 
 def localisation_rows(prompts, responses, rewards, modulus: int) -> list[dict]:
     """Rows for the pictures, one per distinct (prompt, response)."""
-    from repirl_jax.data import synthetic
     rows, seen = [], set()
     for p, resp, r in zip(prompts, responses, rewards):
         if (p, resp) in seen:
@@ -236,7 +237,6 @@ def pair_accuracy(prompts, clean, corrupted, clean_rewards, corrupted_rewards, m
     """Clean-vs-corrupted pair accuracy: for each (clean demonstration, the same one with one corrupted step
     j), the fraction of pairs whose corrupted step j scores strictly below the clean step j (ties count
     half). Step scores: `synthetic.per_step(rewards, ..., reduce)`; j: the corrupted copy's first error."""
-    from repirl_jax.data import synthetic
     wins = []
     for p, a, b, ra, rb in zip(prompts, clean, corrupted, clean_rewards, corrupted_rewards):
         tb = synthetic.token_step_labels(p, b[:len(rb)], modulus=modulus)

@@ -28,10 +28,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from repirl_jax import sampling
+from repirl_jax.generation import sampling
 from repirl_jax.models import qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import ActivationSharding
+from repirl_jax.runtime.sharding import ActivationSharding
 
 
 def _place_in_ring(x_row, p: int, s: int, start, axis: int):

@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from repirl_jax.evaluation.prm_eval import auroc
+
 
 class EarlySignal:
     def __init__(self, k: int, path: str | None = None, eval_batch: int = 32):
@@ -67,7 +69,6 @@ class EarlySignal:
 
     def auroc(self) -> float:
         """AUROC of the scores for later-solved vs still-unsolved prompts (nan if either class is empty)."""
-        from repirl_jax.prm_eval import auroc
         return auroc([r["score"] for r in self.rows], [r["solved"] for r in self.rows])
 
     def summary(self) -> dict:

@@ -29,15 +29,22 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from repirl_jax import algorithms, distributed, logprobs, lora, losses, rollout, sampling
-from repirl_jax.algorithms import Batch, ConfigError, validate  # noqa: F401  (train.validate, ...)
+from repirl_jax import algorithms
+from repirl_jax.algorithms import Batch, ConfigError, losses, validate  # noqa: F401  (train.validate, ...)
 from repirl_jax.algorithms.advantages import AdvantageParams
-from repirl_jax.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
-from repirl_jax.models import heads, prm_heads, qwen
+from repirl_jax.algorithms.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
+from repirl_jax.generation import rollout, sampling
+from repirl_jax.models import heads, logprobs, lora, prm_heads, qwen
 from repirl_jax.models.config import QwenConfig
-from repirl_jax.sharding import (LOGICAL_AXIS_RULES, ActivationSharding, logical_sharding, optimizer_shardings,
-                                 tree_shardings)
-from repirl_jax.update_step import make_optimizer, update_step
+from repirl_jax.runtime import distributed
+from repirl_jax.runtime.sharding import (
+    LOGICAL_AXIS_RULES,
+    ActivationSharding,
+    logical_sharding,
+    optimizer_shardings,
+    tree_shardings,
+)
+from repirl_jax.training.update_step import make_optimizer, update_step
 
 log = logging.getLogger(__name__)
 
@@ -193,24 +200,24 @@ class Trainer:
     # -- jitted steps -------------------------------------------------------------------------------------
 
     def _build_steps(self):
-        c, cfg, act, shard = self.config, self.cfg, self.act, self.state_shardings
-        chunk = c.train.logp_chunk
+        config, cfg, act, shard = self.config, self.cfg, self.act, self.state_shardings
+        chunk = config.train.logp_chunk
 
         def make_update(loss_fn, name: str, opt):  # see update_step; a LoRA model's base comes from self.frozen
             return update_step(loss_fn, name, opt, shard, self.frozen[name])
 
-        self.policy_update = make_update(self.algo.policy_loss(c, cfg, act), "policy", self.policy_opt)
+        self.policy_update = make_update(self.algo.policy_loss(config, cfg, act), "policy", self.policy_opt)
 
         # The sampler's copy of the policy weights (rollout.weights), made on the devices; adapters merged in.
         self.sample_act, self.sampler_shardings, copy = rollout.sampler_weights(self.base_cfg, self.mesh,
-                                                                                c.rollout.weights)
+                                                                                config.rollout.weights)
         merge = jax.jit(lora.merge, static_argnums=1)
         self.sampler_params = lambda model: copy(merge(model, cfg) if lora.has_adapter(model) else model)
         # Prompts padded and sampled in one place; with the replicated weight copy the rows are split over every
         # mesh axis (data-parallel decoding, no weight traffic).
         self.generator = rollout.Generator(self.base_cfg, self.P, self.pad_id, act=self.sample_act,
                                            put=lambda t: self.put_rows(t, rules=self.sample_act.rules),
-                                           rows=c.rollout.continuous_rows)
+                                           rows=config.rollout.continuous_rows)
 
         # Log-probs of a frozen model (reference) or of the rollouts under the current policy; PPO values. A tree
         # without adapters (the reference of a LoRA run) is read with the base config.
@@ -228,16 +235,16 @@ class Trainer:
             return head.token_rewards(prm, pcfg, traj, ref_logp, chunk, act)
         self.prm_rewards = jax.jit(token_rewards)
         self.prm_updates = {name: make_update(fn, "prm", self.prm_opt)
-                            for name, fn in self.algo.prm_losses(c, pcfg, act, token_rewards).items()}
+                            for name, fn in self.algo.prm_losses(config, pcfg, act, token_rewards).items()}
 
     # -- generation and scoring ----------------------------------------------------------------------------
 
     def sampling_config(self, num_samples: int | None = None, temperature: float | None = None,
                         greedy: bool = False) -> sampling.SamplingConfig:
         """Sampling settings of rollouts (rollout.*), completions and evaluation, with the one stop rule."""
-        c = self.config
-        return sampling.SamplingConfig(max_new_tokens=self.R, greedy=greedy, top_p=c.rollout.top_p,
-                                       temperature=c.rollout.temperature if temperature is None else temperature,
+        config = self.config
+        return sampling.SamplingConfig(max_new_tokens=self.R, greedy=greedy, top_p=config.rollout.top_p,
+                                       temperature=config.rollout.temperature if temperature is None else temperature,
                                        num_samples=num_samples or self.n, stop_token_ids=self.stop_ids,
                                        pad_token_id=self.pad_id)
 
@@ -306,7 +313,7 @@ class Trainer:
 
     def iteration(self, it: int) -> dict[str, float]:
         """Run iteration `it` (1-based) of Algorithm 1; returns its metrics."""
-        c, n, algo = self.config, self.n, self.algo
+        config, n, algo = self.config, self.n, self.algo
         timers, metrics = {}, {}
         t0 = time.perf_counter()
         records = self.batch_records(it)
@@ -320,7 +327,7 @@ class Trainer:
         b.process = np.zeros_like(b.rollouts.response_mask)
         if algo.needs_prm:  # 4-5. reward-model step, then process rewards from the updated model
             t = time.perf_counter()
-            if not c.prm.frozen:
+            if not config.prm.frozen:
                 metrics.update(algo.reward_model_step(self, b))
             b.process = algo.process_rewards(self, b)
             m = b.rollouts.response_mask
@@ -345,21 +352,21 @@ class Trainer:
         """Steps 1-3: rollouts, their outcome rewards (scored chunk by chunk, overlapped with sampling), the
         prompt filter (rows masked, shapes kept), and the reference's log-probs where the method needs them.
         Returns (batch, sampled tokens, seconds spent scoring)."""
-        c, n, b = self.config, self.n, len(records)
-        ro = self.rollouts(records, jax.random.fold_in(jax.random.key(c.seed), it), score=True)
+        config, n, num_prompts = self.config, self.n, len(records)
+        ro = self.rollouts(records, jax.random.fold_in(jax.random.key(config.seed), it), score=True)
         outcome = ro["outcome"]
-        acc = outcome.reshape(b, n).mean(axis=1)
-        keep = np.ones(b, np.float32)
-        if c.data.filter.enabled:
-            keep = ((acc >= c.data.filter.low) & (acc <= c.data.filter.high)).astype(np.float32)
+        acc = outcome.reshape(num_prompts, n).mean(axis=1)
+        keep = np.ones(num_prompts, np.float32)
+        if config.data.filter.enabled:
+            keep = ((acc >= config.data.filter.low) & (acc <= config.data.filter.high)).astype(np.float32)
         metrics.update({"rollout_acc": float(outcome.mean()), "response_len": float(ro["lengths"].mean()),
                         "truncated_frac": float((ro["finish"] == sampling.FINISH_LENGTH).mean()),
                         **{f"reward_{k_}": v for k_, v in ro["reward_stats"].items()},
                         "prompts_kept": float(keep.sum())})
         p_toks, p_mask = self.prompt_arrays(records, n)
         rollouts = Traj(p_toks, p_mask, ro["tokens"], ro["mask"] * np.repeat(keep, n)[:, None])
-        ref_logp = np.asarray(self.logp_in_chunks(self.ref, rollouts)) if self.algo.rollout_ref_logp(c) else None
-        batch = Batch(it, records, rollouts, ro["logp"], outcome, keep, np.repeat(np.arange(b), n).astype(np.int32),
+        ref_logp = np.asarray(self.logp_in_chunks(self.ref, rollouts)) if self.algo.rollout_ref_logp(config) else None
+        batch = Batch(it, records, rollouts, ro["logp"], outcome, keep, np.repeat(np.arange(num_prompts), n).astype(np.int32),
                       ref_logp)
         return batch, float(ro["mask"].sum()), ro["reward_s"]
 

@@ -13,6 +13,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from repirl_jax import algorithms
+from repirl_jax.algorithms import losses
+from repirl_jax.algorithms.batches import Traj, pad_right
+from repirl_jax.checkpoints import hf
+from repirl_jax.data import synthetic
+from repirl_jax.evaluation import prm_eval
+from repirl_jax.generation import sampling
+from repirl_jax.models import logprobs, prm_heads
+
 VOTE_TRANSFORMS = ("none", "sigmoid", "exp", "rank")  # `vote_weights`
 PRM_VOTES = ("prm_weighted", *(f"prm_weighted:{t}" for t in VOTE_TRANSFORMS[1:]))
 SELECTIONS = ("majority", "best_of_n", "prm_weighted", "min_step", *PRM_VOTES[1:])
@@ -24,7 +33,6 @@ PRM_SELECTIONS = tuple(s for s in SELECTIONS if s != "majority")
 def step_reduce(algo: str) -> str:
     """How a step's score is read from a method's token rewards: "last" (the step-end token's value, e.g.
     Math-Shepherd, whose PRM is trained there alone) or "mean" over the step's tokens (dense-reward PRMs)."""
-    from repirl_jax import algorithms
     return algorithms.get(algo).step_reduce
 
 
@@ -33,7 +41,6 @@ def min_step_scores(rewards_bt, token_ids_bt, mask_bt, delimiter_id: int, every:
     """Minimum step score of each trace [B] from its PRM token rewards [B, T]: steps end at `delimiter_id`
     tokens (or every `every` tokens) and at the last token (losses.step_end_mask); a step's score is the mean
     of its token rewards (reduce "mean") or the value at its end token ("last"); -inf for an empty trace."""
-    from repirl_jax import losses
     ends = np.asarray(losses.step_end_mask(np.asarray(token_ids_bt), np.asarray(mask_bt), delimiter_id, every))
     r = np.asarray(rewards_bt, np.float64)
     return np.array([losses.min_step_score(r[i][mask_bt[i] > 0], ends[i][mask_bt[i] > 0], reduce)
@@ -128,8 +135,6 @@ def token_rewards_of_texts(reward_rows: Callable, prompt_ids: Sequence[Sequence[
     host arrays [rows, P] / [rows, response_len] to [rows, response_len] rewards; it runs on batches of
     `batch` rows (default: all rows at once; the last batch padded), prompts left-padded and truncated on
     the left to prompt_len."""
-    from repirl_jax import sampling
-    from repirl_jax.batches import pad_right
     rows = len(prompt_ids)
     batch = batch or rows
     out: list[np.ndarray] = []
@@ -145,7 +150,6 @@ def token_rewards_of_texts(reward_rows: Callable, prompt_ids: Sequence[Sequence[
 def trainer_reward_rows(trainer) -> Callable:
     """`reward_rows` of a Trainer's current PRM: the scalar head's r_phi, or the implicit PRM's
     beta * (log pi_phi - log pi_ref) (with the reference's log-probs of the same rows)."""
-    from repirl_jax.batches import Traj
 
     def reward_rows(pt, pm, rt, rm):
         traj = Traj(pt, pm, rt, rm)
@@ -165,7 +169,6 @@ def trainer_text_rewards(trainer, prompts: Sequence[str], texts: Sequence[str]) 
 def trainer_text_logprobs(trainer, prompts: Sequence[str], texts: Sequence[str]) -> list[np.ndarray]:
     """The trainer's current policy's token log-probs log pi(a_t | s_t) of each (prompt text, response text):
     [len(response_i)] each; what a prm.head=likelihood PRM starts from (its r_t is its own log-prob)."""
-    from repirl_jax.batches import Traj
     tok, policy = trainer.tokenizer, trainer.model_params()
     return token_rewards_of_texts(lambda *rows: trainer.logp_in_chunks(policy, Traj(*rows)),
                                   [tok.encode(p, add_special_tokens=False) for p in prompts],
@@ -190,8 +193,7 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
     (`run_dir`, written by repirl_jax.launch; its steps.delimiter / steps.every define the steps)."""
     import jax
     import jax.numpy as jnp
-    from repirl_jax import hf, logprobs
-    from repirl_jax.batches import pad_right
+
     trunk, cfg, head, _ = hf.load_training_checkpoint(run_dir, step, which="prm")
     if head is None:
         raise ValueError(f"{run_dir}: the PRM has no scalar head (prm.head implicit or likelihood: a whole LM, "
@@ -238,7 +240,6 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
 def head_name(algo: str, head: str) -> str:
     """How the pictures and reports name a PRM head (prm.head): its `prm_heads` title ("the paper's" for
     rePIRL's scalar head)."""
-    from repirl_jax.models import prm_heads
     h = prm_heads.HEADS[head]
     return h.title + (" (the paper's)" if algo == "repirl" and h == prm_heads.HEADS["scalar"] else "")
 
@@ -261,8 +262,7 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
     token rewards beside the final policy's own token log-probs of the same traces (with their AUROC, by the
     same function; one panel when the PRM is already the likelihood head)."""
     import jax
-    from repirl_jax import prm_eval
-    from repirl_jax.data import synthetic
+
     per_call = config.rollout.prompts_per_call
     records = test[:max(per_call, (min(n_prompts, len(test)) // per_call) * per_call)]
     modulus = config.data.synthetic.modulus
@@ -306,8 +306,7 @@ def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature:
     single-sample accuracy), majority vote, best-of-N by mean token reward, best-of-N by minimum step score,
     and the PRM-weighted vote on mean token rewards (METHOD.md's sum, and its sigmoid / exp / rank transforms)."""
     import jax
-    from repirl_jax.batches import Traj
-    from repirl_jax.data import synthetic
+
     per_call, big = config.rollout.prompts_per_call, max(ns)
     records = test[:max(per_call, (len(test) // per_call) * per_call)]
     ro = trainer.rollouts(records, jax.random.key(config.seed + 11), num_samples=big, temperature=temperature)

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from repirl_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +70,6 @@ def tokenize_set(tokenizer, records: list[dict], name: str, max_prompt_len: int,
     """Records with "prompt_ids" and k "expert_ids" (demonstrations cycled to k, each + end_id); prompts
     longer than max_prompt_len skipped or truncated (long_prompts). Counts go to `report` as name_*.
     experts_required_by: the algo name when every prompt must have demonstrations (else None)."""
-    from repirl_jax.algorithms import ConfigError
     prompt_ids, n_long = encode_prompts(tokenizer, [r["prompt"] for r in records], max_prompt_len, long_prompts)
     kept, n_cut = [], 0
     for rec, ids in zip(records, prompt_ids):

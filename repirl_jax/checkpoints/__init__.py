@@ -1,0 +1,1 @@
+"""What is on disk: HF safetensors <-> params, our converted directories, orbax training state, run dirs."""

@@ -1,0 +1,1 @@
+"""Measuring a trained PRM and policy: PRM quality, reports, the oracle PRM, early signal, paired statistics."""

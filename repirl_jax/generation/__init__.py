@@ -1,0 +1,1 @@
+"""Token ids in, samples out: the jitted sampler, continuous batching, rollouts, text completions."""

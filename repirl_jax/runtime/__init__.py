@@ -1,0 +1,1 @@
+"""Devices and meshes: the backend's compute dtype, the sharding table, multi-host start-up."""

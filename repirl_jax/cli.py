@@ -11,6 +11,7 @@ flags parser); both catch the error and print `config_error`.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 
@@ -66,7 +67,6 @@ def run_app(main, module_name: str, config_flag: str | None = None) -> None:
 
 def config_error(argv: list[str], name: str, error: BaseException) -> str:
     """A one-line message for an override of a field the config does not have."""
-    import re
     text = str(error)
     key = re.search(r"'([A-Za-z0-9_]+)", text)
     key = key.group(1) if key else text

@@ -31,6 +31,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.algo = "repirl"  # any registered method (repirl_jax/algorithms/): repirl | rloo | grpo | ppo | prime | bc |
     #                    kto | airl_dense | prl | math_shepherd
 
+    _model_fields(config)
+    _method_fields(config)
+    _run_fields(config)
+    return config
+
+
+def _model_fields(config: ml_collections.ConfigDict) -> None:
+    """The policy and the PRM: checkpoints, architecture overrides, optimisers."""
     # Policy model: a local HF or repirl_jax directory, or (path "") a random init of `preset`.
     config.model = ml_collections.ConfigDict(dict(
         path="", preset="tiny-qwen3", vocab_size=0,  # vocab_size > 0 overrides the preset's (tokenizer size)
@@ -48,6 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
         frozen=False,  # True: no PRM updates (test-time training). Not "update": ConfigDict has that method
         lora=lora_config()))
 
+
+def _method_fields(config: ml_collections.ConfigDict) -> None:
+    """The methods' coefficients: the IRL objective, the policy loss, advantages, steps, baselines."""
     config.irl = ml_collections.ConfigDict(dict(
         pseudo_expert=True,  # correct rollouts join the positives (False: paper D.2 ablation)
         weight_scope="batch",  # batch (Algorithm 1) | prompt
@@ -92,6 +103,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.ppo = ml_collections.ConfigDict(dict(gamma=1.0, lam=1.0, value_clip=0.2, value_coef=0.5, whiten=True))
     config.kto = ml_collections.ConfigDict(dict(beta=0.1))
 
+
+def _run_fields(config: ml_collections.ConfigDict) -> None:
+    """Sampling, data, rewards, the BC warm-up, the loop and the device mesh."""
     config.rollout = ml_collections.ConfigDict(dict(
         n=4, temperature=1.0, top_p=1.0, max_prompt_len=1535, max_response_len=3000, prompts_per_call=32,
         # The sampler's copy of the policy weights, made on the devices before each rollout phase (no host
@@ -130,7 +144,6 @@ def default_config() -> ml_collections.ConfigDict:
         early_signal_k=0))  # > 0 (methods with a PRM): early-signal check k iterations after all-fail prompts
 
     config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, devices=0))  # devices 0: all
-    return config
 
 
 def paper_config(model: str = "qwen25_3b", algo: str = "repirl") -> ml_collections.ConfigDict:

@@ -27,6 +27,7 @@ import time
 import zlib
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 
 from repirl_jax import cli
@@ -97,7 +98,6 @@ def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Score
                        scfg, rng, prompt_fn: Callable[[dict], str], selections: Sequence[str] = (),
                        prm_score_fn: Callable | None = None, progress: bool = True) -> dict[str, float]:
     """Generate, score and write every record not already in `out_path`; returns the summary of all rows."""
-    import jax
     from tqdm import tqdm
 
     done = _read_done(out_path)
@@ -255,7 +255,6 @@ def _flags_problem(flags_) -> str | None:
 def _load_policy(model_dir: str, mesh, dtype: str):
     """(params, model config in `dtype`, the run's config dict or None): a training run directory's latest
     policy (repirl_jax.launch --workdir), else an HF or orbax model directory."""
-    import jax
 
     run_config = _run_config(model_dir)
     if run_config is not None:
@@ -294,7 +293,6 @@ def main(argv) -> int:
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     FLAGS = _FLAGS
-    import jax
 
 
     cfg = FLAGS.config

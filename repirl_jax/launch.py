@@ -13,9 +13,13 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
+import traceback
 from typing import Any
+
+import jax
 
 from repirl_jax import algorithms
 from repirl_jax import cli as cli_lib
@@ -118,7 +122,6 @@ def build_models(config, cfg, mesh, policy_params=None):
     """The run's models from `cfg` (the base architecture): policy, PRM, reference. A model with LoRA
     (policy.lora.rank / prm.lora.rank > 0) trains an adapter on a frozen base; the policy's base is shared by
     the PRM (when it starts from the policy) and is the reference model."""
-    import jax
 
     seed = jax.random.key(config.seed)
     if policy_params is None:
@@ -205,7 +208,6 @@ def _warmup_config(config):
 def bc_warmup(config, workdir, mesh, cfg, tokenizer, reward_fn, train_set, progress_bar=True):
     """Behaviour cloning on the experts of the first `warmup_bc.prompts` train prompts; saved once to
     WORKDIR/warmup (a rerun loads it instead of training again)."""
-    import jax
 
     path = os.path.join(workdir, "warmup")
     if hf.is_params_dir(path):
@@ -236,7 +238,6 @@ def record_lora_bases(config, workdir: str, models, warmed_up: bool) -> dict:
     fingerprint (lora.fingerprint). Checkpoints hold only adapters, so a resumed run, `evaluate --checkpoint`
     and exports read the base from there; a base that changed since is an error. A base that is no model
     directory (a random init, a training run's policy) is written to WORKDIR/base or WORKDIR/prm_base."""
-    import jax
 
     file = os.path.join(workdir, LORA_BASES)
     saved = json.load(open(file)) if os.path.exists(file) else {}
@@ -301,7 +302,6 @@ class RunResult:
 def run(config, workdir: str, progress_bar: bool = True) -> RunResult:
     """Train per `config` in `workdir` (resuming if it holds checkpoints). A run that fails before producing
     anything (bad data, tokenizer, config) removes the workdir it created."""
-    import jax
     workdir = os.path.abspath(workdir)
     if jax.process_index() == 0:
         created = prepare_workdir(workdir)
@@ -312,14 +312,12 @@ def run(config, workdir: str, progress_bar: bool = True) -> RunResult:
         return _run_in(config, workdir, progress_bar)
     except BaseException:
         if created and not _has_results(workdir):
-            import shutil
             shutil.rmtree(workdir, ignore_errors=True)
         raise
 
 
 def _run_in(config, workdir: str, progress_bar: bool = True) -> RunResult:
     """run() in an existing, writable `workdir`: build what the config names, (BC warm-up,) train, report."""
-    import jax
 
 
     train.validate(config, jax.device_count())
@@ -406,7 +404,6 @@ def _iterations(config, workdir: str, trainer, ckpt, val, start: int, summary: d
     """Iterations start+1 .. max_iterations: metrics lines, held-out accuracy every `eval_every`, checkpoints
     every `checkpoint_every` and at the end, the empty-iteration guard and the early-signal watch. Returns
     the last held-out accuracy (None without a validation set)."""
-    import jax
 
     writer = metrics_lib.MetricsWriter(workdir, resume_from=start)
     bar = metrics_lib.progress(config.train.max_iterations, initial=start) if progress_bar else None
@@ -461,7 +458,6 @@ def run_stages(config, workdir: str, progress_bar: bool = True) -> dict:
         for name in hf.CARRIED_FILES[2:]:  # the tokenizer files, so the next stage can load them from here
             src = os.path.join(config.data.tokenizer or config.model.path or "", name)
             if os.path.exists(src):
-                import shutil
                 shutil.copy2(src, os.path.join(final, name))
     code_cfg = math_cfg.copy_and_resolve_references()
     code_cfg.model.path = final
@@ -516,9 +512,7 @@ def _stop_job(e: BaseException) -> None:
     wait in jax.distributed's shutdown barrier for processes that are themselves waiting for this one in a
     collective; exiting makes the coordination service notice the missing heartbeat and stop every other
     process with an error instead of a hang (after REPIRL_HEARTBEAT_TIMEOUT_S)."""
-    import traceback
 
-    import jax
     traceback.print_exception(e)
     print(f"error: process {jax.process_index()} of {jax.process_count()} failed ({type(e).__name__}: {e}); "
           f"stopping the job", file=sys.stderr, flush=True)

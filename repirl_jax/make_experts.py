@@ -24,9 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import zlib
 from typing import Callable, Sequence
+
+import jax
 
 from repirl_jax import cli as cli_lib
 from repirl_jax.checkpoints import hf
@@ -83,7 +86,6 @@ def parse_where(conditions: Sequence[str]) -> Callable[[dict], bool]:
     """A predicate on a prompt record from conditions "FIELD<=VALUE" (ops <=, >=, ==, !=, <, >; all must hold).
     FIELD is a column of the prompt file (the record's metadata); VALUE compares as a number where both
     sides are numbers, else as text. A record without FIELD does not match."""
-    import re
     parsed = []
     for cond in conditions:
         m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*(.+?)\s*", cond)
@@ -161,7 +163,6 @@ def read_external_responses(path: str, records: list[dict]) -> dict[str, list[st
 
 def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]], Callable[[str], str]]:
     """(sample(records) -> k responses each, format(problem) -> the prompt the model sees) for opts.model."""
-    import jax
     import transformers
 
     mesh = make_mesh(1, -1, 1)

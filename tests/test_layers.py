@@ -38,3 +38,31 @@ def test_checker_finds_upward_imports_and_cycles(tmp_path):
     assert "import cycle: repirl_jax.training.loop -> repirl_jax.training.step" in found
     assert "repirl_jax.widgets: layer 'widgets' is not in LAYERS" in found
     assert len(found) == 3
+
+
+def test_algorithms_see_only_the_engine_interface():
+    """algorithms/ reads the trainer only through `training.engine.Engine` (its public members), and assigns
+    none of them; no hook receives the Trainer itself."""
+    import ast
+
+    from repirl_jax.training.engine import Engine
+    interface = {name for name in dir(Engine) if not name.startswith("_")}
+    root = os.path.join(REPO, "repirl_jax", "algorithms")
+    used, assigned, trainer_names = set(), [], []
+    for fname in sorted(os.listdir(root)):
+        if not fname.endswith(".py"):
+            continue
+        with open(os.path.join(root, fname)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine":
+                used.add(node.attr)
+                if isinstance(node.ctx, ast.Store):
+                    assigned.append(f"{fname}: engine.{node.attr} = ...")
+            if isinstance(node, ast.Name) and node.id in ("tr", "trainer", "Trainer"):
+                trainer_names.append(f"{fname}:{node.lineno} {node.id}")
+            if isinstance(node, ast.arg) and node.arg in ("tr", "trainer"):
+                trainer_names.append(f"{fname}:{node.lineno} argument {node.arg}")
+    assert {"config", "update_prm", "prm_step", "token_rewards", "logp", "sampler"} <= used  # it read them
+    assert used <= interface, f"not in Engine's interface: {sorted(used - interface)}"
+    assert not assigned and not trainer_names, (assigned, trainer_names)

@@ -40,45 +40,44 @@ class AIRLDense(Algorithm):
                                                   config.airl.label_smoothing, extra["num_tokens"])
         return {"main": discriminator_loss}
 
-    def reward_model_step(self, tr, b):
+    def reward_model_step(self, engine, b):
         """One discriminator epoch: per prompt its n rollouts (label 0), its k demonstrations (label 1) and,
         with airl.perturbed_negatives, the k demonstrations with one corrupted step each (label 0)."""
-        config, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
-        blocks = [self._perturbed_expert_ids(tr, b.records, b.it)] if config.airl.perturbed_negatives else []
-        traj, cat = with_experts(tr, b.records, b.rollouts, b.keep, blocks)
+        config, n, k, bsz = engine.config, engine.num_rollouts, engine.num_experts, len(b.records)
+        blocks = [self._perturbed_expert_ids(engine, b.records, b.it)] if config.airl.perturbed_negatives else []
+        traj, cat = with_experts(engine, b.records, b.rollouts, b.keep, blocks)
         label = cat(np.zeros(bsz * n), np.ones(bsz * k), *[np.zeros(bsz * k)] * len(blocks)).astype(np.float32)
-        agg = tr.updates(tr.prm_updates["main"], "prm", traj, {"label": label}, n + k * (1 + len(blocks)),
-                         config.prm.minibatch_prompts, config.prm.micro_batch, {})
-        return tr.means(agg)
+        return engine.update_prm("main", traj, {"label": label}, n + k * (1 + len(blocks)))
 
     @staticmethod
-    def _perturbed_expert_ids(tr, records, it: int) -> list:
+    def _perturbed_expert_ids(engine, records, it: int) -> list:
         """Each prompt's k demonstrations with one step's result changed (synthetic.corrupt), token ids."""
-        rng = np.random.default_rng([tr.config.seed, it])
-        texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=tr.config.data.synthetic.modulus)
-                 for r in records for j in range(tr.k)]
-        return encode_responses(tr.tokenizer, texts, tr.R, tr.end_id)[0]
+        rng = np.random.default_rng([engine.config.seed, it])
+        modulus = engine.config.data.synthetic.modulus
+        texts = [synthetic.corrupt(r["experts"][j % len(r["experts"])], rng, modulus=modulus)
+                 for r in records for j in range(engine.num_experts)]
+        return encode_responses(engine.tokenizer, texts, engine.response_len, engine.end_id)[0]
 
-    def policy_batch(self, tr, b):
+    def policy_batch(self, engine, b):
         """`airl_dense_advantages` of the discriminator logits over each prompt's group: the n rollouts or
         (airl.experts_in_group) the rollouts and the k demonstrations (outcome 1; their logp_old are the
         current policy's, so their PPO ratio starts at 1)."""
-        n, k, bsz = tr.n, tr.k, len(b.records)
+        n, k, bsz = engine.num_rollouts, engine.num_experts, len(b.records)
         traj, per_prompt, outcome, logits, logp_old = b.rollouts, n, b.outcome, b.process, b.logp_old
         extra = {} if b.ref_logp is None else {"ref_logp": b.ref_logp}
-        if tr.config.airl.experts_in_group:
-            traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
+        if engine.config.airl.experts_in_group:
+            traj, cat = with_experts(engine, b.records, b.rollouts, b.keep)
             is_expert = cat(np.zeros(bsz * n), np.ones(bsz * k))[:, None] > 0
-            current = tr.logp_in_chunks(tr.model_params(), traj)
-            logp_old = np.where(is_expert, current, cat(logp_old, np.zeros((bsz * k, tr.R), np.float32)))
+            current = engine.logp("policy", traj)
+            logp_old = np.where(is_expert, current, cat(logp_old, np.zeros((bsz * k, engine.response_len), np.float32)))
             outcome = cat(outcome, np.ones(bsz * k, np.float32))
-            logits = tr.rewards_in_chunks(traj, None)
+            logits = engine.token_rewards(traj, None)
             per_prompt = n + k
             if "ref_logp" in extra:  # KL to the reference (policy.kl_coef > 0) on every row of the group
-                extra["ref_logp"] = tr.logp_in_chunks(tr.ref, traj)
+                extra["ref_logp"] = engine.logp("ref", traj)
         group = np.repeat(np.arange(bsz), per_prompt).astype(np.int32)
         extra["logp_old"] = np.asarray(logp_old, np.float32)
-        extra.update(estimate(tr, "airl_dense", traj, outcome, logits, group, logp_old))
+        extra.update(estimate(engine, "airl_dense", traj, outcome, logits, group, logp_old))
         return traj, extra, per_prompt
 
 

@@ -1,14 +1,16 @@
 """What an algorithm is to the trainer, the registry, and the start-up validation.
 
 An `Algorithm` says what a method needs (a PRM and which head, a frozen reference, demonstrations,
-reasoning steps), its losses (policy micro-batch loss; PRM micro-batch losses, jitted by the trainer into
-`Trainer.prm_updates[name]`), its reward-model step, its process rewards, how it assembles the policy
-batch and its advantages, and its config settings and checks. The default methods are outcome-reward RL
+reasoning steps), its losses (policy micro-batch loss; PRM micro-batch losses, jitted by the trainer and run
+by name through `engine.update_prm(name, ...)` / `engine.prm_step(name, ...)`), its reward-model step, its
+process rewards, how it assembles the policy batch and its advantages, and its config settings and checks. The default methods are outcome-reward RL
 with the PPO-clipped surrogate (RLOO / GRPO / GAE advantages per `advantage.estimator`); each file in this
 package overrides what its method changes, then `register`s an instance.
 
-The hooks receive the `Trainer` (its update engine: `updates`, `rewards_in_chunks`, `logp_in_chunks`,
-`values_in_chunks`, `put_micro`, `record_step`, ...) and the iteration's `Batch`.
+The hooks receive an `Engine` (training/engine.py: the config, the shapes, and computations on named models
+- `logp`, `values`, `token_rewards`, `update_prm`, `prm_step`, `sampler`, `score`, `advantages` - all
+returning host arrays) and the iteration's `Batch`. They return arrays and metrics; none reads or assigns
+the trainer itself.
 """
 
 from __future__ import annotations
@@ -117,56 +119,56 @@ class Algorithm:
 
     # -- one iteration ----------------------------------------------------------------------------------
 
-    def reward_model_step(self, tr, b: Batch) -> dict:
+    def reward_model_step(self, engine, b: Batch) -> dict:
         """One epoch of reward-model updates (step 4); returns metrics."""
         return {}
 
-    def process_rewards(self, tr, b: Batch) -> np.ndarray:
+    def process_rewards(self, engine, b: Batch) -> np.ndarray:
         """[B, R] process rewards of the rollouts from the (updated) reward model (step 5)."""
-        return tr.rewards_in_chunks(b.rollouts, b.ref_logp)
+        return engine.token_rewards(b.rollouts, b.ref_logp)
 
-    def policy_batch(self, tr, b: Batch) -> tuple[Traj, dict, int]:
+    def policy_batch(self, engine, b: Batch) -> tuple[Traj, dict, int]:
         """(rows, per-row inputs of the policy loss, rows per prompt) of the policy step (step 6)."""
         extra = {"logp_old": b.logp_old.astype(np.float32)}
         if b.ref_logp is not None:
             extra["ref_logp"] = b.ref_logp
-        extra.update(estimate(tr, self.estimator(tr.config), b.rollouts, b.outcome, b.process, b.group, b.logp_old,
-                              b.ref_logp))
-        return b.rollouts, extra, tr.n
+        extra.update(estimate(engine, self.estimator(engine.config), b.rollouts, b.outcome, b.process, b.group,
+                              b.logp_old, b.ref_logp))
+        return b.rollouts, extra, engine.num_rollouts
 
-    def offline_batch(self, tr, records: list[dict]) -> tuple[Traj, dict, int]:
+    def offline_batch(self, engine, records: list[dict]) -> tuple[Traj, dict, int]:
         """The policy batch of a method without rollouts (uses_rollouts = False)."""
         raise NotImplementedError(self.name)
 
 
 # --- helpers the algorithms share ---------------------------------------------------------------------
 
-def estimate(tr, name: str, traj: Traj, outcome, process, group, logp_old, ref_logp=None, step_ends=None,
+def estimate(engine, name: str, traj: Traj, outcome, process, group, logp_old, ref_logp=None, step_ends=None,
              ) -> dict:
     """{"adv": [B, R]} (and for a value-head estimator "returns", "old_values") from the jitted table."""
     shape = traj.response_mask.shape
     zeros = np.zeros(shape, np.float32)
     est = advantages.ESTIMATORS[name]
-    values = tr.values_in_chunks(traj) if est.uses_values else zeros
+    values = engine.values(traj) if est.uses_values else zeros
     inputs = advantages.AdvantageInputs(
         np.asarray(outcome, np.float32), zeros if process is None else process, traj.response_mask,
         np.asarray(group, np.int32), values, np.asarray(logp_old, np.float32),
         zeros if ref_logp is None else ref_logp, zeros if step_ends is None else step_ends)
-    adv, ret = advantages.compute(name, inputs, tr.advantage_params)
+    adv, ret = engine.advantages(name, inputs)
     out = {"adv": np.asarray(adv)}
     if est.uses_values:
         out.update(returns=np.asarray(ret), old_values=np.asarray(values))
     return out
 
 
-def with_experts(tr, records, rollouts: Traj, keep, extra_blocks=()):
+def with_experts(engine, records, rollouts: Traj, keep, extra_blocks=()):
     """Rollouts and demonstrations grouped by prompt (its n rollouts, then its k demonstrations, then k
     responses of each further block, e.g. perturbed demonstrations: lists of b * k token lists), and
     `cat(rollout_rows, expert_rows, *block_rows)` that puts any per-row array into the same order."""
-    n, k, b = tr.n, tr.k, len(records)
+    n, k, b = engine.num_rollouts, engine.num_experts, len(records)
     blocks = [[ids for r in records for ids in r["expert_ids"]], *extra_blocks]
-    padded = [pad_right(ids, tr.R, tr.pad_id) for ids in blocks]
-    pt, pm = tr.prompt_arrays(records, k)
+    padded = [pad_right(ids, engine.response_len, engine.pad_id) for ids in blocks]
+    pt, pm = engine.prompt_arrays(records, k)
     order = np.concatenate([np.concatenate([np.arange(i * n, (i + 1) * n)] + [
         b * n + j * b * k + np.arange(i * k, (i + 1) * k) for j in range(len(blocks))]) for i in range(b)])
     cat = lambda *arrays: np.concatenate(arrays)[order]  # noqa: E731
@@ -177,14 +179,20 @@ def with_experts(tr, records, rollouts: Traj, keep, extra_blocks=()):
     return traj, cat
 
 
-def step_ends(tr, traj: Traj) -> np.ndarray:
+def step_ends(engine, traj: Traj) -> np.ndarray:
     """`losses.step_end_mask` of response rows (steps.delimiter or steps.every), [B, R] float32."""
-    return np.asarray(losses.step_end_mask(traj.response, traj.response_mask, tr.step_delim_id, tr.config.steps.every))
+    return np.asarray(losses.step_end_mask(traj.response, traj.response_mask, engine.step_delim_id,
+                                           engine.config.steps.every))
 
 
 # --- the registry -------------------------------------------------------------------------------------
 
 REGISTRY: dict[str, Algorithm] = {}
+
+
+def means(agg: dict) -> dict:
+    """{metric: the mean of its per-step list (or the value itself)} of an `Engine.record` accumulator."""
+    return {key: (float(np.mean(v)) if isinstance(v, list) else v) for key, v in agg.items()}
 
 
 def register(algorithm: Algorithm) -> Algorithm:
@@ -267,7 +275,8 @@ def validate(config, num_devices: int) -> None:
         prm_rows = config.prm.minibatch_prompts * algo.prm_rows_per_prompt(config)
         if prm_rows % config.prm.micro_batch:
             raise ConfigError(f"prm.micro_batch={config.prm.micro_batch} does not divide a PRM mini-batch of "
-                              f"{prm_rows} rows (prm.minibatch_prompts x {algo.prm_rows_per_prompt(config)} rows per prompt)")
+                              f"{prm_rows} rows (prm.minibatch_prompts x {algo.prm_rows_per_prompt(config)} rows "
+                              "per prompt)")
     algo.validate(config)
     if config.rollout.max_prompt_len + config.rollout.max_response_len > config.model.max_positions:
         raise ConfigError(f"rollout.max_prompt_len + rollout.max_response_len = "

@@ -27,10 +27,11 @@ class BC(Algorithm):
             return loss, {"bc_nll": loss}
         return loss_fn
 
-    def offline_batch(self, tr, records):
-        k = max(tr.k, 1)
-        toks, mask = pad_right([r["expert_ids"][j] for r in records for j in range(k)], tr.R, tr.pad_id)
-        pt, pm = tr.prompt_arrays(records, k)
+    def offline_batch(self, engine, records):
+        k = max(engine.num_experts, 1)
+        toks, mask = pad_right([r["expert_ids"][j] for r in records for j in range(k)], engine.response_len,
+                               engine.pad_id)
+        pt, pm = engine.prompt_arrays(records, k)
         return Traj(pt, pm, toks, np.asarray(mask)), {}, k
 
 

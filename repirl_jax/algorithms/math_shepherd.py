@@ -10,7 +10,6 @@ import numpy as np
 
 from repirl_jax.algorithms import losses
 from repirl_jax.algorithms.base import Algorithm, ConfigError, register, step_ends
-from repirl_jax.runtime import distributed
 
 
 class MathShepherd(Algorithm):
@@ -39,34 +38,34 @@ class MathShepherd(Algorithm):
                                         extra["num_tokens"])
         return {"main": step_loss}
 
-    def reward_model_step(self, tr, b):
+    def reward_model_step(self, engine, b):
         """Label every step of the (kept) rollouts by completions, then one PRM epoch of per-step BCE."""
-        ends = step_ends(tr, b.rollouts)
-        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(tr.config.seed), b.it), 1)
-        labels, stats = self.labels(tr, b, ends, rng)
-        agg = tr.updates(tr.prm_updates["main"], "prm", b.rollouts, {"ends": ends, "labels": labels}, tr.n,
-                         tr.config.prm.minibatch_prompts, tr.config.prm.micro_batch, {}, count=ends.sum(axis=1))
-        return {**tr.means(agg), **stats}
+        ends = step_ends(engine, b.rollouts)
+        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(engine.config.seed), b.it), 1)
+        labels, stats = self.labels(engine, b, ends, rng)
+        metrics = engine.update_prm("main", b.rollouts, {"ends": ends, "labels": labels}, engine.num_rollouts,
+                                    count=ends.sum(axis=1))
+        return {**metrics, **stats}
 
-    def labels(self, tr, b, ends, rng):
+    def labels(self, engine, b, ends, rng):
         """Step labels [B, R] at the step ends: for each step but the last, k completions by the current
         policy from the prefix (prompt + response up to and including the step end), scored by the outcome
         reward (the whole response kept within rollout.max_response_len), labelled by
         `losses.shepherd_labels` (shepherd.label); the last step's label is the rollout's own outcome.
         Also returns the cost: prefixes, sampled tokens, seconds."""
-        config, n, kk, per_call, R = tr.config, tr.n, tr.config.shepherd.k, tr.config.shepherd.prefixes_per_call, tr.R
+        config, n, R = engine.config, engine.num_rollouts, engine.response_len
+        kk, per_call = config.shepherd.k, config.shepherd.prefixes_per_call
         records, response = b.records, b.rollouts.response
         t0 = time.perf_counter()
         labels = ends * np.asarray(b.outcome, np.float32)[:, None]
         prefixes = [(row, int(t)) for row in range(ends.shape[0]) for t in np.flatnonzero(ends[row])[:-1]]
-        scfg = tr.sampling_config(num_samples=kk)
         correct, sampled = np.zeros((len(prefixes), kk), np.float32), 0
-        params = tr.sampler_params(tr.model_params())
+        sample = engine.sampler(num_samples=kk)
         for s in range(0, len(prefixes), per_call):
             chunk = prefixes[s:s + per_call]
             ids = [list(records[row // n]["prompt_ids"]) + response[row, :t + 1].tolist() for row, t in chunk]
             ids += [ids[0]] * (per_call - len(chunk))  # one shape for every call
-            out = distributed.to_host(tr.generator(params, ids, scfg, jax.random.fold_in(rng, s), width=tr.P + R))
+            out = sample(ids, jax.random.fold_in(rng, s), width=engine.prompt_len + R)
             texts, recs = [], []
             for j, (row, t) in enumerate(chunk):
                 for q in range(kk):
@@ -74,9 +73,9 @@ class MathShepherd(Algorithm):
                     sampled += int(out.lengths[i])
                     kept = min(int(out.lengths[i]), R - t - 1)  # the whole response stays within R
                     body = response[row, :t + 1].tolist() + out.tokens[i, :kept].tolist()
-                    texts.append(tr.tokenizer.decode(body, skip_special_tokens=True))
+                    texts.append(engine.tokenizer.decode(body, skip_special_tokens=True))
                     recs.append(records[row // n])
-            scores, _ = tr.score(recs, texts)
+            scores, _ = engine.score(recs, texts)
             correct[s:s + len(chunk)] = (np.asarray(scores, np.float32) >= 1.0).reshape(len(chunk), kk)
         step_labels = losses.shepherd_labels(correct, config.shepherd.label)
         for (row, t), v in zip(prefixes, step_labels):
@@ -86,10 +85,10 @@ class MathShepherd(Algorithm):
                  "time_shepherd_completions": time.perf_counter() - t0}
         return labels, stats
 
-    def process_rewards(self, tr, b):
+    def process_rewards(self, engine, b):
         """The step scores sigmoid(z) at the step ends, 0 elsewhere."""
-        z = tr.rewards_in_chunks(b.rollouts, b.ref_logp)
-        return (1.0 / (1.0 + np.exp(-z))) * step_ends(tr, b.rollouts)
+        z = engine.token_rewards(b.rollouts, b.ref_logp)
+        return (1.0 / (1.0 + np.exp(-z))) * step_ends(engine, b.rollouts)
 
 
 register(MathShepherd())

@@ -27,12 +27,10 @@ class PRIME(Algorithm):
                                                   config.prm.beta, extra["keep"], extra["num_tokens"])
         return {"main": prime_loss}
 
-    def reward_model_step(self, tr, b):
-        row_keep = np.repeat(b.keep, tr.n).astype(np.float32)
+    def reward_model_step(self, engine, b):
+        row_keep = np.repeat(b.keep, engine.num_rollouts).astype(np.float32)
         extra = {"ref_logp": b.ref_logp, "outcome": b.outcome.astype(np.float32), "keep": row_keep}
-        agg = tr.updates(tr.prm_updates["main"], "prm", b.rollouts, extra, tr.n, tr.config.prm.minibatch_prompts,
-                         tr.config.prm.micro_batch, {}, count=row_keep)
-        return tr.means(agg)
+        return engine.update_prm("main", b.rollouts, extra, engine.num_rollouts, count=row_keep)
 
 
 register(PRIME())

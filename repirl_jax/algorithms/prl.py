@@ -13,11 +13,11 @@ class PRL(Algorithm):
     def estimator(self, config):
         return "prl"
 
-    def policy_batch(self, tr, b):
+    def policy_batch(self, engine, b):
         extra = {"logp_old": b.logp_old.astype("float32"), "ref_logp": b.ref_logp}
-        extra.update(estimate(tr, "prl", b.rollouts, b.outcome, None, b.group, b.logp_old, b.ref_logp,
-                              step_ends(tr, b.rollouts)))
-        return b.rollouts, extra, tr.n
+        extra.update(estimate(engine, "prl", b.rollouts, b.outcome, None, b.group, b.logp_old, b.ref_logp,
+                              step_ends(engine, b.rollouts)))
+        return b.rollouts, extra, engine.num_rollouts
 
 
 register(PRL())

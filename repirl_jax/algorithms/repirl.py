@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from repirl_jax.algorithms import losses
-from repirl_jax.algorithms.base import Algorithm, ConfigError, register, with_experts
+from repirl_jax.algorithms.base import Algorithm, ConfigError, means, register, with_experts
 from repirl_jax.algorithms.batches import take
 from repirl_jax.runtime import distributed
 
@@ -86,21 +86,21 @@ class RePIRL(Algorithm):
             return out.loss, {f"irl_{k}": getattr(out, k) for k in IRL_STATS}
         return {"main": coef_loss, "single_pass": single_pass}
 
-    def reward_model_step(self, tr, b):
+    def reward_model_step(self, engine, b):
         """irl.prm_epochs epochs (paper: 1) over PRM mini-batches; rows grouped by prompt: its n rollouts, then
         its k demonstrations."""
-        config, n, k, bsz = tr.config, tr.n, tr.k, len(b.records)
+        config, n, k, bsz = engine.config, engine.num_rollouts, engine.num_experts, len(b.records)
         agg: dict = {}
         per_prompt = n + k
-        traj, cat = with_experts(tr, b.records, b.rollouts, b.keep)
+        traj, cat = with_experts(engine, b.records, b.rollouts, b.keep)
         is_roll = cat(np.ones(bsz * n), np.zeros(bsz * k)).astype(bool)
-        lp_old = cat(b.logp_old, np.zeros((bsz * k, tr.R), np.float32)).astype(np.float32)
+        lp_old = cat(b.logp_old, np.zeros((bsz * k, engine.response_len), np.float32)).astype(np.float32)
         correct = cat(b.outcome, np.ones(bsz * k, np.float32)) >= 1.0
         group = np.repeat(np.arange(bsz), per_prompt).astype(np.int32)
         row_keep = np.repeat(b.keep, per_prompt)
         pos = ((~is_roll | (is_roll & correct & bool(config.irl.pseudo_expert))) * row_keep).astype(np.float32)
         neg = ((is_roll & ~correct) * row_keep).astype(np.float32)
-        batches = tr.minibatches(traj.prompt.shape[0], per_prompt, config.prm.minibatch_prompts)
+        batches = engine.minibatches(traj.prompt.shape[0], per_prompt, config.prm.minibatch_prompts)
         for idx in [idx for _ in range(int(config.irl.prm_epochs)) for idx in batches]:
             part, local_group = take(traj, idx), group[idx] - group[idx].min()
             n_micro = len(idx) // config.prm.micro_batch
@@ -109,26 +109,23 @@ class RePIRL(Algorithm):
                 continue
             if n_micro == 1:  # one pass: weights and loss from the same forward
                 extra = {"logp_old": lp_old[idx], "pos": pos[idx], "neg": neg[idx], "group": local_group}
-                tr.state, out = tr.prm_updates["single_pass"](tr.state, tr.put_micro((part, extra), 1))
-                out = distributed.to_host(out)
+                out = engine.prm_step("single_pass", part, extra, 1)
                 for key in [k_ for k_ in out if k_.startswith("irl_")]:
                     agg.setdefault(key, []).append(float(np.asarray(out.pop(key))))
                 agg.setdefault("irl_loss", []).append(float(np.asarray(out["loss"])))
             else:
-                r = tr.rewards_in_chunks(part, None)
+                r = engine.token_rewards(part, None)
                 inputs = (r, part.response_mask, lp_old[idx], pos[idx], neg[idx], local_group)
                 opts = weight_options(config)
                 coef, irl = distributed.to_host(irl_coefficients(
-                    *tr.put_rows(inputs), config.irl.weight_scope, bool(config.irl.importance_weights),
+                    *engine.on_device(inputs), config.irl.weight_scope, bool(config.irl.importance_weights),
                     opts["log_weight_norm"], opts["weight_temperature"], opts["weight_cap"]))
                 for key in IRL_STATS:
                     agg.setdefault(f"irl_{key}", []).append(float(getattr(irl, key)))
                 agg.setdefault("irl_loss", []).append(float(irl.loss))
-                tr.state, out = tr.prm_updates["main"](tr.state, tr.put_micro((part, {"coef": np.asarray(coef)}),
-                                                                              n_micro))
-                out = distributed.to_host(out)
-            tr.record_step(out, "prm", agg)
-        return tr.means(agg)
+                out = engine.prm_step("main", part, {"coef": np.asarray(coef)}, n_micro)
+            engine.record(out, "prm", agg)
+        return means(agg)
 
 
 register(RePIRL())

@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from repirl_jax.checkpoints.run_dirs import tokenizer_source
@@ -216,7 +218,6 @@ def _put(host: np.ndarray, sharding) -> jax.Array:
 
 def _to_host(x) -> np.ndarray:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
@@ -316,7 +317,6 @@ def _carry_files(src: str, dst: str) -> None:
 def save_params_dir(params: dict, cfg: QwenConfig, dst: str, carry_from: str | None = None,
                     overwrite: bool = False) -> None:
     """Write our params directory (orbax + config + carried files) atomically."""
-    import orbax.checkpoint as ocp
     with atomic_directory(dst, overwrite) as tmp:
         main = jax.process_index() == 0  # small files from process 0; the orbax save is collective
         if carry_from and main:
@@ -338,7 +338,6 @@ def is_params_dir(path: str) -> bool:
 
 def load_params_dir(src: str, mesh: Mesh | None = None, cfg: QwenConfig | None = None) -> tuple[dict, QwenConfig]:
     """Restore our params directory onto `mesh` (any mesh: orbax reshards), checking shapes against config."""
-    import orbax.checkpoint as ocp
     src = os.path.abspath(src)  # orbax reads metadata only from absolute paths
     if not is_params_dir(src):
         raise CheckpointFormatError(f"{src}: not a repirl_jax params directory (no {FORMAT_FILE})")

@@ -13,6 +13,7 @@ copy with one corrupted step (`synthetic.corrupt`), and over the policy's sample
 from __future__ import annotations
 
 import html
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -148,7 +149,6 @@ def render_png(rows: Sequence[dict], path: str, title: str = "PRM token rewards"
     own correct | wrong columns and colour scale: readings of the same traces (same order and labels, e.g. a
     PRM's token rewards and the policy's log-probs), so a trace sits in the same place in every panel.
     Sizes follow the text (inches per character and line; lines wrap at max_chars), so there is no blank band."""
-    import textwrap
 
     import matplotlib
     matplotlib.use("Agg")

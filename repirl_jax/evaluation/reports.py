@@ -7,10 +7,13 @@ the step-error AUROC report with error-localisation pictures, and test-time rera
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from repirl_jax import algorithms
@@ -178,7 +181,6 @@ def trainer_text_logprobs(trainer, prompts: Sequence[str], texts: Sequence[str])
 
 def run_config(path: str) -> dict | None:
     """The config of a training run directory (written by repirl_jax.launch), or None for model dirs."""
-    import json
     file = os.path.join(path, "config.json")
     if os.path.exists(os.path.join(path, "model_config.json")) and os.path.exists(file):
         with open(file) as f:
@@ -191,8 +193,6 @@ def make_prm_scorer(run_dir: str, generator, dtype: str = "float32", step: int |
     """prm_score_fn(prompts, completions) -> per prompt, (mean token reward rbar_phi, minimum step score) of
     each completion (token_level: the per-token rewards) under the scalar-head PRM of a training run
     (`run_dir`, written by repirl_jax.launch; its steps.delimiter / steps.every define the steps)."""
-    import jax
-    import jax.numpy as jnp
 
     trunk, cfg, head, _ = hf.load_training_checkpoint(run_dir, step, which="prm")
     if head is None:
@@ -261,7 +261,6 @@ def prm_report(config, trainer, test: list[dict], workdir: str, n_prompts: int =
     """Step-error AUROC of the final PRM on sampled test traces, and the error-localisation pictures: the PRM's
     token rewards beside the final policy's own token log-probs of the same traces (with their AUROC, by the
     same function; one panel when the PRM is already the likelihood head)."""
-    import jax
 
     per_call = config.rollout.prompts_per_call
     records = test[:max(per_call, (min(n_prompts, len(test)) // per_call) * per_call)]
@@ -305,7 +304,6 @@ def rerank_report(config, trainer, test: list[dict], ns=(4, 8, 16), temperature:
     per prompt at `temperature`; for each N the first N are ranked. Per N (fractions of prompts): pass@1 (mean
     single-sample accuracy), majority vote, best-of-N by mean token reward, best-of-N by minimum step score,
     and the PRM-weighted vote on mean token rewards (METHOD.md's sum, and its sigmoid / exp / rank transforms)."""
-    import jax
 
     per_call, big = config.rollout.prompts_per_call, max(ns)
     records = test[:max(per_call, (len(test) // per_call) * per_call)]

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from repirl_jax.generation import continuous, sampling
 from repirl_jax.models import qwen
@@ -64,8 +66,6 @@ def sampler_weights(cfg, mesh, mode: str):
     "tensor" = the copy sharded over the tensor axis only. The copy is made on the devices: cast on the
     shards first (elementwise, no communication), then a device-to-device reshard (a single jitted
     cast-and-gather would hold the whole model gathered in float32 as a temporary)."""
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
 
     act = ActivationSharding(mesh, data_parallel_rules()) if mode == "replicated" else ActivationSharding(mesh)
     if mode == "train":

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 
+import jax
+import jax.numpy as jnp
+
 log = logging.getLogger("repirl_jax")
 
 
 def _probe_forms():
     """(name, fn, argument shapes) of the bf16 x bf16 -> f32 dot forms in models/qwen.py and logprobs.py."""
-    import jax.numpy as jnp
     f32 = jnp.float32
     return (
         ("cached attention scores", lambda q, k: jnp.einsum("btkgd,bkds->bkgts", q, k, preferred_element_type=f32),
@@ -31,8 +33,6 @@ def _probe_forms():
 @functools.lru_cache(maxsize=None)
 def bf16_dots_supported(backend: str | None = None) -> bool:
     """True if every probed bf16 dot form compiles and runs on `backend` (default: jax.default_backend())."""
-    import jax
-    import jax.numpy as jnp
     device = jax.devices(backend)[0] if backend else jax.devices()[0]
     for name, fn, shapes in _probe_forms():
         args = [jax.device_put(jnp.ones(s, jnp.bfloat16), device) for s in shapes]
@@ -54,6 +54,5 @@ def compute_dtype(requested: str, backend: str | None = None) -> str:
     """`requested` ("float32" | "bfloat16"), or "float32" where the backend lacks bfloat16 dots."""
     if requested != "bfloat16" or bf16_dots_supported(backend):
         return requested
-    import jax
     _warn_once(backend or jax.default_backend())
     return "float32"

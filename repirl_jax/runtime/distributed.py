@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ def is_main() -> bool:
 def sync(name: str) -> None:
     """Barrier across processes (no-op with one)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
@@ -117,7 +117,6 @@ def to_host(tree):
     def one(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
             return np.asarray(jax.device_get(x))
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return jax.tree.map(one, tree)
 
@@ -134,7 +133,6 @@ def allgather_rows(local: np.ndarray, n: int) -> np.ndarray:
     local = np.asarray(local)
     if jax.process_count() == 1:
         return local
-    from jax.experimental import multihost_utils
     per = -(-n // jax.process_count())
     padded = np.zeros((per,) + local.shape[1:], local.dtype)
     padded[:len(local)] = local
@@ -146,7 +144,6 @@ def allgather_stats(stats: Mapping[str, float]) -> dict[str, float]:
     """Sum per-process counters (e.g. reward timeouts) over processes; keys must agree."""
     if jax.process_count() == 1:
         return dict(stats)
-    from jax.experimental import multihost_utils
     keys = sorted(stats)
     vals = np.asarray([float(stats[k]) for k in keys], np.float64)
     total = np.asarray(multihost_utils.process_allgather(vals)).sum(axis=0)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -133,7 +134,6 @@ def tree_shardings(axes_tree, shapes_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES)
 def optimizer_shardings(optimizer, param_shardings, abstract_params, mesh: Mesh):
     """Shardings of an optax state: every params-shaped subtree (Adam moments, ...) sharded like the
     parameters, everything else (step counts, scalars) replicated on the mesh."""
-    import optax
     abstract_state = jax.eval_shape(optimizer.init, abstract_params)
     return optax.tree_map_params(optimizer, lambda _, s: s, abstract_state, param_shardings,
                                  transform_non_params=lambda _: NamedSharding(mesh, P()),

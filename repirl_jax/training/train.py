@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding
 from repirl_jax import algorithms
 from repirl_jax.algorithms import Batch, ConfigError, losses, validate  # noqa: F401  (train.validate, ...)
 from repirl_jax.algorithms.advantages import AdvantageParams
+from repirl_jax.algorithms.base import means
 from repirl_jax.algorithms.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
 from repirl_jax.generation import rollout, sampling
 from repirl_jax.models import heads, logprobs, lora, prm_heads, qwen
@@ -44,6 +45,7 @@ from repirl_jax.runtime.sharding import (
     optimizer_shardings,
     tree_shardings,
 )
+from repirl_jax.training.engine import Engine
 from repirl_jax.training.update_step import make_optimizer, update_step
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.last_batch: Batch | None = None  # the last iteration's scored rollouts (early_signal reads it)
+        self.engine = Engine(self)  # all that the algorithm's hooks see of this trainer
 
     # -- data ---------------------------------------------------------------------------------------------
 
@@ -313,12 +316,12 @@ class Trainer:
 
     def iteration(self, it: int) -> dict[str, float]:
         """Run iteration `it` (1-based) of Algorithm 1; returns its metrics."""
-        config, n, algo = self.config, self.n, self.algo
+        config, algo = self.config, self.algo
         timers, metrics = {}, {}
         t0 = time.perf_counter()
         records = self.batch_records(it)
         if not algo.uses_rollouts:
-            traj, extra, per_prompt = algo.offline_batch(self, records)
+            traj, extra, per_prompt = algo.offline_batch(self.engine, records)
             metrics.update(self.policy_step(traj, extra, per_prompt))
             return {**metrics, "time_policy": time.perf_counter() - t0}
         b, tokens, timers["reward"] = self._scored_batch(records, it, metrics)  # of which spent scoring
@@ -328,13 +331,13 @@ class Trainer:
         if algo.needs_prm:  # 4-5. reward-model step, then process rewards from the updated model
             t = time.perf_counter()
             if not config.prm.frozen:
-                metrics.update(algo.reward_model_step(self, b))
-            b.process = algo.process_rewards(self, b)
+                metrics.update(algo.reward_model_step(self.engine, b))
+            b.process = algo.process_rewards(self.engine, b)
             m = b.rollouts.response_mask
             metrics["process_reward_mean"] = float((b.process * m).sum() / max(m.sum(), 1))
             timers["prm"] = time.perf_counter() - t
         t = time.perf_counter()  # 6. the policy batch and its advantages
-        traj, extra, per_prompt = algo.policy_batch(self, b)
+        traj, extra, per_prompt = algo.policy_batch(self.engine, b)
         if "adv" in extra:
             a = extra["adv"][traj.response_mask > 0]
             metrics.update({"adv_mean": float(a.mean()) if a.size else 0.0,
@@ -366,8 +369,8 @@ class Trainer:
         p_toks, p_mask = self.prompt_arrays(records, n)
         rollouts = Traj(p_toks, p_mask, ro["tokens"], ro["mask"] * np.repeat(keep, n)[:, None])
         ref_logp = np.asarray(self.logp_in_chunks(self.ref, rollouts)) if self.algo.rollout_ref_logp(config) else None
-        batch = Batch(it, records, rollouts, ro["logp"], outcome, keep, np.repeat(np.arange(num_prompts), n).astype(np.int32),
-                      ref_logp)
+        group = np.repeat(np.arange(num_prompts), n).astype(np.int32)
+        batch = Batch(it, records, rollouts, ro["logp"], outcome, keep, group, ref_logp)
         return batch, float(ro["mask"].sum()), ro["reward_s"]
 
     # -- the update engine --------------------------------------------------------------------------------
@@ -438,13 +441,9 @@ class Trainer:
             self.record_step(out, prefix, agg)
         return agg
 
-    @staticmethod
-    def means(agg: dict) -> dict:
-        return {k_: (float(np.mean(v)) if isinstance(v, list) else v) for k_, v in agg.items()}
-
     def policy_step(self, traj: Traj, extra: dict, rows_per_prompt: int) -> dict:
         agg: dict = {}
         for _ in range(self.config.policy.epochs):
             self.updates(self.policy_update, "policy", traj, extra, rows_per_prompt,
                          self.config.policy.minibatch_prompts, self.config.policy.micro_batch, agg)
-        return self.means(agg)
+        return means(agg)

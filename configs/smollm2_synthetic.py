@@ -1,5 +1,5 @@
 """rePIRL on a real small checkpoint with a task it can learn: SmolLM2-135M-Instruct as policy and PRM on the
-synthetic arithmetic task (data/synthetic.py) shown through the checkpoint's own tokenizer and chat template.
+synthetic arithmetic task (data/synthetic/) shown through the checkpoint's own tokenizer and chat template.
 
     python -m repirl_jax.real_models smollm2-135m-instruct          # builds ~/.cache/repirl_models/...
     python -m repirl_jax.launch --config=configs/smollm2_synthetic.py --workdir=runs/smollm2_synthetic \

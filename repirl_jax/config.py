@@ -129,7 +129,7 @@ def _run_fields(config: ml_collections.ConfigDict) -> None:
         val_limit=256,
         filter=ml_collections.ConfigDict(dict(enabled=True, low=0.2, high=0.8)),
         synthetic=ml_collections.ConfigDict(dict(n_train=2000, n_val=200, n_test=500, noise=0.0,
-                                                 noise_kind="carried",  # carried | corrected (synthetic.py)
+                                                 noise_kind="carried",  # carried | corrected (synthetic/task.py)
                                                  num_steps=(4, 4), ops="+-*", max_addend=99, max_factor=9,
                                                  modulus=100))))
 

@@ -23,7 +23,6 @@ import jax
 
 from repirl_jax import algorithms
 from repirl_jax import cli as cli_lib
-from repirl_jax.algorithms import advantages
 from repirl_jax.algorithms.bc import BC
 from repirl_jax.checkpoints import hf
 from repirl_jax.checkpoints import state as checkpoint
@@ -134,7 +133,7 @@ def build_models(config, cfg, mesh, policy_params=None):
     pcfg = lora_config(cfg, config.policy.lora)
     base = policy_params if pcfg.lora_rank else None
     policy = {"model": lora.init_adapter(pcfg, jax.random.fold_in(seed, 4)) if base is not None else policy_params}
-    if advantages.ESTIMATORS[algorithms.get(config.algo).estimator(config)].uses_values:
+    if algorithms.get(config.algo).needs_value_head(config):
         policy["value"] = heads.init_scalar_head(cfg, jax.random.fold_in(seed, 2))
     prm, prm_cfg, prm_base = None, lora_config(cfg, config.prm.lora), None
     if train.needs_prm(config):

@@ -78,6 +78,10 @@ class Algorithm:
     def estimator(self, config) -> str:
         return config.advantage.estimator
 
+    def needs_value_head(self, config) -> bool:
+        """Whether the policy carries a value head (its advantage estimator reads values: GAE)."""
+        return advantages.ESTIMATORS[self.estimator(config)].uses_values
+
     def validate(self, config) -> None:
         """Checks of the method's own settings (raise ConfigError saying what to change)."""
         if self.needs_experts and config.data.experts_per_prompt < 1:
@@ -92,7 +96,7 @@ class Algorithm:
     def policy_loss(self, config, cfg, act) -> Callable:
         """(policy, (traj, extra)) -> (loss, aux): the PPO-clipped surrogate with an entropy bonus, optional
         KL to the reference and, for a value-head estimator, the clipped value loss."""
-        chunk, with_values = config.train.logp_chunk, advantages.ESTIMATORS[self.estimator(config)].uses_values
+        chunk, with_values = config.train.logp_chunk, self.needs_value_head(config)
 
         def loss_fn(policy, mb):
             traj, extra = mb

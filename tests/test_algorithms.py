@@ -21,11 +21,11 @@ class BatchMeanBaseline(algorithms.Algorithm):
     batch (no groups), on every response token, with the library's PPO-clipped policy loss."""
     name = "test_batch_mean"
 
-    def policy_batch(self, tr, b):
+    def policy_batch(self, engine, b):
         m = b.rollouts.response_mask
         adv = (b.outcome - b.outcome.mean())[:, None] * m
         self.seen = getattr(self, "seen", 0) + 1
-        return b.rollouts, {"logp_old": b.logp_old.astype(np.float32), "adv": adv.astype(np.float32)}, tr.n
+        return b.rollouts, {"logp_old": b.logp_old.astype(np.float32), "adv": adv.astype(np.float32)}, engine.num_rollouts
 
 
 def test_an_algorithm_registered_from_a_test_file_trains_two_iterations(tmp_path):
@@ -205,9 +205,9 @@ def test_entry_points_import_the_library_never_each_other_and_name_no_algorithm(
                 bad = {m for m in imported(path) if m in entry_points and m != module}
                 assert not bad, f"{path} imports the entry point(s) {sorted(bad)}"
 
-    for f in ("train.py", "launch.py"):
+    for f in ("training/train.py", "launch.py"):
         strings = {node.value for node in ast.walk(ast.parse(open(os.path.join(root, f)).read()))
                    if isinstance(node, ast.Constant) and isinstance(node.value, str)}
         named = strings & set(algorithms.names())
         assert not named, f"{f} names algorithm(s) {sorted(named)}"
-    assert len(open(os.path.join(root, "train.py")).read().splitlines()) <= 450
+    assert len(open(os.path.join(root, "training", "train.py")).read().splitlines()) <= 450

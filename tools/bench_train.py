@@ -35,6 +35,8 @@ flags.DEFINE_integer("demo_iterations", 0, "Also time this many demo iterations,
 flags.DEFINE_string("hf_dir", None, "A real checkpoint (HF directory) instead of --size's random model.")
 flags.DEFINE_enum("optimizer", "auto", ["auto", "adamw", "sgd"], "auto: sgd with --hf_dir, else adamw.")
 flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "Our model's rematerialisation (cfg.remat).")
+flags.DEFINE_bool("profile", False, "Also time the step's pieces on both sides: forward, forward + backward, the "
+                  "trunk alone, the LM head + log-softmax alone, the optimiser update.")
 FLAGS = flags.FLAGS
 
 def bench_step():
@@ -101,12 +103,93 @@ def bench_step():
         topt.step()
 
     t_ours, t_torch = best_times_interleaved([ours, theirs], FLAGS.repeats)
+    if FLAGS.profile:
+        profile_step(model, state, cfg, tokens, opt, topt, loss_fn)
     print(f"cpu: {cpu_model()}")
     print(f"{shape}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens, "
           f"{'SGD' if sgd else 'AdamW'}, our remat={cfg.remat}, log-prob chunk {FLAGS.logp_chunk}")
     print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s); torch: {t_torch:.2f} s/step "
           f"({b * t / t_torch:.0f} tok/s)")
     return t_torch / t_ours
+
+
+def profile_step(model, state, cfg, tokens, opt, topt, loss_fn):
+    """Seconds of the policy step's pieces on both sides (best of --repeats, interleaved), with the same
+    inputs as the step: where our step's time goes against PyTorch's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import torch
+
+    from repirl_jax.models import logprobs, qwen
+
+    b, t = tokens.shape
+    ids = torch.tensor(tokens, dtype=torch.long)
+    p = state["p"]
+    prompt, pmask = jnp.asarray(tokens[:, :1]), jnp.ones((b, 1), jnp.int32)
+    resp, rmask = jnp.asarray(tokens[:, 1:]), jnp.ones((b, t - 1), jnp.float32)
+    weight = jnp.asarray(np.random.RandomState(1).normal(size=(cfg.hidden_size,)).astype(np.float32))
+    tweight = torch.tensor(np.asarray(weight))
+
+    def trunk_loss(p):  # the decoder without the LM head: a fixed projection of every final hidden state
+        return (logprobs.sequence_hidden(p, cfg, prompt, pmask, resp, rmask) @ weight).mean()
+
+    hidden = jax.block_until_ready(jax.jit(lambda p: logprobs.sequence_hidden(p, cfg, prompt, pmask, resp, rmask))(p))
+    head = jax.block_until_ready(qwen.lm_head_rows(p, cfg) + 0)
+
+    def head_loss(h, w):  # the LM head + log-softmax at the target, chunked as the trainer does
+        lp = logprobs.chunked_logprobs(h[:, :-1], w, resp, FLAGS.logp_chunk, with_entropy=False,
+                                       remat=cfg.remat != "none")[0]
+        return -lp.mean()
+
+    grads = jax.block_until_ready(jax.jit(jax.grad(loss_fn))(p))
+    f_fwd = jax.jit(loss_fn)
+    f_grad = jax.jit(jax.value_and_grad(loss_fn))
+    f_trunk = jax.jit(jax.value_and_grad(trunk_loss))
+    f_head = jax.jit(jax.value_and_grad(head_loss, argnums=(0, 1)))
+    f_opt = jax.jit(lambda g, s, p: optax.apply_updates(p, opt.update(g, s, p)[0]))
+    th = torch.tensor(np.asarray(hidden)).requires_grad_(True)
+    tw = model.lm_head.weight.detach().clone().requires_grad_(True)
+
+    def block(x):
+        jax.block_until_ready(x)
+
+    def torch_fwd():
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).mean().item()
+
+    def torch_grad():
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        (-torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).mean()).backward()
+
+    def torch_trunk():
+        model.zero_grad(set_to_none=True)
+        (model.model(input_ids=ids).last_hidden_state @ tweight).mean().backward()
+
+    def torch_head():
+        th.grad, tw.grad = None, None
+        lp = torch.log_softmax(th[:, :-1] @ tw.T, -1).gather(-1, ids[:, 1:, None])
+        (-lp.mean()).backward()
+
+    def torch_opt():
+        topt.step()
+
+    pieces = [
+        ("forward: loss only", lambda: block(f_fwd(p)), torch_fwd),
+        ("forward + backward: loss and gradients", lambda: block(f_grad(p)), torch_grad),
+        ("trunk alone (no LM head), forward + backward", lambda: block(f_trunk(p)), torch_trunk),
+        ("LM head + log-softmax alone, forward + backward", lambda: block(f_head(hidden, head)), torch_head),
+        ("optimiser update alone", lambda: block(f_opt(grads, state["s"], p)), torch_opt),
+    ]
+    print(f"profile of one step (best of {FLAGS.repeats}, seconds; ratio = torch / ours):")
+    for name, ours_fn, torch_fn in pieces:
+        if torch_fn is torch_opt:
+            torch_grad()  # every parameter's gradient in place for the update
+        t_ours, t_torch = best_times_interleaved([ours_fn, torch_fn], FLAGS.repeats)
+        print(f"  {name:48s} ours {t_ours:7.2f}  torch {t_torch:7.2f}  ratio {t_torch / t_ours:.2f}")
 
 
 def bench_demo(n):

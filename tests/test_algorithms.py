@@ -21,11 +21,12 @@ class BatchMeanBaseline(algorithms.Algorithm):
     batch (no groups), on every response token, with the library's PPO-clipped policy loss."""
     name = "test_batch_mean"
 
-    def policy_batch(self, engine, b):
-        m = b.rollouts.response_mask
-        adv = (b.outcome - b.outcome.mean())[:, None] * m
+    def policy_batch(self, engine, batch):
+        m = batch.rollouts.response_mask
+        adv = (batch.outcome - batch.outcome.mean())[:, None] * m
         self.seen = getattr(self, "seen", 0) + 1
-        return b.rollouts, {"logp_old": b.logp_old.astype(np.float32), "adv": adv.astype(np.float32)}, engine.num_rollouts
+        extra = {"logp_old": batch.logp_old.astype(np.float32), "adv": adv.astype(np.float32)}
+        return batch.rollouts, extra, engine.num_rollouts
 
 
 def test_an_algorithm_registered_from_a_test_file_trains_two_iterations(tmp_path):

@@ -40,12 +40,13 @@ class AIRLDense(Algorithm):
                                                   config.airl.label_smoothing, extra["num_tokens"])
         return {"main": discriminator_loss}
 
-    def reward_model_step(self, engine, b):
+    def reward_model_step(self, engine, batch):
         """One discriminator epoch: per prompt its n rollouts (label 0), its k demonstrations (label 1) and,
         with airl.perturbed_negatives, the k demonstrations with one corrupted step each (label 0)."""
-        config, n, k, bsz = engine.config, engine.num_rollouts, engine.num_experts, len(b.records)
-        blocks = [self._perturbed_expert_ids(engine, b.records, b.it)] if config.airl.perturbed_negatives else []
-        traj, cat = with_experts(engine, b.records, b.rollouts, b.keep, blocks)
+        config, n, k, bsz = engine.config, engine.num_rollouts, engine.num_experts, len(batch.records)
+        perturbed = config.airl.perturbed_negatives
+        blocks = [self._perturbed_expert_ids(engine, batch.records, batch.it)] if perturbed else []
+        traj, cat = with_experts(engine, batch.records, batch.rollouts, batch.keep, blocks)
         label = cat(np.zeros(bsz * n), np.ones(bsz * k), *[np.zeros(bsz * k)] * len(blocks)).astype(np.float32)
         return engine.update_prm("main", traj, {"label": label}, n + k * (1 + len(blocks)))
 
@@ -58,15 +59,15 @@ class AIRLDense(Algorithm):
                  for r in records for j in range(engine.num_experts)]
         return encode_responses(engine.tokenizer, texts, engine.response_len, engine.end_id)[0]
 
-    def policy_batch(self, engine, b):
+    def policy_batch(self, engine, batch):
         """`airl_dense_advantages` of the discriminator logits over each prompt's group: the n rollouts or
         (airl.experts_in_group) the rollouts and the k demonstrations (outcome 1; their logp_old are the
         current policy's, so their PPO ratio starts at 1)."""
-        n, k, bsz = engine.num_rollouts, engine.num_experts, len(b.records)
-        traj, per_prompt, outcome, logits, logp_old = b.rollouts, n, b.outcome, b.process, b.logp_old
-        extra = {} if b.ref_logp is None else {"ref_logp": b.ref_logp}
+        n, k, bsz = engine.num_rollouts, engine.num_experts, len(batch.records)
+        traj, per_prompt, outcome, logits, logp_old = batch.rollouts, n, batch.outcome, batch.process, batch.logp_old
+        extra = {} if batch.ref_logp is None else {"ref_logp": batch.ref_logp}
         if engine.config.airl.experts_in_group:
-            traj, cat = with_experts(engine, b.records, b.rollouts, b.keep)
+            traj, cat = with_experts(engine, batch.records, batch.rollouts, batch.keep)
             is_expert = cat(np.zeros(bsz * n), np.ones(bsz * k))[:, None] > 0
             current = engine.logp("policy", traj)
             logp_old = np.where(is_expert, current, cat(logp_old, np.zeros((bsz * k, engine.response_len), np.float32)))

@@ -3,9 +3,10 @@
 An `Algorithm` says what a method needs (a PRM and which head, a frozen reference, demonstrations,
 reasoning steps), its losses (policy micro-batch loss; PRM micro-batch losses, jitted by the trainer and run
 by name through `engine.update_prm(name, ...)` / `engine.prm_step(name, ...)`), its reward-model step, its
-process rewards, how it assembles the policy batch and its advantages, and its config settings and checks. The default methods are outcome-reward RL
-with the PPO-clipped surrogate (RLOO / GRPO / GAE advantages per `advantage.estimator`); each file in this
-package overrides what its method changes, then `register`s an instance.
+process rewards, how it assembles the policy batch and its advantages, and its config settings and checks.
+The default methods are outcome-reward RL with the PPO-clipped surrogate (RLOO / GRPO / GAE advantages per
+`advantage.estimator`); each file in this package overrides what its method changes, then `register`s an
+instance.
 
 The hooks receive an `Engine` (training/engine.py: the config, the shapes, and computations on named models
 - `logp`, `values`, `token_rewards`, `update_prm`, `prm_step`, `sampler`, `score`, `advantages` - all
@@ -123,22 +124,22 @@ class Algorithm:
 
     # -- one iteration ----------------------------------------------------------------------------------
 
-    def reward_model_step(self, engine, b: Batch) -> dict:
+    def reward_model_step(self, engine, batch: Batch) -> dict:
         """One epoch of reward-model updates (step 4); returns metrics."""
         return {}
 
-    def process_rewards(self, engine, b: Batch) -> np.ndarray:
+    def process_rewards(self, engine, batch: Batch) -> np.ndarray:
         """[B, R] process rewards of the rollouts from the (updated) reward model (step 5)."""
-        return engine.token_rewards(b.rollouts, b.ref_logp)
+        return engine.token_rewards(batch.rollouts, batch.ref_logp)
 
-    def policy_batch(self, engine, b: Batch) -> tuple[Traj, dict, int]:
+    def policy_batch(self, engine, batch: Batch) -> tuple[Traj, dict, int]:
         """(rows, per-row inputs of the policy loss, rows per prompt) of the policy step (step 6)."""
-        extra = {"logp_old": b.logp_old.astype(np.float32)}
-        if b.ref_logp is not None:
-            extra["ref_logp"] = b.ref_logp
-        extra.update(estimate(engine, self.estimator(engine.config), b.rollouts, b.outcome, b.process, b.group,
-                              b.logp_old, b.ref_logp))
-        return b.rollouts, extra, engine.num_rollouts
+        extra = {"logp_old": batch.logp_old.astype(np.float32)}
+        if batch.ref_logp is not None:
+            extra["ref_logp"] = batch.ref_logp
+        extra.update(estimate(engine, self.estimator(engine.config), batch.rollouts, batch.outcome, batch.process,
+                              batch.group, batch.logp_old, batch.ref_logp))
+        return batch.rollouts, extra, engine.num_rollouts
 
     def offline_batch(self, engine, records: list[dict]) -> tuple[Traj, dict, int]:
         """The policy batch of a method without rollouts (uses_rollouts = False)."""

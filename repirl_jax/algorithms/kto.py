@@ -29,16 +29,16 @@ class KTO(Algorithm):
             return loss * extra["row_scale"], aux
         return loss_fn
 
-    def policy_batch(self, engine, b):
-        n, k, bsz = engine.num_rollouts, engine.num_experts, len(b.records)
-        good, bad = (b.outcome >= 1.0).astype(np.float32), (b.outcome < 1.0).astype(np.float32)
-        if k and any(r["expert_ids"] for r in b.records):
-            traj, cat = with_experts(engine, b.records, b.rollouts, b.keep)
+    def policy_batch(self, engine, batch):
+        n, k, bsz = engine.num_rollouts, engine.num_experts, len(batch.records)
+        good, bad = (batch.outcome >= 1.0).astype(np.float32), (batch.outcome < 1.0).astype(np.float32)
+        if k and any(r["expert_ids"] for r in batch.records):
+            traj, cat = with_experts(engine, batch.records, batch.rollouts, batch.keep)
             desirable, undesirable = cat(good, np.ones(bsz * k, np.float32)), cat(bad, np.zeros(bsz * k, np.float32))
             per_prompt = n + k
         else:
-            traj, per_prompt, desirable, undesirable = b.rollouts, n, good, bad
-        row_keep = np.repeat(b.keep, per_prompt)
+            traj, per_prompt, desirable, undesirable = batch.rollouts, n, good, bad
+        row_keep = np.repeat(batch.keep, per_prompt)
         extra = {"desirable": desirable * row_keep, "undesirable": undesirable * row_keep,
                  "ref_logp": np.asarray(engine.logp("ref", traj))}
         return traj, extra, per_prompt

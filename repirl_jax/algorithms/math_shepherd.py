@@ -38,16 +38,16 @@ class MathShepherd(Algorithm):
                                         extra["num_tokens"])
         return {"main": step_loss}
 
-    def reward_model_step(self, engine, b):
+    def reward_model_step(self, engine, batch):
         """Label every step of the (kept) rollouts by completions, then one PRM epoch of per-step BCE."""
-        ends = step_ends(engine, b.rollouts)
-        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(engine.config.seed), b.it), 1)
-        labels, stats = self.labels(engine, b, ends, rng)
-        metrics = engine.update_prm("main", b.rollouts, {"ends": ends, "labels": labels}, engine.num_rollouts,
+        ends = step_ends(engine, batch.rollouts)
+        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(engine.config.seed), batch.it), 1)
+        labels, stats = self.labels(engine, batch, ends, rng)
+        metrics = engine.update_prm("main", batch.rollouts, {"ends": ends, "labels": labels}, engine.num_rollouts,
                                     count=ends.sum(axis=1))
         return {**metrics, **stats}
 
-    def labels(self, engine, b, ends, rng):
+    def labels(self, engine, batch, ends, rng):
         """Step labels [B, R] at the step ends: for each step but the last, k completions by the current
         policy from the prefix (prompt + response up to and including the step end), scored by the outcome
         reward (the whole response kept within rollout.max_response_len), labelled by
@@ -55,9 +55,9 @@ class MathShepherd(Algorithm):
         Also returns the cost: prefixes, sampled tokens, seconds."""
         config, n, R = engine.config, engine.num_rollouts, engine.response_len
         kk, per_call = config.shepherd.k, config.shepherd.prefixes_per_call
-        records, response = b.records, b.rollouts.response
+        records, response = batch.records, batch.rollouts.response
         t0 = time.perf_counter()
-        labels = ends * np.asarray(b.outcome, np.float32)[:, None]
+        labels = ends * np.asarray(batch.outcome, np.float32)[:, None]
         prefixes = [(row, int(t)) for row in range(ends.shape[0]) for t in np.flatnonzero(ends[row])[:-1]]
         correct, sampled = np.zeros((len(prefixes), kk), np.float32), 0
         sample = engine.sampler(num_samples=kk)
@@ -85,10 +85,10 @@ class MathShepherd(Algorithm):
                  "time_shepherd_completions": time.perf_counter() - t0}
         return labels, stats
 
-    def process_rewards(self, engine, b):
+    def process_rewards(self, engine, batch):
         """The step scores sigmoid(z) at the step ends, 0 elsewhere."""
-        z = engine.token_rewards(b.rollouts, b.ref_logp)
-        return (1.0 / (1.0 + np.exp(-z))) * step_ends(engine, b.rollouts)
+        z = engine.token_rewards(batch.rollouts, batch.ref_logp)
+        return (1.0 / (1.0 + np.exp(-z))) * step_ends(engine, batch.rollouts)
 
 
 register(MathShepherd())

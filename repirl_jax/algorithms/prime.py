@@ -27,10 +27,10 @@ class PRIME(Algorithm):
                                                   config.prm.beta, extra["keep"], extra["num_tokens"])
         return {"main": prime_loss}
 
-    def reward_model_step(self, engine, b):
-        row_keep = np.repeat(b.keep, engine.num_rollouts).astype(np.float32)
-        extra = {"ref_logp": b.ref_logp, "outcome": b.outcome.astype(np.float32), "keep": row_keep}
-        return engine.update_prm("main", b.rollouts, extra, engine.num_rollouts, count=row_keep)
+    def reward_model_step(self, engine, batch):
+        row_keep = np.repeat(batch.keep, engine.num_rollouts).astype(np.float32)
+        extra = {"ref_logp": batch.ref_logp, "outcome": batch.outcome.astype(np.float32), "keep": row_keep}
+        return engine.update_prm("main", batch.rollouts, extra, engine.num_rollouts, count=row_keep)
 
 
 register(PRIME())

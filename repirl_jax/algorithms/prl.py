@@ -13,11 +13,11 @@ class PRL(Algorithm):
     def estimator(self, config):
         return "prl"
 
-    def policy_batch(self, engine, b):
-        extra = {"logp_old": b.logp_old.astype("float32"), "ref_logp": b.ref_logp}
-        extra.update(estimate(engine, "prl", b.rollouts, b.outcome, None, b.group, b.logp_old, b.ref_logp,
-                              step_ends(engine, b.rollouts)))
-        return b.rollouts, extra, engine.num_rollouts
+    def policy_batch(self, engine, batch):
+        extra = {"logp_old": batch.logp_old.astype("float32"), "ref_logp": batch.ref_logp}
+        extra.update(estimate(engine, "prl", batch.rollouts, batch.outcome, None, batch.group, batch.logp_old,
+                              batch.ref_logp, step_ends(engine, batch.rollouts)))
+        return batch.rollouts, extra, engine.num_rollouts
 
 
 register(PRL())

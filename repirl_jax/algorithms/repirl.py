@@ -86,18 +86,18 @@ class RePIRL(Algorithm):
             return out.loss, {f"irl_{k}": getattr(out, k) for k in IRL_STATS}
         return {"main": coef_loss, "single_pass": single_pass}
 
-    def reward_model_step(self, engine, b):
+    def reward_model_step(self, engine, batch):
         """irl.prm_epochs epochs (paper: 1) over PRM mini-batches; rows grouped by prompt: its n rollouts, then
         its k demonstrations."""
-        config, n, k, bsz = engine.config, engine.num_rollouts, engine.num_experts, len(b.records)
+        config, n, k, bsz = engine.config, engine.num_rollouts, engine.num_experts, len(batch.records)
         agg: dict = {}
         per_prompt = n + k
-        traj, cat = with_experts(engine, b.records, b.rollouts, b.keep)
+        traj, cat = with_experts(engine, batch.records, batch.rollouts, batch.keep)
         is_roll = cat(np.ones(bsz * n), np.zeros(bsz * k)).astype(bool)
-        lp_old = cat(b.logp_old, np.zeros((bsz * k, engine.response_len), np.float32)).astype(np.float32)
-        correct = cat(b.outcome, np.ones(bsz * k, np.float32)) >= 1.0
+        lp_old = cat(batch.logp_old, np.zeros((bsz * k, engine.response_len), np.float32)).astype(np.float32)
+        correct = cat(batch.outcome, np.ones(bsz * k, np.float32)) >= 1.0
         group = np.repeat(np.arange(bsz), per_prompt).astype(np.int32)
-        row_keep = np.repeat(b.keep, per_prompt)
+        row_keep = np.repeat(batch.keep, per_prompt)
         pos = ((~is_roll | (is_roll & correct & bool(config.irl.pseudo_expert))) * row_keep).astype(np.float32)
         neg = ((is_roll & ~correct) * row_keep).astype(np.float32)
         batches = engine.minibatches(traj.prompt.shape[0], per_prompt, config.prm.minibatch_prompts)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -167,6 +168,24 @@ class _Worker:
         self.index: int | None = None  # task index in the current batch, None when idle
         self.deadline = 0.0
         self.started = time.monotonic()
+
+
+@dataclasses.dataclass
+class _BatchRun:
+    """One `MathScorer._run` call's state: its tasks, their results so far, what is left."""
+    batch: int
+    kind: str
+    tasks: Sequence[tuple]
+    timeout_s: float
+    results: list = dataclasses.field(init=False)
+    pending: collections.deque = dataclasses.field(init=False)
+    remaining: int = dataclasses.field(init=False)
+    failed_starts: int = 0
+
+    def __post_init__(self):
+        self.results = [None] * len(self.tasks)
+        self.pending = collections.deque(range(len(self.tasks)))
+        self.remaining = len(self.tasks)
 
 
 class MathScorer:
@@ -317,84 +336,15 @@ class MathScorer:
 
     def _run(self, kind: str, tasks: Sequence[tuple], timeout_s: float) -> list[tuple[str, Any]]:
         """Run tasks in the pool. Returns per task ``("ok", value)``, ``("timeout", None)`` or ``("error", why)``."""
-        n = len(tasks)
-        results: list[tuple[str, Any] | None] = [None] * n
-        pending = collections.deque(range(n))
-        remaining = n
-        batch = next(self._batch_ids)
-        failed_starts = 0
-
-        def finish(w: _Worker, outcome: tuple[str, Any]) -> None:
-            nonlocal remaining
-            results[w.index] = outcome
-            w.index = None
-            remaining -= 1
-
-        def worker_lost(w: _Worker, why: str) -> None:
-            nonlocal failed_starts
-            if w.index is not None:
-                finish(w, ("error", why))
-            elif not w.ready:
-                failed_starts += 1
-            self._replace(w)
-
+        run = _BatchRun(next(self._batch_ids), kind, tasks, timeout_s)
         try:
-            while remaining:
-                now = time.monotonic()
-                for w in self._workers:
-                    if w.ready and w.index is None and pending:
-                        i = pending.popleft()
-                        try:
-                            w.conn.send((batch, i, kind, tasks[i]))
-                        except OSError:
-                            pending.appendleft(i)
-                            worker_lost(w, "worker pipe closed")
-                            continue
-                        w.index, w.deadline = i, now + timeout_s
-
-                deadlines = [w.deadline if w.index is not None else w.started + self.startup_timeout_s
-                             for w in self._workers if w.index is not None or not w.ready]
-                wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
-                by_obj: dict[Any, _Worker] = {}
-                for w in self._workers:
-                    by_obj[w.conn] = w
-                    by_obj[w.proc.sentinel] = w
-                ready = _wait_ready(list(by_obj), wait_s)
-                # Messages first (a worker may have answered and then exited), then exits.
-                handled: set[int] = set()
-                for obj in sorted(ready, key=lambda o: not hasattr(o, "recv")):
-                    w = by_obj[obj]
-                    if id(w) in handled or w not in self._workers:
-                        continue
-                    try:
-                        while w.conn.poll():
-                            msg = w.conn.recv()
-                            if msg[0] == "ready":
-                                w.ready = True
-                                failed_starts = 0
-                            elif msg[0] == batch and msg[1] == w.index:
-                                finish(w, (msg[2], msg[3]))
-                    except (EOFError, OSError):
-                        handled.add(id(w))
-                        worker_lost(w, f"worker died (exit code {w.proc.exitcode})")
-                        continue
-                    if not hasattr(obj, "recv") or not w.proc.is_alive():
-                        w.proc.join(timeout=1.0)
-                        if not w.proc.is_alive():
-                            handled.add(id(w))
-                            worker_lost(w, f"worker died (exit code {w.proc.exitcode})")
-
-                now = time.monotonic()
-                for w in list(self._workers):
-                    if w.index is not None and now >= w.deadline:
-                        finish(w, ("timeout", None))
-                        self._replace(w)
-                    elif not w.ready and now - w.started > self.startup_timeout_s:
-                        failed_starts += 1
-                        self._replace(w)
-                if failed_starts > 2 * self.n_workers + 1:
+            while run.remaining:
+                self._dispatch(run)
+                self._receive(run)
+                self._expire(run)
+                if run.failed_starts > 2 * self.n_workers + 1:
                     raise RuntimeError(
-                        f"math-verify workers keep failing to start ({failed_starts} failures in a row)")
+                        f"math-verify workers keep failing to start ({run.failed_starts} failures in a row)")
         except BaseException:
             # Interrupted (or broken pool): workers still busy on this batch are killed so the next batch
             # starts clean.
@@ -403,7 +353,79 @@ class MathScorer:
                     w.index = None
                     self._replace(w)
             raise
-        return results  # type: ignore[return-value]
+        return run.results  # type: ignore[return-value]
+
+    def _finish(self, run: "_BatchRun", w: _Worker, outcome: tuple[str, Any]) -> None:
+        run.results[w.index] = outcome
+        w.index = None
+        run.remaining -= 1
+
+    def _lost(self, run: "_BatchRun", w: _Worker, why: str) -> None:
+        """A worker died or its pipe broke: its task (if any) fails with `why`; a replacement starts."""
+        if w.index is not None:
+            self._finish(run, w, ("error", why))
+        elif not w.ready:
+            run.failed_starts += 1
+        self._replace(w)
+
+    def _dispatch(self, run: "_BatchRun") -> None:
+        """Every ready, idle worker takes the next pending task."""
+        now = time.monotonic()
+        for w in self._workers:
+            if w.ready and w.index is None and run.pending:
+                i = run.pending.popleft()
+                try:
+                    w.conn.send((run.batch, i, run.kind, run.tasks[i]))
+                except OSError:
+                    run.pending.appendleft(i)
+                    self._lost(run, w, "worker pipe closed")
+                    continue
+                w.index, w.deadline = i, now + run.timeout_s
+
+    def _receive(self, run: "_BatchRun") -> None:
+        """Wait (until the nearest deadline) for answers, ready messages and exits, and take them in."""
+        deadlines = [w.deadline if w.index is not None else w.started + self.startup_timeout_s
+                     for w in self._workers if w.index is not None or not w.ready]
+        wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
+        by_obj: dict[Any, _Worker] = {}
+        for w in self._workers:
+            by_obj[w.conn] = w
+            by_obj[w.proc.sentinel] = w
+        ready = _wait_ready(list(by_obj), wait_s)
+        # Messages first (a worker may have answered and then exited), then exits.
+        handled: set[int] = set()
+        for obj in sorted(ready, key=lambda o: not hasattr(o, "recv")):
+            w = by_obj[obj]
+            if id(w) in handled or w not in self._workers:
+                continue
+            try:
+                while w.conn.poll():
+                    msg = w.conn.recv()
+                    if msg[0] == "ready":
+                        w.ready = True
+                        run.failed_starts = 0
+                    elif msg[0] == run.batch and msg[1] == w.index:
+                        self._finish(run, w, (msg[2], msg[3]))
+            except (EOFError, OSError):
+                handled.add(id(w))
+                self._lost(run, w, f"worker died (exit code {w.proc.exitcode})")
+                continue
+            if not hasattr(obj, "recv") or not w.proc.is_alive():
+                w.proc.join(timeout=1.0)
+                if not w.proc.is_alive():
+                    handled.add(id(w))
+                    self._lost(run, w, f"worker died (exit code {w.proc.exitcode})")
+
+    def _expire(self, run: "_BatchRun") -> None:
+        """Tasks past their time limit end as timeouts (the worker is replaced); so do slow start-ups."""
+        now = time.monotonic()
+        for w in list(self._workers):
+            if w.index is not None and now >= w.deadline:
+                self._finish(run, w, ("timeout", None))
+                self._replace(w)
+            elif not w.ready and now - w.started > self.startup_timeout_s:
+                run.failed_starts += 1
+                self._replace(w)
 
     # -- public API ------------------------------------------------------------------------------------
 

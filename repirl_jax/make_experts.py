@@ -304,7 +304,7 @@ def _coverage_table(c: dict) -> str:
     lines = ["| result | value |", "|---|---|", f"| prompts | {c['prompts']} |",
              f"| responses graded | {c['responses_graded']} |",
              f"| prompts with a correct response | {c['prompts_with_a_correct_response']} |",
-             f"| correct responses per prompt: number of prompts | "
+             "| correct responses per prompt: number of prompts | "
              + ", ".join(f"{k}: {v}" for k, v in c["correct_responses_per_prompt"].items()) + " |",
              f"| train prompts (demonstrations) | {c['train_prompts']} ({c['train_experts']}) |",
              f"| validation prompts | {c['val_prompts']} |",

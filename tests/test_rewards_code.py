@@ -5,9 +5,11 @@ The sandbox needs root + bubblewrap (``bash tools/setup_sandbox.sh``). Without i
 a developer machine but FAIL in CI (CI=true), so CI can never pass without really running them.
 """
 
+import dataclasses
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -513,7 +515,8 @@ def test_batch_counts(scorer, bench):
     t0 = time.monotonic()
     res = scorer.score_batch(responses, tests)
     took = time.monotonic() - t0
-    assert res.scores[0] == 1.0 and 0 < res.scores[1] < 1 and res.scores[4] == 1.0 and res.scores[6] == 1.0
+    assert res.scores[0] == 1.0 and 0 < res.scores[1] < 1 and res.scores[4] == 1.0 and res.scores[6] == 1.0, \
+        [(r.status, round(r.elapsed_s, 2), r.details[:2]) for r in res.items]
     assert res.scores[2] == res.scores[3] == res.scores[5] == res.scores[7] == 0.0
     st = res.stats
     assert (st.n, st.n_passed, st.n_wrong, st.n_no_code) == (8, 3, 1, 1)
@@ -521,6 +524,34 @@ def test_batch_counts(scorer, bench):
     assert res.counts[code.NO_CODE] == 1
     assert took < 2 * (TIMEOUT + SLACK)  # two slots in parallel
     assert not _wait_no_procs(scorer.uids)
+
+
+def test_start_up_is_not_charged_to_the_job(tmp_path, bench):
+    """A machine that stalls while bwrap and the interpreter start (2 loaded cores in CI once cost a correct
+    program its whole 3 s) must not fail the program: the job's clock starts when its code does. Start-up has
+    its own limit, and hitting that is a sandbox error, not the program's timeout."""
+    ok, reason = sandbox_status()
+    if not ok:
+        pytest.skip(f"code sandbox unavailable: {reason}")
+    lc, _ = bench
+    pushes = lc["weekly-contest-381-minimum-number-of-pushes-to-type-word-i"]["test"]
+    stall = 2.5
+    slow = tmp_path / "stalling-bwrap"
+    slow.write_text(f'#!/bin/sh\n/bin/sleep {stall}\nexec {shutil.which("bwrap")} "$@"\n')
+    slow.chmod(0o755)
+    cfg = SandboxConfig(bwrap=str(slow))
+    with code.CodeScorer(1, config=cfg, timeout_s=1.0) as sc:
+        r = sc.evaluate(_py(PUSHES_OK), pushes)
+        assert (r.status, r.score) == (code.PASSED, 1.0), r
+        assert r.elapsed_s > stall  # the stall happened, and the 1 s limit did not count it
+        t0 = time.monotonic()
+        r = sc.evaluate(_py("while True:\n    pass\n"), pushes)
+        assert r.status == code.TIMEOUT, r
+        assert time.monotonic() - t0 < stall + 1.0 + SLACK  # the job's own limit still holds
+    run = Sandbox(dataclasses.replace(cfg, startup_timeout_s=1.0)).run("print(1)", timeout_s=1.0)
+    assert run.timed_out and not run.started and run.stdout == b"", run
+    r = code._judge(code._build_spec("print(1)", pushes, None, None, 1.0, 1 << 20), run, False)
+    assert r.status == code.SANDBOX_ERROR and "start-up timed out" in r.details[0], r
 
 
 def test_refuses_unsandboxed_unless_allowed(bench):

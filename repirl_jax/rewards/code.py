@@ -361,6 +361,11 @@ class BatchResult:
 
 
 def _judge(spec: _Spec, run: RunResult, all_or_nothing: bool) -> CodeResult:
+    if not run.started:  # no untrusted code ran: the sandbox failed to start (or start-up hit its limit)
+        why = "start-up timed out" if run.timed_out else f"start-up failed (exit status {run.returncode})"
+        tail = run.stderr_tail.decode(errors="replace").strip()[-300:]
+        return CodeResult(0.0, 0, spec.n_tests, SANDBOX_ERROR, (why + (": " + tail if tail else ""),),
+                          run.elapsed_s)
     results: dict[int, dict] = {}
     load_error = None
     done = False

@@ -24,8 +24,10 @@ Isolation design (backend ``"bwrap"``; needs root, bubblewrap and util-linux's `
   groups and ``no_new_privs`` (setuid binaries in /usr do nothing).
 * Limits (setrlimit, soft = hard): address space, CPU seconds, processes+threads of uid ``U``
   (RLIMIT_NPROC counts every process of a uid machine-wide, so each parallel slot has its *own* uid: see
-  :class:`UidLease`), file size, open files, no core dumps; plus a wall-clock deadline enforced by the host
-  (``timeout_s`` + 1 s for start-up).
+  :class:`UidLease`), file size, open files, no core dumps; plus a wall-clock deadline enforced by the host:
+  ``timeout_s`` from the moment the job's own code starts (the bootstrap says so on stderr, before any
+  untrusted code runs), and ``startup_timeout_s`` for bwrap and the interpreter to get there. A machine
+  that stalls during start-up (2 loaded cores) therefore costs the job none of its time.
 * Total memory: where the machine allows it (cgroup v1 memory controller, or v2 with "memory" delegable),
   each uid/slot also gets a memory cgroup (default limit 2 x ``memory_mb``) that the job joins before
   bwrap starts. It caps what per-process RLIMIT_AS cannot: many processes each under the limit, tmpfs and
@@ -69,8 +71,12 @@ logger = logging.getLogger(__name__)
 
 SETUP_HINT = "install it with: bash tools/setup_sandbox.sh (apt-get install bubblewrap), and run as root"
 
+# Written to stderr by the bootstrap once start-up is over, just before the job's source runs: the host
+# starts the job's clock when it reads it. Untrusted code can only write it later, after the real one.
+_READY = b"\x00repirl-sandbox-ready\x00"
+
 # Runs inside the sandbox, as the unprivileged uid, before any untrusted code: read the job (JSON) from
-# stdin, apply the resource limits, point stdin at /dev/null and run the job's own source.
+# stdin, apply the resource limits, point stdin at /dev/null, say "ready" and run the job's own source.
 _BOOTSTRAP = r"""
 import json, os, resource, sys
 job = json.loads(sys.stdin.buffer.read())
@@ -84,8 +90,9 @@ fd = os.open("/dev/null", os.O_RDONLY)
 os.dup2(fd, 0)
 os.close(fd)
 os.umask(0o077)
+os.write(2, %r)
 exec(compile(job["source"], "<sandbox-job>", "exec"), {"__name__": "__sandbox_job__", "JOB": job["data"]})
-"""
+""" % (_READY,)
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -96,7 +103,8 @@ class SandboxUnavailableError(RuntimeError):
 class SandboxConfig:
     """Limits and locations of the sandbox. All limits apply per call (one job)."""
 
-    timeout_s: float = 10.0           # wall-clock limit of the whole job (host-enforced)
+    timeout_s: float = 10.0           # wall-clock limit of the job, from when its code starts (host-enforced)
+    startup_timeout_s: float = 30.0   # wall-clock limit of bwrap + interpreter start-up, before that
     memory_mb: int = 1024             # RLIMIT_AS of each process in the job
     max_procs: int = 16               # RLIMIT_NPROC of the slot's uid (processes + threads)
     max_output_bytes: int = 8 << 20   # cap on the job's stdout (result channel); exceeding it kills the job
@@ -132,6 +140,7 @@ class RunResult:
     output_exceeded: bool
     elapsed_s: float
     backend: str
+    started: bool = True   # the job's code began (False: start-up failed or hit ``startup_timeout_s``)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -305,8 +314,8 @@ def _probe(cfg: SandboxConfig) -> tuple[bool, str]:
     lease = UidLease(cfg)
     try:
         src = "import json, os, sys\nsys.__stdout__.write(json.dumps([os.getuid(), os.getgid(), os.getpid()]))\n"
-        res = Sandbox(dataclasses.replace(cfg, timeout_s=15.0), _skip_probe=True)._run_bwrap(src, None, lease.uid,
-                                                                                            15.0)
+        probe_cfg = dataclasses.replace(cfg, timeout_s=15.0, startup_timeout_s=30.0)
+        res = Sandbox(probe_cfg, _skip_probe=True)._run_bwrap(src, None, lease.uid, 15.0)
     except Exception as e:  # noqa: BLE001
         return False, f"probe failed: {e!r}"
     finally:
@@ -485,8 +494,10 @@ class Sandbox:
                      env: dict[str, str] | None = None) -> RunResult:
         cap = self.cfg.max_output_bytes
         t0 = time.monotonic()
-        # Start-up (bwrap, setpriv, interpreter) is not charged to the job's time limit.
-        deadline = t0 + timeout_s + 1.0
+        # Start-up (bwrap, setpriv, interpreter) has its own limit; the job's clock starts at _READY.
+        deadline = t0 + self.cfg.startup_timeout_s
+        started = False
+        early = bytearray()  # stderr before _READY (bwrap's own complaints, if any)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env or {}, cwd=cwd, close_fds=True, start_new_session=True)
         out = bytearray()
@@ -531,6 +542,16 @@ class Sandbox:
                         else:
                             out += chunk
                     else:
+                        if not started:
+                            early += chunk
+                            at = early.find(_READY)
+                            if at < 0:
+                                del early[: max(0, len(early) - 8192)]
+                                continue
+                            started = True
+                            deadline = time.monotonic() + timeout_s
+                            chunk = bytes(early[:at] + early[at + len(_READY):])
+                            early.clear()
                         err += chunk
                         if len(err) > 8192:
                             del err[: len(err) - 4096]
@@ -549,8 +570,9 @@ class Sandbox:
                     f.close()
                 except OSError:
                     pass
+        err += early
         return RunResult(bytes(out), bytes(err[-4096:]), proc.returncode, timed_out, exceeded,
-                         time.monotonic() - t0, backend)
+                         time.monotonic() - t0, backend, started)
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:

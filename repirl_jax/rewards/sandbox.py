@@ -335,6 +335,57 @@ def _probe(cfg: SandboxConfig) -> tuple[bool, str]:
 # The sandbox
 # --------------------------------------------------------------------------------------------------------
 
+def _feed(proc: subprocess.Popen, payload: bytes) -> None:
+    """Write the job to its stdin and close it. The bootstrap reads all of stdin before any untrusted code
+    runs, so the blocking write cannot deadlock."""
+    try:
+        proc.stdin.write(payload)
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+class _Collected:
+    """What one job wrote, as the host reads it: stdout up to ``cap`` bytes, a tail of stderr, and whether the
+    bootstrap's ``_READY`` marker (the start of the job's clock) has come by."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.out = bytearray()
+        self.err = bytearray()
+        self.early = bytearray()  # stderr before _READY (bwrap's own complaints, if any)
+        self.started = self.exceeded = False
+
+    def stdout(self, chunk: bytes) -> None:
+        room = self.cap - len(self.out)
+        self.out += chunk[:room]
+        self.exceeded |= len(chunk) > room
+
+    def stderr(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; True when it completes the ``_READY`` marker."""
+        just_started = False
+        if not self.started:
+            self.early += chunk
+            at = self.early.find(_READY)
+            if at < 0:
+                del self.early[: max(0, len(self.early) - 8192)]
+                return False
+            chunk = bytes(self.early[:at] + self.early[at + len(_READY):])
+            self.early.clear()
+            self.started = just_started = True
+        self.err += chunk
+        if len(self.err) > 8192:
+            del self.err[: len(self.err) - 4096]
+        return just_started
+
+    def stderr_tail(self) -> bytes:
+        return bytes((self.err + self.early)[-4096:])
+
+
 class Sandbox:
     """Runs jobs: a Python source (run inside the sandbox with a global ``JOB`` = ``data``), whose stdout is
     returned to the host (capped). Thread-safe; each concurrent caller must pass its own uid (see
@@ -492,34 +543,21 @@ class Sandbox:
 
     def _communicate(self, argv: list[str], payload: bytes, timeout_s: float, *, cwd: str, backend: str,
                      env: dict[str, str] | None = None) -> RunResult:
-        cap = self.cfg.max_output_bytes
         t0 = time.monotonic()
         # Start-up (bwrap, setpriv, interpreter) has its own limit; the job's clock starts at _READY.
         deadline = t0 + self.cfg.startup_timeout_s
-        started = False
-        early = bytearray()  # stderr before _READY (bwrap's own complaints, if any)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=env or {}, cwd=cwd, close_fds=True, start_new_session=True)
-        out = bytearray()
-        err = bytearray()
-        timed_out = exceeded = False
+        got = _Collected(self.cfg.max_output_bytes)
+        timed_out = False
         sel = selectors.DefaultSelector()
         try:
-            # The job reads all of stdin before any untrusted code runs, so a blocking write cannot deadlock.
-            try:
-                proc.stdin.write(payload)
-            except (BrokenPipeError, OSError):
-                pass
-            finally:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
+            _feed(proc, payload)
             for f in (proc.stdout, proc.stderr):
                 os.set_blocking(f.fileno(), False)
                 sel.register(f, selectors.EVENT_READ)
             open_streams = 2
-            while open_streams:
+            while open_streams and not got.exceeded:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     timed_out = True
@@ -534,30 +572,11 @@ class Sandbox:
                     if not chunk:
                         sel.unregister(key.fileobj)
                         open_streams -= 1
-                        continue
-                    if key.fileobj is proc.stdout:
-                        if len(out) + len(chunk) > cap:
-                            out += chunk[: cap - len(out)]
-                            exceeded = True
-                        else:
-                            out += chunk
-                    else:
-                        if not started:
-                            early += chunk
-                            at = early.find(_READY)
-                            if at < 0:
-                                del early[: max(0, len(early) - 8192)]
-                                continue
-                            started = True
-                            deadline = time.monotonic() + timeout_s
-                            chunk = bytes(early[:at] + early[at + len(_READY):])
-                            early.clear()
-                        err += chunk
-                        if len(err) > 8192:
-                            del err[: len(err) - 4096]
-                if exceeded:
-                    break
-            if not (timed_out or exceeded):
+                    elif key.fileobj is proc.stdout:
+                        got.stdout(chunk)
+                    elif got.stderr(chunk):  # the job's code starts now
+                        deadline = time.monotonic() + timeout_s
+            if not (timed_out or got.exceeded):
                 try:
                     proc.wait(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
                 except subprocess.TimeoutExpired:
@@ -570,9 +589,8 @@ class Sandbox:
                     f.close()
                 except OSError:
                     pass
-        err += early
-        return RunResult(bytes(out), bytes(err[-4096:]), proc.returncode, timed_out, exceeded,
-                         time.monotonic() - t0, backend, started)
+        return RunResult(bytes(got.out), got.stderr_tail(), proc.returncode, timed_out, got.exceeded,
+                         time.monotonic() - t0, backend, got.started)
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:

@@ -49,7 +49,7 @@ from repirl_jax.evaluation.reports import run_config as _run_config
 from repirl_jax.generation import completions, sampling
 from repirl_jax.generation.completions import Completion
 from repirl_jax.rewards.scorers import Scorers
-from repirl_jax.runtime import backend
+from repirl_jax.runtime import backend, host_memory
 from repirl_jax.runtime.sharding import make_mesh
 
 # --- the evaluation of one benchmark ------------------------------------------------------------------
@@ -293,6 +293,7 @@ def main(argv) -> int:
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     FLAGS = _FLAGS
+    host_memory.keep_freed_host_memory()  # a checkpoint's inference: before any JAX backend starts
 
 
     cfg = FLAGS.config

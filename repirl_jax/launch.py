@@ -43,7 +43,7 @@ from repirl_jax.evaluation.early_signal import EarlySignal
 from repirl_jax.models import heads, lora, prm_heads, qwen
 from repirl_jax.models.config import QwenConfig, preset
 from repirl_jax.rewards.scorers import build_reward_fn
-from repirl_jax.runtime import backend, distributed
+from repirl_jax.runtime import backend, distributed, host_memory
 from repirl_jax.runtime.sharding import make_mesh
 from repirl_jax.training import metrics as metrics_lib
 from repirl_jax.training import train
@@ -108,6 +108,15 @@ def model_config(config, tokenizer=None):
         raise ValueError(f"the model's vocab_size={cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
     return cfg.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attn_block=m.get("attn_block", 128),
                        attn_impl=m.get("attn_impl", "auto"))
+
+
+def _policy_params(config) -> int:
+    """The policy's parameter count from the config alone (no JAX call); 0 where it cannot be read (the run
+    itself then says why)."""
+    try:
+        return model_config(config).num_params()
+    except Exception:  # noqa: BLE001
+        return 0
 
 
 def lora_config(cfg, settings):
@@ -476,8 +485,9 @@ def main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
-    multi = distributed.initialize()  # before any other JAX call; a no-op for a single process
     config = FLAGS.config
+    host_memory.keep_freed_host_memory(_policy_params(config))  # before any JAX backend starts its threads
+    multi = distributed.initialize()  # before any other JAX call; a no-op for a single process
     if FLAGS.show_config:
         print(format_fields(config))
         return 0

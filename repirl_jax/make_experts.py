@@ -39,7 +39,7 @@ from repirl_jax.data import benchmarks
 from repirl_jax.data.prompts import PROMPT_FORMATS, LoadReport, format_prompt, load_prompt_set
 from repirl_jax.generation import completions, sampling
 from repirl_jax.rewards.scorers import Scorers
-from repirl_jax.runtime import backend
+from repirl_jax.runtime import backend, host_memory
 from repirl_jax.runtime.sharding import make_mesh
 
 
@@ -318,6 +318,7 @@ def main(argv) -> int:
     from absl import flags, logging
     logging.set_verbosity(logging.WARNING)
     F = flags.FLAGS
+    host_memory.keep_freed_host_memory()  # a checkpoint's sampling: before any JAX backend starts
     opts = Options(**{f.name: F[f.name].value for f in dataclasses.fields(Options) if f.name in F})
     opts.where = tuple(opts.where)
     try:

@@ -5,6 +5,11 @@ Imports no JAX, so a script can call `simulate_devices` before it imports jax.""
 import os
 import time
 
+from repirl_jax.runtime.host_memory import keep_freed_host_memory  # imports no JAX either
+
+# As the commands do (REPIRL_KEEP_HOST_MEMORY=0 times both sides without it): before any backend starts.
+keep_freed_host_memory()
+
 
 def simulate_devices(argv, default: int = 8) -> None:
     """Make the CPU backend show `--devices=N` (default 8) devices; call before jax is imported."""

@@ -1,21 +1,15 @@
 """Keep the host memory XLA:CPU frees, so a jitted step reuses its temporary buffer instead of re-faulting it.
 
-XLA:CPU gives each execution of an executable one temporary buffer (all its intermediates: 5.3 GB for
-the policy step of `tools/bench_train.py --size=S`), allocated with `posix_memalign` on one of its worker
-threads and freed when the execution ends. glibc serves a request that large from a fresh `mmap` (always,
-in a worker thread's arena) and returns it with `munmap`, so every step faults in and zero-fills every page
-again: 1.4 M page faults and 3-7 s of system time per 15 s step on the 2-core CPU machine, and 20-40 s
-once another allocator-heavy library in the same process has churned the memory.
+XLA:CPU gives each execution of an executable one temporary buffer (all its intermediates: gigabytes for a
+training step of a 100M-parameter model), allocated with `posix_memalign` on one of its worker threads and
+freed when the execution ends. glibc serves a request that large from a fresh `mmap` (always, in a worker
+thread's arena) and returns it with `munmap`, so every step faults in and zero-fills every page again.
 
 `keep_freed_host_memory()` sets three glibc malloc options (`mallopt`): one arena for all threads, no
 `mmap` per allocation, no trimming of the heap's top. Freed buffers then stay in the heap and the next step
 reuses them. The cost: the process's resident memory stays at its peak (it is not returned to the OS), and
-all threads share one arena, whose free lists a model of many small buffers searches more often.
-
-Measured on the 2-core CPU machine (`REPIRL_KEEP_HOST_MEMORY=0` vs the default, one process each):
-`tools/bench_train.py --size=S` (97.7M parameters) ours 39.50 -> 15.89 s/step; `--size=XS` (11.2M)
-2.51 -> 2.22 s/step; the 0.6M-parameter demo, 8 iterations, 41.2 / 38.4 -> 45.3 / 49.4 s of iteration
-time (slower: its buffers are small, and `_int_malloc` grows to 7% of its profile). Hence `MIN_PARAMS`.
+all threads share one arena, whose free lists a model of many small buffers searches more often: small
+models (`MIN_PARAMS`) are slower with it and keep glibc's defaults. WORKSPACE.md has the measurements.
 
 It only helps where XLA computes on the host CPU: the commands call it when no accelerator plugin is
 installed, before any JAX backend starts its worker threads (a thread keeps the arena it first allocated

@@ -6,6 +6,7 @@ import pytest
 import transformers
 
 from repirl_jax import algorithms, launch
+from repirl_jax.training import build
 from repirl_jax.algorithms import advantages, losses
 from repirl_jax.generation import rollout, sampling
 from repirl_jax.training import train
@@ -92,7 +93,7 @@ def base_tokenizer():
 
 
 def test_stop_rule_and_demonstration_end_token_with_a_base_tokenizer(base_tokenizer):
-    cfg = launch.model_config(tiny_config(**{"model.vocab_size": 151936})).replace(eos_token_id=())
+    cfg = build.model_config(tiny_config(**{"model.vocab_size": 151936})).replace(eos_token_id=())
     assert rollout.stop_token_ids(cfg, base_tokenizer, chat=True) == (ENDOFTEXT, IM_END)
     assert rollout.stop_token_ids(cfg, base_tokenizer, chat=False) == (ENDOFTEXT,)
     assert rollout.stop_token_ids(cfg.replace(eos_token_id=(7,)), base_tokenizer, chat=False) == (7, ENDOFTEXT)
@@ -123,7 +124,7 @@ def test_training_rollouts_stop_at_the_end_of_turn_with_chat_prompts(base_tokeni
     c = tiny_config("rloo", **{"model.vocab_size": 151936, "data.prompt_format": prompt_format,
                                "rollout.max_prompt_len": 16, "rollout.max_response_len": 6,
                                "data.experts_per_prompt": 1})
-    cfg = launch.model_config(c, base_tokenizer).replace(eos_token_id=())
+    cfg = build.model_config(c, base_tokenizer).replace(eos_token_id=())
     models = train.Models(cfg, {"model": _end_of_turn_policy(cfg)}, None, None)
     records = [{"prompt": f"What is {i}+1?", "experts": [f"{i}+1={i + 1}"], "ground_truth": str(i + 1)}
                for i in range(4)]
@@ -148,8 +149,8 @@ def test_chat_synthetic_is_the_synthetic_task_through_the_chat_template(base_tok
     from repirl_jax.data import synthetic
     task = {"data.synthetic.modulus": 10, "data.synthetic.max_addend": 9}
     c = tiny_config(**{"data.prompt_format": "chat_synthetic", **task})
-    chat = launch.build_datasets(c, base_tokenizer)
-    raw = launch.build_datasets(tiny_config(**task), base_tokenizer)
+    chat = build.build_datasets(c, base_tokenizer)
+    raw = build.build_datasets(tiny_config(**task), base_tokenizer)
     for raw_split, chat_split in zip(raw, chat):
         assert [r["id"] for r in raw_split] == [r["id"] for r in chat_split] and raw_split
         for r, ch in zip(raw_split, chat_split):
@@ -206,7 +207,7 @@ def test_entry_points_import_the_library_never_each_other_and_name_no_algorithm(
                 bad = {m for m in imported(path) if m in entry_points and m != module}
                 assert not bad, f"{path} imports the entry point(s) {sorted(bad)}"
 
-    for f in ("training/train.py", "launch.py"):
+    for f in ("training/train.py", "training/build.py", "training/loop.py", "launch.py"):
         strings = {node.value for node in ast.walk(ast.parse(open(os.path.join(root, f)).read()))
                    if isinstance(node, ast.Constant) and isinstance(node.value, str)}
         named = strings & set(algorithms.names())

@@ -13,6 +13,7 @@ import torch
 import transformers
 
 from repirl_jax import launch
+from repirl_jax.training import build
 from repirl_jax.checkpoints import hf
 from repirl_jax.models import lora
 from repirl_jax.training import train
@@ -28,7 +29,7 @@ def _trainer(config, models):
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.runtime.sharding import make_mesh
     tok = synthetic.CharTokenizer()
-    train_set = launch.build_datasets(config, tok)[0]
+    train_set = build.build_datasets(config, tok)[0]
     return train.Trainer(config, make_mesh(1, 1, 1, devices=jax.devices()[:1]), models, tok,
                          build_reward_fn(config)[0], train_set)
 
@@ -36,8 +37,8 @@ def _trainer(config, models):
 def _models(config):
     from repirl_jax.data import synthetic
     from repirl_jax.runtime.sharding import make_mesh
-    cfg = launch.model_config(config, synthetic.CharTokenizer())
-    return launch.build_models(config, cfg, make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+    cfg = build.model_config(config, synthetic.CharTokenizer())
+    return build.build_models(config, cfg, make_mesh(1, 1, 1, devices=jax.devices()[:1]))
 
 
 def test_adapters_train_on_one_frozen_base_that_policy_prm_and_reference_share():

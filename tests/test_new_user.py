@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from repirl_jax import launch
+from repirl_jax.checkpoints import run_dirs
+from repirl_jax.training import loop
 from repirl_jax.data.benchmarks import benchmark_path
 from tests.test_tokenizer import QWEN_TOKENIZER
 
@@ -81,7 +83,7 @@ def test_paper_dtype_runs_on_cpu(paper_run):
     if jax.default_backend() == "cpu" and not backend.bf16_dots_supported():
         assert paper_run["trainer"].cfg.dtype == "float32"  # the fallback, not a crash
     assert backend.compute_dtype("float32") == "float32"
-    assert os.path.exists(os.path.join(paper_run["workdir"], launch.RUN_TOKENIZER, "tokenizer_config.json"))
+    assert os.path.exists(os.path.join(paper_run["workdir"], run_dirs.RUN_TOKENIZER, "tokenizer_config.json"))
 
 
 def test_export_loads_in_transformers_and_generates_our_greedy_tokens(paper_run):
@@ -194,7 +196,7 @@ def test_empty_model_dir_and_empty_hf_dir(tmp_path):
     c = paper_config()
     c.model.path = str(tmp_path / "empty")
     with pytest.raises(ValueError, match="no tokenizer files.*no config.json"):
-        launch.build_tokenizer(c)
+        run_dirs.build_tokenizer(c)
     assert "the directory is empty" in evaluate.model_dir_problem(str(tmp_path / "empty"))
     assert "no such directory" in evaluate.model_dir_problem(str(tmp_path / "nope"))
 
@@ -231,7 +233,7 @@ def test_gitignore_has_runs():
 # --- a run that learns nothing says so ---------------------------------------------------------------
 
 def test_empty_iterations_counted_and_reset():
-    guard = launch.EmptyIterations(limit=3, filter_low=0.2, filter_high=0.8)
+    guard = loop.EmptyIterations(limit=3, filter_low=0.2, filter_high=0.8)
     for kept in (0, 0, 4, 0, 0):
         guard.update(1, {"prompts_kept": float(kept), "rollout_acc": 0.0})
     assert guard.total == 4 and guard.in_a_row == 2

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from repirl_jax import algorithms, launch
+from repirl_jax.checkpoints import run_dirs
+from repirl_jax.training import build
 from repirl_jax.models import logprobs
 from repirl_jax.training import train
 from repirl_jax.training.metrics import read_metrics
@@ -247,7 +249,7 @@ def test_paper_recipe_runs_on_a_tiny_standin_checkpoint(tmp_path):
 
 def test_frozen_prm_is_not_updated(tmp_path):
     c = tiny_config("repirl", **{"prm.frozen": True, "train.max_iterations": 1})
-    before = jax.tree.map(np.asarray, launch.build_models(c, launch.model_config(c, launch.build_tokenizer(c)),
+    before = jax.tree.map(np.asarray, build.build_models(c, build.model_config(c, run_dirs.build_tokenizer(c)),
                                                           None).prm)
     tr = launch.run(c, str(tmp_path), progress_bar=False).trainer
     after = jax.tree.map(np.asarray, tr.state["prm"])
@@ -260,14 +262,14 @@ def test_repirl_with_a_likelihood_prm(tmp_path):
     """prm.head=likelihood: the PRM is a whole Qwen model whose token reward is its own log pi_phi(a_t | s_t).
     At the start it is a copy of the policy, so its rewards are the policy's log-probs; one IRL step moves it."""
     c = tiny_config("repirl", **{"prm.head": "likelihood", "train.max_iterations": 1})
-    cfg = launch.model_config(c, launch.build_tokenizer(c))
-    models = launch.build_models(c, cfg, None)
+    cfg = build.model_config(c, run_dirs.build_tokenizer(c))
+    models = build.build_models(c, cfg, None)
     assert "head" not in models.prm and set(models.prm) == set(models.policy["model"])
     before = jax.tree.map(np.asarray, models.prm)
     tr = launch.run(c, str(tmp_path), progress_bar=False).trainer
     traj = train.Traj(*(np.asarray(x) for x in tr.last_batch.rollouts))
     r = np.asarray(tr.prm_rewards(jax.tree.map(jnp.asarray, before), traj, None))
-    lp = np.asarray(tr.logp(launch.build_models(c, cfg, None).policy["model"], traj))
+    lp = np.asarray(tr.logp(build.build_models(c, cfg, None).policy["model"], traj))
     np.testing.assert_allclose(r, lp, atol=1e-5)
     assert (r[np.asarray(traj.response_mask) > 0] <= 0).all()  # log-probs
     after = jax.tree.map(np.asarray, tr.state["prm"])

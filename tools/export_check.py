@@ -53,13 +53,13 @@ def programs(config, devices: int):
     import memory_plan
     import numpy as np
 
-    from repirl_jax import launch
+    from repirl_jax.training import build
     from repirl_jax.models import qwen
     from repirl_jax.runtime.sharding import make_mesh
     from repirl_jax.training import train
     train.validate(config, jax.device_count())
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
-    cfg = launch.model_config(config)
+    cfg = build.model_config(config)
     trainer = train.Trainer(config, mesh, memory_plan.abstract_models(config, cfg), None, None, [], abstract=True)
     out = [(name.split(" ")[0], fn, args) for name, fn, args, _ in memory_plan.programs(trainer, gpu_sampler=False)]
     rows = trainer.chunk_rows(config.data.prompts_per_iter * trainer.n)

@@ -70,12 +70,12 @@ def collectives(hlo_text: str) -> dict[str, int]:
 
 
 def abstract_models(config, cfg):
-    """The run's models as ShapeDtypeStructs, as launch.build_models makes them (LoRA adapters on one base)."""
-    from repirl_jax import launch
+    """The run's models as ShapeDtypeStructs, as build.build_models makes them (LoRA adapters on one base)."""
+    from repirl_jax.training import build
     from repirl_jax.models import heads, lora, prm_heads, qwen
     from repirl_jax.training import train
     params = qwen.abstract_params(cfg)
-    pcfg, prm_cfg = launch.lora_config(cfg, config.policy.lora), launch.lora_config(cfg, config.prm.lora)
+    pcfg, prm_cfg = build.lora_config(cfg, config.policy.lora), build.lora_config(cfg, config.prm.lora)
     base = params if pcfg.lora_rank else None
     policy = {"model": lora.abstract_adapter(pcfg) if base is not None else params}
     if config.advantage.estimator == "ppo":
@@ -268,7 +268,7 @@ def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flu
     """Compile every program of one iteration for `devices` simulated devices; returns the figures."""
     import jax
 
-    from repirl_jax import launch
+    from repirl_jax.training import build
     from repirl_jax.runtime.sharding import make_mesh
     from repirl_jax.training import train
     if mesh_shape:
@@ -276,7 +276,7 @@ def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flu
     config.mesh.devices = devices
     train.validate(config, jax.device_count())
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
-    cfg = launch.model_config(config)  # no tokenizer: the preset's vocabulary (Qwen: 151,936)
+    cfg = build.model_config(config)  # no tokenizer: the preset's vocabulary (Qwen: 151,936)
     trainer = train.Trainer(config, mesh, abstract_models(config, cfg), None, None, [], abstract=True)
     resident = _resident(trainer)
     resident_total = sum(resident.values())

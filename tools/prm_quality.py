@@ -151,7 +151,8 @@ def run_seed(seed: int, learned: dict, log) -> dict:
     import jax
     import numpy as np
 
-    from repirl_jax import launch
+    from repirl_jax.checkpoints import run_dirs
+    from repirl_jax.training import build, loop
     from repirl_jax.checkpoints import hf
     from repirl_jax.config import load_config_file
     from repirl_jax.evaluation import oracle_prm
@@ -163,9 +164,9 @@ def run_seed(seed: int, learned: dict, log) -> dict:
     base.seed = seed
     base.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    tok = launch.build_tokenizer(base)
-    train_set, _, test_set = launch.build_datasets(base, tok)
-    cfg = launch.model_config(base, tok)
+    tok = run_dirs.build_tokenizer(base)
+    train_set, _, test_set = build.build_datasets(base, tok)
+    cfg = build.model_config(base, tok)
     reward_fn, _ = build_reward_fn(base)
     mod = base.data.synthetic.modulus
     P, R = base.rollout.max_prompt_len, base.rollout.max_response_len
@@ -174,13 +175,13 @@ def run_seed(seed: int, learned: dict, log) -> dict:
         bc_params = hf.load_params_dir(FLAGS.warmup, mesh=mesh, cfg=cfg)[0]
     else:
         with tempfile.TemporaryDirectory() as wd:
-            bc_params = launch.bc_warmup(base, wd, mesh, cfg, tok, reward_fn, train_set, progress_bar=False)
+            bc_params = loop.warm_up(base, wd, mesh, cfg, tok, reward_fn, train_set, progress_bar=False)
     log(f"seed {seed}: BC warm-up {time.time() - t:.0f} s")
 
     # Held-out traces: BC samples on test prompts, and clean / one-step-corrupted reference pairs.
     c_ro = base.copy_and_resolve_references()
     c_ro.algo = "rloo"
-    sampler = train.Trainer(c_ro, mesh, launch.build_models(c_ro, cfg, mesh, bc_params), tok, reward_fn, train_set)
+    sampler = train.Trainer(c_ro, mesh, build.build_models(c_ro, cfg, mesh, bc_params), tok, reward_fn, train_set)
     test = sampler.tokenize_set(test_set[:FLAGS.test_prompts], "test")
     ro = sampler.rollouts(test, jax.random.key(1000 + seed))
     prompts = [r["prompt"] for r in test for _ in range(sampler.n)]
@@ -268,7 +269,7 @@ def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_par
     import jax
     import numpy as np
 
-    from repirl_jax import launch
+    from repirl_jax.training import build
     from repirl_jax.evaluation import reports
     from repirl_jax.training import train
     for name, overrides in learned.items():
@@ -277,7 +278,7 @@ def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_par
         c.train.max_iterations = FLAGS.iterations
         # a copy per method: the trainer's jitted steps donate (delete) the parameter buffers they are given
         own = jax.tree.map(lambda x: x.copy(), bc_params)
-        trainer = train.Trainer(c, mesh, launch.build_models(c, cfg, mesh, own), tok, reward_fn, train_set)
+        trainer = train.Trainer(c, mesh, build.build_models(c, cfg, mesh, own), tok, reward_fn, train_set)
         ess, curve = [], []
 
         def score_now(tr_=trainer):

@@ -118,6 +118,7 @@ def configure(method: str, seed: int, iterations: int):
 def run_one(method, seed, out):
     from repirl_jax import launch
     from repirl_jax.evaluation import reports
+    from repirl_jax.training import build
     from repirl_jax.training.metrics import read_metrics
     wd = os.path.join(out, "runs", f"{method}_s{seed}")
     done = os.path.join(wd, "summary.json")
@@ -136,7 +137,7 @@ def run_one(method, seed, out):
     summary, trainer = result.summary, result.trainer
     if ("prm" in trainer.state and not trainer.prm_head.needs_ref_logp and method != "ttt"
             and (not FLAGS.rerank_methods or method in FLAGS.rerank_methods)):
-        test = trainer.tokenize_set(launch.build_datasets(config, trainer.tokenizer)[2], "test")
+        test = trainer.tokenize_set(build.build_datasets(config, trainer.tokenizer)[2], "test")
         test = test[:FLAGS.rerank_prompts or len(test)]
         summary["rerank"] = reports.rerank_report(config, trainer, test, RERANK_NS)
         json.dump(summary, open(done, "w"), indent=2, default=str)

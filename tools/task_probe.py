@@ -45,7 +45,8 @@ def main(_):
     import jax
     import numpy as np
 
-    from repirl_jax import launch
+    from repirl_jax.checkpoints import run_dirs
+    from repirl_jax.training import build, loop
     from repirl_jax.config import load_config_file
     from repirl_jax.evaluation import oracle_prm, prm_eval
     from repirl_jax.models import heads
@@ -56,16 +57,16 @@ def main(_):
     c.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
     t0 = time.time()
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    tok = launch.build_tokenizer(c)
-    train_set, _, test_set = launch.build_datasets(c, tok)
-    cfg = launch.model_config(c, tok)
+    tok = run_dirs.build_tokenizer(c)
+    train_set, _, test_set = build.build_datasets(c, tok)
+    cfg = build.model_config(c, tok)
     reward_fn, _ = build_reward_fn(c)
     with tempfile.TemporaryDirectory() as wd:
-        params = launch.bc_warmup(c, wd, mesh, cfg, tok, reward_fn, train_set, progress_bar=False)
+        params = loop.warm_up(c, wd, mesh, cfg, tok, reward_fn, train_set, progress_bar=False)
     t_bc = time.time() - t0
     c2 = c.copy_and_resolve_references()
     c2.algo = "rloo"
-    trainer = train.Trainer(c2, mesh, launch.build_models(c2, cfg, mesh, params), tok, reward_fn, train_set)
+    trainer = train.Trainer(c2, mesh, build.build_models(c2, cfg, mesh, params), tok, reward_fn, train_set)
     test = trainer.tokenize_set(test_set[:FLAGS.test_prompts], "test")
     acc = trainer.evaluate(test, c.train.eval_batch)["accuracy"]
     t1 = time.time()

@@ -6,10 +6,9 @@ import pytest
 import transformers
 
 from repirl_jax import algorithms, launch
-from repirl_jax.training import build
 from repirl_jax.algorithms import advantages, losses
 from repirl_jax.generation import rollout, sampling
-from repirl_jax.training import train
+from repirl_jax.training import build, train
 from repirl_jax.training.metrics import read_metrics
 from tests.test_tokenizer import QWEN_TOKENIZER
 from tests.train_config import tiny_config
@@ -55,17 +54,21 @@ def test_every_registered_method_has_a_config_that_validates():
         assert algorithms.get(name).name == name
 
 
-def test_the_jitted_advantage_table_equals_the_loss_functions():
+def _advantage_inputs(b=6, t=7):
     rng = np.random.RandomState(0)
-    b, t = 6, 7
     m = (np.arange(t)[None, :] < rng.randint(1, t + 1, size=(b, 1))).astype(np.float32)
     x = advantages.AdvantageInputs(
         outcome=rng.randint(0, 2, size=b).astype(np.float32), process=rng.normal(size=(b, t)).astype(np.float32) * m,
-        mask=m, group=np.repeat(np.arange(3), 2).astype(np.int32), values=rng.normal(size=(b, t)).astype(np.float32),
+        mask=m, group=np.repeat(np.arange(b // 2), 2).astype(np.int32), values=rng.normal(size=(b, t)).astype(np.float32),
         logp_old=-np.abs(rng.normal(size=(b, t))).astype(np.float32),
         ref_logp=-np.abs(rng.normal(size=(b, t))).astype(np.float32),
         step_ends=np.asarray(losses.step_end_mask(rng.randint(0, 3, size=(b, t)), m, 1)))
-    hp = advantages.AdvantageParams(c=0.3, outcome_weight=0.7, gamma=0.9, lam=0.8, eta=5.0)
+    return x, advantages.AdvantageParams(c=0.3, outcome_weight=0.7, gamma=0.9, lam=0.8, eta=5.0)
+
+
+def test_the_jitted_advantage_table_equals_the_loss_functions():
+    x, hp = _advantage_inputs()
+    m = x.mask
     eager = {
         "rloo": losses.rloo_advantages(x.outcome, x.process, m, x.group, hp.c, hp.outcome_weight, hp.process_mode),
         "grpo": losses.grpo_advantages(x.outcome, x.process, m, x.group, hp.c, hp.outcome_weight),
@@ -82,6 +85,28 @@ def test_the_jitted_advantage_table_equals_the_loss_functions():
         adv, ret = advantages.compute(name, x, hp)
         np.testing.assert_allclose(np.asarray(adv), np.asarray(ref), rtol=1e-5, atol=1e-6, err_msg=name)
         assert (ret is not None) == advantages.ESTIMATORS[name].uses_values
+
+
+def test_advantages_reach_the_update_without_a_host_copy():
+    """The estimator's output is taken into mini-batches and placed for the update on the device (a copy to
+    the host would raise under the transfer guard); only masked_stats' three numbers come back, equal to
+    numpy's."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from repirl_jax.algorithms.batches import stack_micro
+    from repirl_jax.runtime import distributed
+    x, hp = _advantage_inputs(b=8)
+    adv, _ = advantages.compute("rloo", x, hp)
+    sharding = NamedSharding(jax.make_mesh((2,), ("data",), devices=jax.devices()[:2]), PartitionSpec(None, "data"))
+    idx = np.arange(2, 6)
+    with jax.transfer_guard_device_to_host("disallow"):
+        placed = distributed.global_rows(stack_micro(adv[idx], 2), sharding)
+        stats = advantages.masked_stats(adv, x.mask)
+    assert isinstance(placed, jax.Array) and placed.sharding == sharding
+    np.testing.assert_array_equal(np.asarray(placed), np.asarray(adv)[idx].reshape(2, 2, -1))
+    a = np.asarray(adv)[x.mask > 0]
+    np.testing.assert_allclose(np.asarray(stats), [a.mean(), a.std(), np.abs(a).max()], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(advantages.masked_stats(adv, np.zeros_like(x.mask))), [0, 0, 0])
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,9 @@ import torch
 import transformers
 
 from repirl_jax import launch
-from repirl_jax.training import build
 from repirl_jax.checkpoints import hf
 from repirl_jax.models import lora
-from repirl_jax.training import train
+from repirl_jax.training import build, train
 from repirl_jax.training.metrics import read_metrics
 from tests.test_train import REPO, _without_timing, kill_and_relaunch
 from tests.train_config import tiny_config

@@ -12,8 +12,8 @@ import pytest
 
 from repirl_jax import launch
 from repirl_jax.checkpoints import run_dirs
-from repirl_jax.training import loop
 from repirl_jax.data.benchmarks import benchmark_path
+from repirl_jax.training import loop
 from tests.test_tokenizer import QWEN_TOKENIZER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,9 +14,8 @@ import pytest
 
 from repirl_jax import algorithms, launch
 from repirl_jax.checkpoints import run_dirs
-from repirl_jax.training import build
 from repirl_jax.models import logprobs
-from repirl_jax.training import train
+from repirl_jax.training import build, train
 from repirl_jax.training.metrics import read_metrics
 from tests.train_config import tiny_config
 

@@ -53,10 +53,9 @@ def programs(config, devices: int):
     import memory_plan
     import numpy as np
 
-    from repirl_jax.training import build
     from repirl_jax.models import qwen
     from repirl_jax.runtime.sharding import make_mesh
-    from repirl_jax.training import train
+    from repirl_jax.training import build, train
     train.validate(config, jax.device_count())
     mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=jax.devices()[:devices])
     cfg = build.model_config(config)

@@ -71,9 +71,8 @@ def collectives(hlo_text: str) -> dict[str, int]:
 
 def abstract_models(config, cfg):
     """The run's models as ShapeDtypeStructs, as build.build_models makes them (LoRA adapters on one base)."""
-    from repirl_jax.training import build
     from repirl_jax.models import heads, lora, prm_heads, qwen
-    from repirl_jax.training import train
+    from repirl_jax.training import build, train
     params = qwen.abstract_params(cfg)
     pcfg, prm_cfg = build.lora_config(cfg, config.policy.lora), build.lora_config(cfg, config.prm.lora)
     base = params if pcfg.lora_rank else None
@@ -268,9 +267,8 @@ def plan(config, devices: int, mesh_shape=None, log=functools.partial(print, flu
     """Compile every program of one iteration for `devices` simulated devices; returns the figures."""
     import jax
 
-    from repirl_jax.training import build
     from repirl_jax.runtime.sharding import make_mesh
-    from repirl_jax.training import train
+    from repirl_jax.training import build, train
     if mesh_shape:
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
     config.mesh.devices = devices

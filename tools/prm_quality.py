@@ -151,15 +151,13 @@ def run_seed(seed: int, learned: dict, log) -> dict:
     import jax
     import numpy as np
 
-    from repirl_jax.checkpoints import run_dirs
-    from repirl_jax.training import build, loop
-    from repirl_jax.checkpoints import hf
+    from repirl_jax.checkpoints import hf, run_dirs
     from repirl_jax.config import load_config_file
     from repirl_jax.evaluation import oracle_prm
     from repirl_jax.models import heads
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.runtime.sharding import make_mesh
-    from repirl_jax.training import train
+    from repirl_jax.training import build, loop, train
     base = set_keys(load_config_file(FLAGS.config), [kv.split("=", 1) for kv in FLAGS.set])
     base.seed = seed
     base.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
@@ -269,9 +267,8 @@ def run_learned(out, learned, base, mesh, cfg, tok, reward_fn, train_set, bc_par
     import jax
     import numpy as np
 
-    from repirl_jax.training import build
     from repirl_jax.evaluation import reports
-    from repirl_jax.training import train
+    from repirl_jax.training import build, train
     for name, overrides in learned.items():
         t = time.time()
         c = set_keys(base.copy_and_resolve_references(), overrides.items())

@@ -46,13 +46,12 @@ def main(_):
     import numpy as np
 
     from repirl_jax.checkpoints import run_dirs
-    from repirl_jax.training import build, loop
     from repirl_jax.config import load_config_file
     from repirl_jax.evaluation import oracle_prm, prm_eval
     from repirl_jax.models import heads
     from repirl_jax.rewards.scorers import build_reward_fn
     from repirl_jax.runtime.sharding import make_mesh
-    from repirl_jax.training import train
+    from repirl_jax.training import build, loop, train
     c = apply_overrides(load_config_file(FLAGS.config), FLAGS.set)
     c.mesh.update(data=1, fsdp=1, tensor=1, devices=1)
     t0 = time.time()

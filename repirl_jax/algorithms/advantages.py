@@ -102,3 +102,14 @@ _JITTED: dict[str, Callable] = {name: jax.jit(e.fn, static_argnums=1) for name, 
 def compute(name: str, inputs: AdvantageInputs, hp: AdvantageParams):
     """(adv, returns or None) of estimator `name`, jitted (compiles once per shape and `hp`)."""
     return _JITTED[name](AdvantageInputs(*(jnp.asarray(v) for v in inputs)), hp)
+
+
+@jax.jit
+def masked_stats(adv, mask):
+    """[mean, std, max |.|] of advantages [B, R] over the response tokens (mask > 0); zeros when there are none.
+    On the device: only these three numbers reach the host."""
+    m = mask > 0
+    count = jnp.maximum(m.sum(), 1)
+    mean = jnp.where(m, adv, 0.0).sum() / count
+    std = jnp.sqrt(jnp.where(m, (adv - mean) ** 2, 0.0).sum() / count)
+    return jnp.stack([mean, std, jnp.where(m, jnp.abs(adv), 0.0).max()])

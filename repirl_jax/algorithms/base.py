@@ -9,8 +9,8 @@ The default methods are outcome-reward RL with the PPO-clipped surrogate (RLOO /
 instance.
 
 The hooks receive an `Engine` (training/engine.py: the config, the shapes, and computations on named models
-- `logp`, `values`, `token_rewards`, `update_prm`, `prm_step`, `sampler`, `score`, `advantages` - all
-returning host arrays) and the iteration's `Batch`. They return arrays and metrics; none reads or assigns
+- `logp`, `values`, `token_rewards`, `update_prm`, `prm_step`, `sampler`, `score` returning host arrays,
+`advantages` device arrays) and the iteration's `Batch`. They return arrays and metrics; none reads or assigns
 the trainer itself.
 """
 
@@ -150,7 +150,8 @@ class Algorithm:
 
 def estimate(engine, name: str, traj: Traj, outcome, process, group, logp_old, ref_logp=None, step_ends=None,
              ) -> dict:
-    """{"adv": [B, R]} (and for a value-head estimator "returns", "old_values") from the jitted table."""
+    """{"adv": [B, R]} (and for a value-head estimator "returns", "old_values") from the jitted table; adv
+    and returns stay on the device (the update takes its mini-batches from them there)."""
     shape = traj.response_mask.shape
     zeros = np.zeros(shape, np.float32)
     est = advantages.ESTIMATORS[name]
@@ -160,9 +161,9 @@ def estimate(engine, name: str, traj: Traj, outcome, process, group, logp_old, r
         np.asarray(group, np.int32), values, np.asarray(logp_old, np.float32),
         zeros if ref_logp is None else ref_logp, zeros if step_ends is None else step_ends)
     adv, ret = engine.advantages(name, inputs)
-    out = {"adv": np.asarray(adv)}
+    out = {"adv": adv}
     if est.uses_values:
-        out.update(returns=np.asarray(ret), old_values=np.asarray(values))
+        out.update(returns=ret, old_values=values)
     return out
 
 

@@ -91,9 +91,11 @@ def sync(name: str) -> None:
 
 
 def global_rows(x, sharding) -> jax.Array:
-    """A host array (the same on every process) as a global array with `sharding`; each process transfers
-    only the slices its own devices hold."""
-    x = np.asarray(x)
+    """A host array, or a process-local device array (the same on every process), as a global array with
+    `sharding`; each process places only the slices its own devices hold (a device array stays on the
+    device)."""
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x)
     if jax.process_count() == 1:
         return jax.device_put(x, sharding)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])

@@ -2,7 +2,8 @@
 
 A method reads the config and the batch shapes, and asks for computations on named models; it never reads
 or assigns the trainer's state, optimisers, shardings or jitted programs. Every result comes back as host
-(numpy) arrays or floats. `tests/test_layers.py` checks that `algorithms/` names nothing else of it.
+(numpy) arrays or floats, except `advantages`: device arrays, which go into the policy batch and reach the
+update without a copy to the host. `tests/test_layers.py` checks that `algorithms/` names nothing else of it.
 
     engine.logp("policy" | "ref", rows)            [N, R] log-probs of the responses, chunked
     engine.values(rows)                            [N, R] PPO values of the policy's value head
@@ -110,7 +111,8 @@ class Engine:
         return self._trainer.rewards_in_chunks(rows, ref_logp)
 
     def advantages(self, name: str, inputs: advantages.AdvantageInputs):
-        """(advantages [N, R], returns [N, R] or None) by estimator `name`, with the config's coefficients."""
+        """(advantages [N, R], returns [N, R] or None) by estimator `name`, with the config's coefficients:
+        device arrays (put them in the policy batch's `extra` as they are)."""
         return advantages.compute(name, inputs, self._trainer.advantage_params)
 
     # -- the PRM's optimiser -------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from repirl_jax.checkpoints import hf
 from repirl_jax.checkpoints import state as checkpoint
 from repirl_jax.models import lora
 from repirl_jax.training import metrics as metrics_lib
-from repirl_jax.training.train import Trainer
 from repirl_jax.training.build import build_models
+from repirl_jax.training.train import Trainer
 
 log = logging.getLogger("repirl_jax")
 

@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding
 
 from repirl_jax import algorithms
 from repirl_jax.algorithms import Batch, ConfigError, losses, validate  # noqa: F401  (train.validate, ...)
-from repirl_jax.algorithms.advantages import AdvantageParams
+from repirl_jax.algorithms.advantages import AdvantageParams, masked_stats
 from repirl_jax.algorithms.base import means
 from repirl_jax.algorithms.batches import Traj, pad_right, stack_micro, take, tokenize_set  # noqa: F401
 from repirl_jax.generation import rollout, sampling
@@ -339,10 +339,8 @@ class Trainer:
         t = time.perf_counter()  # 6. the policy batch and its advantages
         traj, extra, per_prompt = algo.policy_batch(self.engine, b)
         if "adv" in extra:
-            a = extra["adv"][traj.response_mask > 0]
-            metrics.update({"adv_mean": float(a.mean()) if a.size else 0.0,
-                            "adv_std": float(a.std()) if a.size else 0.0,
-                            "adv_abs_max": float(np.abs(a).max()) if a.size else 0.0})
+            stats = distributed.to_host(masked_stats(extra["adv"], traj.response_mask))
+            metrics.update(adv_mean=float(stats[0]), adv_std=float(stats[1]), adv_abs_max=float(stats[2]))
         timers["advantage"] = time.perf_counter() - t
         t = time.perf_counter()  # 7. policy step
         metrics.update(self.policy_step(traj, extra, per_prompt))

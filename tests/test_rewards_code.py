@@ -526,6 +526,45 @@ def test_batch_counts(scorer, bench):
     assert not _wait_no_procs(scorer.uids)
 
 
+def test_test_splitting_is_safe_from_several_threads():
+    """score_batch's workers split assert tests at the same time. A GC callback that gives up the GIL makes a
+    thread switch land inside AST construction; on CPython 3.11 (gh-106905) that raised "AST constructor
+    recursion depth mismatch" for 2-3 of 80 calls (seen in CI-like runs as a correct program's sandbox_error)."""
+    import gc
+    import threading
+
+    src = "x = 1\n" + "".join(f"assert f({i}) == {i}\n" for i in range(200))
+    want = code._assert_steps(src)
+    errors, wrong = [], []
+
+    def give_up_the_gil(phase, info):
+        if phase == "start":
+            time.sleep(0.0005)
+
+    def work():
+        for _ in range(20):
+            try:
+                if code._assert_steps(src) != want:
+                    wrong.append(1)
+            except SystemError as e:
+                errors.append(repr(e))
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(200)
+    gc.callbacks.append(give_up_the_gil)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.callbacks.remove(give_up_the_gil)
+        gc.set_threshold(*threshold)
+    assert not errors and not wrong, (errors[:2], len(wrong))
+    assert len(want[0]) == 201 and want[1][0] == ("value", code.encode(0))
+
+
 def test_start_up_is_not_charged_to_the_job(scorer, tmp_path, bench):  # `scorer`: skips here, fails in CI
     """A machine that stalls while bwrap and the interpreter start (2 loaded cores in CI once cost a correct
     program its whole 3 s) must not fail the program: the job's clock starts when its code does. Start-up has

@@ -122,6 +122,13 @@ class _Spec:
     n_tests: int
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth in per-interpreter state: two threads building ASTs
+# at once (score_batch's workers, when one gives up the GIL mid-construction) can fail with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython gh-106905; seen here on 3.11.7, scoring a correct program
+# as sandbox_error). Every ast call of this module holds this lock.
+_AST_LOCK = threading.Lock()
+
+
 def _is_literal(node: ast.AST) -> tuple[bool, Any]:
     try:
         return True, ast.literal_eval(node)
@@ -131,6 +138,11 @@ def _is_literal(node: ast.AST) -> tuple[bool, Any]:
 
 def _assert_steps(src: str) -> tuple[list[dict], list]:
     """Split Python test statements into sandbox steps; each ``assert`` becomes one probe."""
+    with _AST_LOCK:
+        return _assert_steps_locked(src)
+
+
+def _assert_steps_locked(src: str) -> tuple[list[dict], list]:
     tree = ast.parse(src)
     steps: list[dict] = []
     expected: list = []
@@ -155,7 +167,8 @@ def _fn_name_from(source: str | None) -> str | None:
     if not source:
         return None
     try:
-        tree = ast.parse(source + ("\n        pass\n" if source.rstrip().endswith(":") else ""))
+        with _AST_LOCK:
+            tree = ast.parse(source + ("\n        pass\n" if source.rstrip().endswith(":") else ""))
     except SyntaxError:
         m = re.search(r"class\s+Solution\b.*?\bdef\s+([A-Za-z_]\w*)\s*\(\s*self", source, re.S)
         return m.group(1) if m else None

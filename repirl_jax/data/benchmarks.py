@@ -51,14 +51,25 @@ Parquet, 1-based) and the field, e.g. ".../math500.jsonl line 17: missing field 
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from repirl_jax.data.answers import last_boxed  # the one \boxed{} extractor (re-exported)
+from repirl_jax.data.benchmark_rows import (
+    BenchmarkDataError,
+    Where,
+    after_hashes,
+    answer_text,
+    assert_ground_truth,
+    boxed_answer,
+    get_field,
+    get_str,
+    id_text,
+    io_ground_truth,
+    iter_rows,
+)
 
 __all__ = [
     "BenchmarkDataError",
@@ -85,25 +96,9 @@ CODE_STDIN_INSTRUCTION = (
     "Solve the problem with a Python program that reads the input from standard input and writes the "
     "answer to standard output. Give your complete program in a single ```python code block.")
 
-# Imports LeetCode-style stubs and tests take for granted (type names in signatures, common containers).
-# `math` is imported as a module only: `from math import *` would shadow the builtin three-argument pow.
-CODE_PRELUDE = (
-    "from typing import *\n"
-    "from collections import *\n"
-    "from heapq import *\n"
-    "from bisect import *\n"
-    "from itertools import *\n"
-    "from functools import *\n"
-    "import collections, heapq, bisect, itertools, functools, math, string, re, sys, random, operator\n"
-    "from math import inf, gcd, comb, isqrt, sqrt, log2, log, ceil, floor\n")
-
 DOMAINS = ("math", "code")
 ON_EMPTY = ("error", "skip", "keep")
 _AUTO = object()  # default of `id_field` for generic files: use "id" when a row has it, else the row index
-
-
-class BenchmarkDataError(ValueError):
-    """A benchmark file, row or field is not what the loader expects (message names file, line, field)."""
 
 
 # --------------------------------------------------------------------------------------------- locations
@@ -127,170 +122,10 @@ def short_name(text: str) -> str | None:
     return _ALIASES.get(str(text).strip().lower())
 
 
-# --------------------------------------------------------------------------------------------- helpers
-
-@dataclass(frozen=True)
-class _Where:
-    """A position in a file, for error messages: '<path> line 17' / '<path> row 3'."""
-    path: str
-    unit: str  # "line" or "row"
-    number: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{self.path} {self.unit} {self.number}"
-
-    def error(self, message: str) -> BenchmarkDataError:
-        return BenchmarkDataError(f"{self}: {message}")
-
-    @property
-    def source(self) -> str:
-        return f"{os.path.basename(self.path)}:{self.number}"
-
-
-def _get(row: dict, key: str, where: _Where) -> Any:
-    if key not in row:
-        present = ", ".join(repr(k) for k in row) or "none"
-        raise where.error(f"missing field '{key}' (fields present: {present})")
-    return row[key]
-
-
-def _get_str(row: dict, key: str, where: _Where, *, allow_empty: bool = False) -> str:
-    value = _get(row, key, where)
-    if not isinstance(value, str):
-        raise where.error(f"field '{key}' should be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise where.error(f"field '{key}' is empty")
-    return value
-
-
-def _format_number(value: float | int, key: str, where: _Where) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        raise where.error(f"field '{key}' is not a finite number: {value!r}")
-    if value == int(value):
-        return str(int(value))
-    return repr(value)
-
-
-def _answer_text(value: Any, key: str, where: _Where) -> str:
-    """A math answer as a string ("" for null). Lists join with ", "."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, (int, float)):
-        return _format_number(value, key, where)
-    if isinstance(value, (list, tuple)):
-        parts = [_answer_text(v, key, where) for v in value]
-        return ", ".join(p for p in parts if p)
-    raise where.error(f"field '{key}' should be a string, a number or a list, got {type(value).__name__}")
-
-
-def _id_text(value: Any, key: str, where: _Where) -> str:
-    if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise where.error(f"field '{key}' should be a string or an integer id, got {value!r}")
-    text = _format_number(value, key, where) if not isinstance(value, str) else value.strip()
-    if not text:
-        raise where.error(f"field '{key}' is an empty id")
-    return text
-
-
-def _after_hashes(text: str, key: str, where: _Where) -> str:
-    if "####" not in text:
-        raise where.error(f"field '{key}' has no '####' marker before the final answer")
-    answer = text.rsplit("####", 1)[1].strip()
-    if not answer:
-        raise where.error(f"field '{key}' has nothing after '####'")
-    return answer
-
-
-def _boxed_answer(text: str, key: str, where: _Where) -> str:
-    answer = last_boxed(text)
-    if answer is None:
-        raise where.error(f"field '{key}' has no \\boxed{{...}} answer")
-    return answer.strip()
-
-
-# --------------------------------------------------------------------------------------------- code helpers
-
-_DEF_RE = re.compile(r"^\s+def\s+([A-Za-z_]\w*)\s*\(", re.M)
-_CLASS_RE = re.compile(r"^class\s+([A-Za-z_]\w*)", re.M)
-
-
-def _starter_parts(starter: str) -> tuple[str | None, str | None, str]:
-    """(class name, first method name, helper definitions before the main class) of a LeetCode stub."""
-    classes = list(_CLASS_RE.finditer(starter))
-    if not classes:
-        return None, None, ""
-    main = next((m for m in classes if m.group(1) == "Solution"), classes[-1])
-    method = _DEF_RE.search(starter, main.end())
-    helpers = starter[:main.start()].strip()
-    return main.group(1), (method.group(1) if method else None), helpers
-
-
-def _prelude(helpers: str) -> str:
-    return CODE_PRELUDE + (helpers + "\n" if helpers else "")
-
-
-def _assert_ground_truth(test: str, starter: str, key: str, where: _Where) -> dict:
-    called = sorted(set(re.findall(r"my_solution\.([A-Za-z_]\w*)\s*\(", test)))
-    cls, method, helpers = _starter_parts(starter)
-    bound = re.search(r"my_solution\s*=\s*([A-Za-z_]\w*)\s*\(", test)
-    if bound is None:
-        raise where.error(f"field '{key}' does not bind my_solution (expected 'my_solution = Solution()')")
-    if len(called) > 1 and method in called:
-        entry = method
-    elif len(called) == 1:
-        entry = called[0]
-    elif method:
-        entry = method
-    else:
-        raise where.error(f"field '{key}' calls no my_solution.<method>(...) and the starter code has no method")
-    return {"format": "assert", "test": test, "class_name": bound.group(1), "entry_point": entry,
-            "starter_code": starter, "prelude": _prelude(helpers)}
-
-
-def _io_ground_truth(tests: Any, starter: str, key: str, where: _Where) -> dict:
-    if isinstance(tests, str):
-        try:
-            tests = json.loads(tests)
-        except json.JSONDecodeError as e:
-            raise where.error(f"field '{key}' is a string but not a JSON list of tests ({e.msg})") from None
-    if not isinstance(tests, list) or not tests:
-        raise where.error(f"field '{key}' should be a non-empty list of {{input, output, testtype}} dicts")
-    out = []
-    for k, t in enumerate(tests):
-        if not isinstance(t, dict):
-            raise where.error(f"field '{key}'[{k}] should be a dict, got {type(t).__name__}")
-        for sub in ("input", "output"):
-            if sub not in t:
-                raise where.error(f"field '{key}'[{k}] is missing '{sub}'")
-            if not isinstance(t[sub], str):
-                raise where.error(f"field '{key}'[{k}]['{sub}'] should be a string, got {type(t[sub]).__name__}")
-        testtype = t.get("testtype") or ("functional" if starter.strip() else "stdin")
-        if testtype not in ("stdin", "functional"):
-            raise where.error(f"field '{key}'[{k}]['testtype'] should be 'stdin' or 'functional', got {testtype!r}")
-        out.append({**t, "testtype": testtype})
-    kinds = {t["testtype"] for t in out}
-    if len(kinds) != 1:
-        raise where.error(f"field '{key}' mixes test types {sorted(kinds)}")
-    kind = kinds.pop()
-    cls, method, helpers = _starter_parts(starter)
-    if kind == "functional" and method is None:
-        raise where.error("functional tests need starter code defining the method to call (field 'starter_code')")
-    return {"format": "io", "testtype": kind, "tests": out,
-            "fn_name": method if kind == "functional" else None,
-            "class_name": cls if kind == "functional" else None,
-            "starter_code": starter, "prelude": _prelude(helpers)}
-
-
 # --------------------------------------------------------------------------------------------- shipped specs
 
 # A converter maps (row, where) to (problem, ground_truth, metadata); ground truth "" means empty.
-_Convert = Callable[[dict, _Where], tuple[str, Any, dict]]
+_Convert = Callable[[dict, Where], tuple[str, Any, dict]]
 
 
 @dataclass(frozen=True)
@@ -309,67 +144,67 @@ def _rest(row: dict, *used: str) -> dict:
 
 
 def _conv_answer(problem_key: str, answer_key: str, *drop: str) -> _Convert:
-    def convert(row: dict, where: _Where):
-        problem = _get_str(row, problem_key, where)
-        raw = _get(row, answer_key, where)
+    def convert(row: dict, where: Where):
+        problem = get_str(row, problem_key, where)
+        raw = get_field(row, answer_key, where)
         meta = _rest(row, problem_key, answer_key, *drop)
         if not isinstance(raw, str) and raw is not None:
             meta["raw_answer"] = raw
-        return problem, _answer_text(raw, answer_key, where), meta
+        return problem, answer_text(raw, answer_key, where), meta
     return convert
 
 
-def _conv_minerva(row: dict, where: _Where):
-    problem = _get_str(row, "problem", where)
-    solution = _get_str(row, "solution", where)
-    return problem, _boxed_answer(solution, "solution", where), _rest(row, "problem", "idx")
+def _conv_minerva(row: dict, where: Where):
+    problem = get_str(row, "problem", where)
+    solution = get_str(row, "solution", where)
+    return problem, boxed_answer(solution, "solution", where), _rest(row, "problem", "idx")
 
 
-def _conv_olympiad(row: dict, where: _Where):
-    question = _get_str(row, "question", where)
+def _conv_olympiad(row: dict, where: Where):
+    question = get_str(row, "question", where)
     context = row.get("context")
     if context is not None and not isinstance(context, str):
         raise where.error(f"field 'context' should be a string or null, got {type(context).__name__}")
     problem = f"{context.strip()}\n\n{question}" if context and context.strip() else question
-    final = _get(row, "final_answer", where)
+    final = get_field(row, "final_answer", where)
     if not isinstance(final, list):
         raise where.error(f"field 'final_answer' should be a list, got {type(final).__name__}")
-    return problem, _answer_text(final, "final_answer", where), _rest(row, "question", "id")
+    return problem, answer_text(final, "final_answer", where), _rest(row, "question", "id")
 
 
-def _conv_gsm8k(row: dict, where: _Where):
-    problem = _get_str(row, "question", where)
-    solution = _get_str(row, "answer", where)
+def _conv_gsm8k(row: dict, where: Where):
+    problem = get_str(row, "question", where)
+    solution = get_str(row, "answer", where)
     meta = _rest(row, "question", "answer", "idx")
     meta["solution"] = solution
-    return problem, _after_hashes(solution, "answer", where), meta
+    return problem, after_hashes(solution, "answer", where), meta
 
 
 _LEETCODE_PROMPT = re.compile(r'\s*"""\n(?P<problem>.*?)\n"""\n(?P<starter>.*)', re.S)
 
 
-def _conv_leetcode(row: dict, where: _Where):
-    prompt = _get_str(row, "prompt", where)
+def _conv_leetcode(row: dict, where: Where):
+    prompt = get_str(row, "prompt", where)
     m = _LEETCODE_PROMPT.fullmatch(prompt)
     if m is None:
         raise where.error("field 'prompt' should be a \"\"\"docstring\"\"\" followed by the starter code")
     starter = m.group("starter").rstrip()
-    test = _get_str(row, "test", where)
-    gt = _assert_ground_truth(test, starter, "test", where)
+    test = get_str(row, "test", where)
+    gt = assert_ground_truth(test, starter, "test", where)
     meta = _rest(row, "prompt", "prompt_sft", "test", "task_id")
     if isinstance(row.get("meta"), dict) and "difficulty" in row["meta"]:
         meta["difficulty"] = row["meta"]["difficulty"]
     return m.group("problem"), gt, meta
 
 
-def _conv_livecodebench(row: dict, where: _Where):
-    problem = _get_str(row, "problem", where)
-    starter = _get(row, "starter_code", where)
+def _conv_livecodebench(row: dict, where: Where):
+    problem = get_str(row, "problem", where)
+    starter = get_field(row, "starter_code", where)
     if starter is None:
         starter = ""
     if not isinstance(starter, str):
         raise where.error(f"field 'starter_code' should be a string, got {type(starter).__name__}")
-    gt = _io_ground_truth(_get(row, "tests", where), starter.rstrip(), "tests", where)
+    gt = io_ground_truth(get_field(row, "tests", where), starter.rstrip(), "tests", where)
     meta = _rest(row, "problem", "starter_code", "tests")
     meta["testtype"] = gt["testtype"]
     meta["num_tests"] = len(gt["tests"])
@@ -406,68 +241,6 @@ def _spec_for_name(name: str) -> _Spec:
     return _SPECS[_ALIASES[key]]
 
 
-# --------------------------------------------------------------------------------------------- row readers
-
-def _iter_jsonl(path: str) -> Iterator[tuple[dict, _Where]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = _Where(path, "line", lineno)
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise where.error(f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise where.error(f"expected a JSON object, got {type(row).__name__}")
-            yield row, where
-
-
-def _iter_json_array(path: str) -> Iterator[tuple[dict, _Where]]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise BenchmarkDataError(f"{path} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-    if isinstance(data, dict):  # {"data": [...]} / {"rows": [...]}: take the single list value
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise BenchmarkDataError(f"{path}: expected a JSON array of objects (or an object holding one list)")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise BenchmarkDataError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
-    for k, row in enumerate(data, start=1):
-        where = _Where(path, "row", k)
-        if not isinstance(row, dict):
-            raise where.error(f"expected a JSON object, got {type(row).__name__}")
-        yield row, where
-
-
-def _iter_parquet(path: str) -> Iterator[tuple[dict, _Where]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError(
-            f"reading {path} needs pyarrow, which is not installed (pip install pyarrow==26.0.1); "
-            f"or convert the file to JSONL") from None
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            number += 1
-            yield row, _Where(path, "row", number)
-
-
-def _iter_rows(path: str) -> Iterator[tuple[dict, _Where]]:
-    lower = path.lower()
-    if lower.endswith((".jsonl", ".ndjson")):
-        return _iter_jsonl(path)
-    if lower.endswith(".json"):
-        return _iter_json_array(path)
-    if lower.endswith((".parquet", ".pq")):
-        return _iter_parquet(path)
-    raise BenchmarkDataError(f"{path}: unsupported file type; expected .jsonl, .json or .parquet")
-
-
 # --------------------------------------------------------------------------------------------- load
 
 def _is_empty(gt: Any) -> bool:
@@ -481,11 +254,11 @@ def _is_empty(gt: Any) -> bool:
 def _collect(path: str, benchmark: str, domain: str, convert: _Convert, id_field: Any, on_empty: str,
              limit: int | None) -> list[dict]:
     records: list[dict] = []
-    seen: dict[str, _Where] = {}
+    seen: dict[str, Where] = {}
     if limit == 0:
         return records
     index = -1
-    for row, where in _iter_rows(path):
+    for row, where in iter_rows(path):
         index += 1
         problem, gt, meta = convert(row, where)
         meta["source"] = where.source
@@ -501,7 +274,7 @@ def _collect(path: str, benchmark: str, domain: str, convert: _Convert, id_field
             key = "id" if row.get("id") is not None else None
         else:
             key = id_field
-        rid = _id_text(_get(row, key, where), key, where) if key else f"{benchmark}-{index}"
+        rid = id_text(get_field(row, key, where), key, where) if key else f"{benchmark}-{index}"
         if rid in seen:
             raise where.error(f"duplicate id {rid!r} (first seen at {seen[rid].unit} {seen[rid].number})")
         seen[rid] = where
@@ -522,39 +295,39 @@ def _generic_converter(domain: str, prompt_field: str | None, answer_field: str 
     else:
         answer_candidates = ("tests", "test", "ground_truth")
 
-    def pick(row: dict, candidates: tuple[str, ...], what: str, option: str, where: _Where) -> str:
+    def pick(row: dict, candidates: tuple[str, ...], what: str, option: str, where: Where) -> str:
         for key in candidates:
             if key in row:
                 return key
         if len(candidates) == 1:
-            _get(row, candidates[0], where)  # raises "missing field"
+            get_field(row, candidates[0], where)  # raises "missing field"
         raise where.error(f"missing field '{candidates[0]}' (no {what} field among {', '.join(candidates)}; "
                           f"fields present: {', '.join(repr(k) for k in row)}; set {option}=)")
 
-    def convert(row: dict, where: _Where):
+    def convert(row: dict, where: Where):
         pkey = pick(row, prompt_candidates, "prompt", "prompt_field", where)
         akey = pick(row, answer_candidates, "answer", "answer_field", where)
-        problem = _get_str(row, pkey, where)
+        problem = get_str(row, pkey, where)
         raw = row[akey]
         used = {pkey, akey}
         if used_id:
             used.add(used_id)
         if domain == "math":
             if answer_format == "raw":
-                gt = _answer_text(raw, akey, where)
+                gt = answer_text(raw, akey, where)
             else:
                 if raw is None:
                     gt = ""
                 elif not isinstance(raw, str):
                     raise where.error(f"field '{akey}' should be a string for answer_format={answer_format!r}")
                 else:
-                    gt = _boxed_answer(raw, akey, where) if answer_format == "boxed" else _after_hashes(raw, akey, where)
+                    gt = boxed_answer(raw, akey, where) if answer_format == "boxed" else after_hashes(raw, akey, where)
                 used.discard(akey)  # keep the worked solution in metadata
         else:
             skey = starter_field or ("starter_code" if "starter_code" in row else None)
             starter = ""
             if skey:
-                starter = _get(row, skey, where) or ""
+                starter = get_field(row, skey, where) or ""
                 if not isinstance(starter, str):
                     raise where.error(f"field '{skey}' should be a string, got {type(starter).__name__}")
                 used.add(skey)
@@ -562,9 +335,9 @@ def _generic_converter(domain: str, prompt_field: str | None, answer_field: str 
             if raw is None or (isinstance(raw, str) and not raw.strip()):
                 gt = ""
             elif isinstance(raw, str) and "assert" in raw and not raw.lstrip().startswith("["):
-                gt = _assert_ground_truth(raw, starter, akey, where)
+                gt = assert_ground_truth(raw, starter, akey, where)
             else:
-                gt = _io_ground_truth(raw, starter, akey, where)
+                gt = io_ground_truth(raw, starter, akey, where)
         meta = _rest(row, *used)
         if domain == "math" and not isinstance(raw, str) and raw is not None:
             meta.setdefault("raw_answer", raw)

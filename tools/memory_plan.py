@@ -152,7 +152,7 @@ def programs(trainer, gpu_sampler: bool = True):
     from repirl_jax.generation import sampling
     from repirl_jax.models import lora
     from repirl_jax.training import train
-    c, n, k, P, R = trainer.config, trainer.n, trainer.k, trainer.P, trainer.R
+    c, n, k, P, R = trainer.config, trainer.n, trainer.num_experts, trainer.P, trainer.R
     bases = lambda *names: tuple(f"{p}lora_base" for p, name in (("", "policy"), ("prm_", "prm"))  # noqa: E731
                                  if name in names and trainer.frozen[name] is not None)
     state = trainer.state

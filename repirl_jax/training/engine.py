@@ -49,7 +49,7 @@ class Engine:
     @property
     def num_experts(self) -> int:
         """Demonstrations per prompt (data.experts_per_prompt)."""
-        return self._trainer.k
+        return self._trainer.num_experts
 
     @property
     def prompt_len(self) -> int:

@@ -85,7 +85,7 @@ class Trainer:
         self.prm_cfg = models.prm_cfg or models.cfg
         self.act = ActivationSharding(mesh)
         self.P, self.R = config.rollout.max_prompt_len, config.rollout.max_response_len
-        self.n, self.k = config.rollout.n, config.data.experts_per_prompt
+        self.n, self.num_experts = config.rollout.n, config.data.experts_per_prompt
         chat = rollout.is_chat(config.data.prompt_format)
         self.end_id = rollout.end_token_id(tokenizer, chat)  # ends every demonstration
         self.stop_ids = rollout.stop_token_ids(self.cfg, tokenizer, chat) if tokenizer is not None else (0,)
@@ -157,15 +157,15 @@ class Trainer:
 
     def tokenize_set(self, records: list[dict], name: str) -> list[dict]:
         """`batches.tokenize_set` with this run's lengths, end token and checks; counts go to data_report."""
-        return tokenize_set(self.tokenizer, records, name, self.P, self.R, self.k, self.end_id,
+        return tokenize_set(self.tokenizer, records, name, self.P, self.R, self.num_experts, self.end_id,
                             self.config.data.long_prompts, self.config.algo if self.algo.experts_in_data else None,
                             self.data_report)
 
     def batch_records(self, iteration: int) -> list[dict]:
         """Deterministic prompts of an iteration (1-based): epoch-wise permutations seeded by config.seed."""
-        b, n = self.config.data.prompts_per_iter, len(self.train_set)
+        per_iter, n = self.config.data.prompts_per_iter, len(self.train_set)
         out = []
-        for pos in range((iteration - 1) * b, iteration * b):
+        for pos in range((iteration - 1) * per_iter, iteration * per_iter):
             epoch, idx = divmod(pos, n)
             out.append(self.train_set[np.random.RandomState(self.config.seed * 1000 + epoch).permutation(n)[idx]])
         return out
@@ -324,27 +324,27 @@ class Trainer:
             traj, extra, per_prompt = algo.offline_batch(self.engine, records)
             metrics.update(self.policy_step(traj, extra, per_prompt))
             return {**metrics, "time_policy": time.perf_counter() - t0}
-        b, tokens, timers["reward"] = self._scored_batch(records, it, metrics)  # of which spent scoring
+        batch, tokens, timers["reward"] = self._scored_batch(records, it, metrics)  # of which spent scoring
         timers["rollout"] = time.perf_counter() - t0  # wall time of sampling and scoring together
         metrics["tokens_per_s"] = tokens / max(timers["rollout"], 1e-9)
-        b.process = np.zeros_like(b.rollouts.response_mask)
+        batch.process = np.zeros_like(batch.rollouts.response_mask)
         if algo.needs_prm:  # 4-5. reward-model step, then process rewards from the updated model
             t = time.perf_counter()
             if not config.prm.frozen:
-                metrics.update(algo.reward_model_step(self.engine, b))
-            b.process = algo.process_rewards(self.engine, b)
-            m = b.rollouts.response_mask
-            metrics["process_reward_mean"] = float((b.process * m).sum() / max(m.sum(), 1))
+                metrics.update(algo.reward_model_step(self.engine, batch))
+            batch.process = algo.process_rewards(self.engine, batch)
+            m = batch.rollouts.response_mask
+            metrics["process_reward_mean"] = float((batch.process * m).sum() / max(m.sum(), 1))
             timers["prm"] = time.perf_counter() - t
         t = time.perf_counter()  # 6. the policy batch and its advantages
-        traj, extra, per_prompt = algo.policy_batch(self.engine, b)
+        traj, extra, per_prompt = algo.policy_batch(self.engine, batch)
         if "adv" in extra:
             stats = distributed.to_host(masked_stats(extra["adv"], traj.response_mask))
             metrics.update(adv_mean=float(stats[0]), adv_std=float(stats[1]), adv_abs_max=float(stats[2]))
         timers["advantage"] = time.perf_counter() - t
         t = time.perf_counter()  # 7. policy step
         metrics.update(self.policy_step(traj, extra, per_prompt))
-        self.last_batch = b
+        self.last_batch = batch
         timers["policy"] = time.perf_counter() - t
         timers["total"] = time.perf_counter() - t0
         return {**metrics, **{f"time_{k_}": v for k_, v in timers.items()}}

@@ -73,14 +73,14 @@ def _hf_eos(model) -> list[int]:
 
 def test_logits_match_transformers_relative_to_their_scale(real):
     """tools/check_logits.py: four left-padded rows of mixed lengths, max |diff| relative to max |logit|
-    within its float32 tolerance (5e-5). (Generation: the greedy test below.)"""
+    within its float32 tolerance (1e-4: check_logits.RELATIVE_TOLERANCE). (Generation: the greedy test below.)"""
     name, path, _, _ = real
     r = subprocess.run([sys.executable, "tools/check_logits.py", f"--hf_dir={path}"], cwd=REPO,
                        capture_output=True, text=True, timeout=900, env=_env())
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
     fields = dict(kv.split("=") for kv in lines[-1].split())
-    assert float(fields["rel_diff"]) <= 5e-5 and float(fields["max_abs_diff"]) > 0, lines[-1]
+    assert float(fields["rel_diff"]) <= 1e-4 and float(fields["max_abs_diff"]) > 0, lines[-1]
 
 
 def test_checkpoint_files_give_chat_template_stop_ids_and_special_tokens(real):

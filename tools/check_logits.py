@@ -6,10 +6,11 @@ Runs both models (transformers on the torch CPU build, ours in JAX) on a fixed b
 left padding and mixed lengths; prints the largest absolute logit difference over real tokens, and that
 difference relative to the largest |logit| of the reference (`rel_diff`), as the last line
 `max_abs_diff=<value> rel_diff=<value>`, and exits 1 when rel_diff is above the tolerance. The tolerance is
-relative to the logits' scale because float32 rounding differences grow with it (and with depth): 5e-5 in
-float32, about twice transformers' own disagreement with itself (the same rows run batched and left-padded
-vs alone: rel 2.2e-5 on SmolLM2-135M, 2.4e-5 on Qwen2.5-Coder-0.5B, whose ours-vs-transformers figures are
-1.4e-5 and 1.7e-5); 2e-2 in bfloat16, where both sides round differently. `--generate=N` also compares N greedy tokens per row, token for token.
+relative to the logits' scale because float32 rounding differences grow with it (and with depth), and the
+CPU's kernels move it: 1e-4 in float32. On an Intel Xeon (AVX-512, AMX) Qwen2.5-Coder-0.5B gave rel 1.7e-5
+and SmolLM2-135M 1.4e-5 (transformers batched-and-left-padded vs alone: 2.4e-5 and 2.2e-5); on an AMD EPYC,
+Qwen2.5-Coder-0.5B gives 6.5e-5, where against a float64 run of transformers its own float32 is off by
+2.4e-5 and ours by 4.0e-5 (the two errors add). 2e-2 in bfloat16, where both sides round differently. `--generate=N` also compares N greedy tokens per row, token for token.
 """
 
 import os
@@ -28,7 +29,7 @@ flags.mark_flag_as_required("hf_dir")
 FLAGS = flags.FLAGS
 
 LENGTHS = (16, 11, 7, 3)
-RELATIVE_TOLERANCE = {"float32": 5e-5, "bfloat16": 2e-2}  # real tokens per row; rows are left-padded to the longest
+RELATIVE_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}  # real tokens per row; rows are left-padded to the longest
 
 
 def fixed_batch(vocab_size: int, seed: int):

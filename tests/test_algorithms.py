@@ -109,6 +109,35 @@ def test_advantages_reach_the_update_without_a_host_copy():
     np.testing.assert_array_equal(np.asarray(advantages.masked_stats(adv, np.zeros_like(x.mask))), [0, 0, 0])
 
 
+def test_token_rewards_are_joined_on_the_device_and_read_there_by_the_estimator():
+    """The PRM's token rewards of a batch computed in several chunks are joined on the device, split by rows
+    over the mesh, equal to the chunks copied to the host; the estimator takes them as they are (a copy to
+    the host between the PRM and the advantages would raise under the transfer guard)."""
+    from repirl_jax.algorithms.batches import Traj
+    from repirl_jax.data import synthetic
+    from repirl_jax.rewards.scorers import build_reward_fn
+    from repirl_jax.runtime.sharding import make_mesh
+    c = tiny_config("repirl", **{"train.inference_batch_multiple": 1})
+    tok, mesh = synthetic.CharTokenizer(), make_mesh(2, 1, 1, devices=jax.devices()[:2])
+    models = build.build_models(c, build.model_config(c, tok), mesh)
+    trainer = train.Trainer(c, mesh, models, tok, build_reward_fn(c)[0], build.build_datasets(c, tok)[0])
+    records = trainer.train_set[:4]
+    ro = trainer.rollouts(records, jax.random.key(0))
+    traj = Traj(*trainer.prompt_arrays(records, 2), ro["tokens"], ro["mask"])
+    rows = traj.prompt.shape[0]
+    assert rows == 8 and trainer.chunk_rows(rows) == 2  # four chunks
+    x, hp = _advantage_inputs(b=rows, t=traj.response.shape[1])
+    host = trainer.rewards_in_chunks(traj, None)
+    with jax.transfer_guard_device_to_host("disallow"):
+        r = trainer.engine.token_rewards(traj)
+        adv, _ = advantages.compute("rloo", x._replace(process=r, mask=traj.response_mask), hp)
+    assert isinstance(r, jax.Array) and r.sharding == trainer.rows_sharding(r.shape)
+    assert len(r.sharding.device_set) == 2 and np.abs(host).max() > 0
+    np.testing.assert_array_equal(np.asarray(r), host)
+    ref, _ = advantages.compute("rloo", x._replace(process=host, mask=traj.response_mask), hp)
+    np.testing.assert_allclose(np.asarray(adv), np.asarray(ref), rtol=1e-6, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def base_tokenizer():
     """The Qwen vocabulary as a base model ships it (Qwen3-4B-Base): eos <|endoftext|>, chat template kept."""

@@ -213,7 +213,6 @@ def test_fill_back_matches_numpy():
 
 
 def test_step_bce_matches_numpy_hard_and_soft():
-    m = _mask([6, 4, 0], 6)
     ends = np.zeros((3, 6), np.float32)
     ends[0, [2, 5]] = 1
     ends[1, [3]] = 1

@@ -105,11 +105,10 @@ def compute(name: str, inputs: AdvantageInputs, hp: AdvantageParams):
 
 
 @jax.jit
-def masked_stats(adv, mask):
-    """[mean, std, max |.|] of advantages [B, R] over the response tokens (mask > 0); zeros when there are none.
-    On the device: only these three numbers reach the host."""
-    m = mask > 0
-    count = jnp.maximum(m.sum(), 1)
-    mean = jnp.where(m, adv, 0.0).sum() / count
-    std = jnp.sqrt(jnp.where(m, (adv - mean) ** 2, 0.0).sum() / count)
-    return jnp.stack([mean, std, jnp.where(m, jnp.abs(adv), 0.0).max()])
+def masked_stats(x, mask):
+    """[mean, std, max |.|] of x [B, R] (advantages, token rewards) over the response tokens (mask > 0); zeros
+    when there are none. On the device: only these three numbers reach the host."""
+    m = (mask > 0).astype(jnp.float32)
+    mean = losses.masked_mean(x, m)
+    std = jnp.sqrt(losses.masked_mean(jnp.square(x - mean), m))
+    return jnp.stack([mean, std, jnp.max(jnp.where(m > 0, jnp.abs(x), 0.0))])

@@ -9,7 +9,7 @@ The default methods are outcome-reward RL with the PPO-clipped surrogate (RLOO /
 instance.
 
 The hooks receive an `Engine` (training/engine.py: the config, the shapes, and computations on named models
-- `logp`, `values`, `token_rewards`, `update_prm`, `prm_step`, `sampler`, `score` returning host arrays,
+- `logp`, `values`, `update_prm`, `prm_step`, `sampler`, `score` returning host arrays, `token_rewards` and
 `advantages` device arrays) and the iteration's `Batch`. They return arrays and metrics; none reads or assigns
 the trainer itself.
 """
@@ -43,7 +43,7 @@ class Batch:
     keep: np.ndarray  # [b] 1 for prompts the accuracy filter kept
     group: np.ndarray  # [B] int32 prompt index per row
     ref_logp: np.ndarray | None = None  # [B, R] the frozen reference's, when `needs_ref`
-    process: np.ndarray | None = None  # [B, R] process rewards, after the reward-model step
+    process: Any = None  # [B, R] process rewards after the reward-model step (a device array from a PRM)
 
 
 class Algorithm:
@@ -128,8 +128,8 @@ class Algorithm:
         """One epoch of reward-model updates (step 4); returns metrics."""
         return {}
 
-    def process_rewards(self, engine, batch: Batch) -> np.ndarray:
-        """[B, R] process rewards of the rollouts from the (updated) reward model (step 5)."""
+    def process_rewards(self, engine, batch: Batch):
+        """[B, R] process rewards of the rollouts from the (updated) reward model (step 5), on the device."""
         return engine.token_rewards(batch.rollouts, batch.ref_logp)
 
     def policy_batch(self, engine, batch: Batch) -> tuple[Traj, dict, int]:

@@ -6,6 +6,7 @@ sigmoid(z) at the step ends are the process reward."""
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from repirl_jax.algorithms import losses
@@ -88,7 +89,7 @@ class MathShepherd(Algorithm):
     def process_rewards(self, engine, batch):
         """The step scores sigmoid(z) at the step ends, 0 elsewhere."""
         z = engine.token_rewards(batch.rollouts, batch.ref_logp)
-        return (1.0 / (1.0 + np.exp(-z))) * step_ends(engine, batch.rollouts)
+        return (1.0 / (1.0 + jnp.exp(-z))) * step_ends(engine, batch.rollouts)
 
 
 register(MathShepherd())

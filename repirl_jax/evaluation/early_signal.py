@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from repirl_jax.evaluation.prm_eval import auroc
+from repirl_jax.runtime import distributed
 
 
 class EarlySignal:
@@ -64,7 +65,8 @@ class EarlySignal:
         """`observe` the batch trainer.iteration(it) just used (if it has rollouts), then `resolve` iteration it."""
         b = trainer.last_batch
         if b is not None and b.it == it and b.process is not None:
-            self.observe(it, b.records, b.outcome, b.process, b.rollouts.response_mask, trainer.n, b.keep)
+            process = distributed.to_host(b.process)  # every process calls it (a gather across processes)
+            self.observe(it, b.records, b.outcome, process, b.rollouts.response_mask, trainer.n, b.keep)
         self.resolve(trainer, it)
 
     def auroc(self) -> float:

@@ -7,7 +7,8 @@ are not automatic:
 - `initialize()`: join the runtime from the environment (explicit `REPIRL_*` variables, or SLURM / TPU
   pod / Open MPI detection by JAX), with gloo collectives when the platform is the CPU.
 - `global_rows` / `to_host`: host arrays in, global `jax.Array`s out (each process transfers only the
-  rows its devices hold), and back to a full host copy on every process.
+  rows its devices hold), and back to a full host copy on every process; `join_rows` concatenates global
+  arrays on the devices (chunked results that need not visit the host).
 - `process_rows` / `allgather_rows`: each process scores only its own slice of the rollouts; the slices
   are then gathered so every process holds the same outcome rewards.
 - `sync(name)`: a barrier, for file-system steps that only process 0 performs.
@@ -17,11 +18,13 @@ With one process every function is a cheap local no-op-like path, so the trainer
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -93,12 +96,19 @@ def sync(name: str) -> None:
 def global_rows(x, sharding) -> jax.Array:
     """A host array, or a process-local device array (the same on every process), as a global array with
     `sharding`; each process places only the slices its own devices hold (a device array stays on the
-    device)."""
+    device; a global one is resharded by the runtime)."""
     if not isinstance(x, jax.Array):
         x = np.asarray(x)
-    if jax.process_count() == 1:
+    if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
         return jax.device_put(x, sharding)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def join_rows(sharding, *parts):
+    """Concatenate arrays along their rows on the devices (global arrays of every process too) into one
+    array with `sharding`: [n_1, ...], [n_2, ...] -> [sum n_i, ...]."""
+    return jax.lax.with_sharding_constraint(jnp.concatenate(parts), sharding)
 
 
 def put_tree(tree, shardings):

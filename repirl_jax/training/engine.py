@@ -2,12 +2,12 @@
 
 A method reads the config and the batch shapes, and asks for computations on named models; it never reads
 or assigns the trainer's state, optimisers, shardings or jitted programs. Every result comes back as host
-(numpy) arrays or floats, except `advantages`: device arrays, which go into the policy batch and reach the
-update without a copy to the host. `tests/test_layers.py` checks that `algorithms/` names nothing else of it.
+(numpy) arrays or floats, except `token_rewards` and `advantages`: device arrays, which go on into the
+estimator and the policy batch and reach the update without a copy to the host. `tests/test_layers.py` checks that `algorithms/` names nothing else of it.
 
     engine.logp("policy" | "ref", rows)            [N, R] log-probs of the responses, chunked
     engine.values(rows)                            [N, R] PPO values of the policy's value head
-    engine.token_rewards(rows, ref_logp=None)      [N, R] the PRM's token rewards r_phi(s_t, a_t)
+    engine.token_rewards(rows, ref_logp=None)      [N, R] the PRM's token rewards r_phi(s_t, a_t), on the device
     engine.update_prm(loss, rows, extra, rows_per_prompt, count=None)   one PRM epoch -> mean metrics
     engine.prm_step(loss, rows, extra, n_micro)    one PRM optimiser step on one mini-batch -> its outputs
     engine.sampler(num_samples)(prompt_ids, rng, width)  completions by the current policy
@@ -106,9 +106,10 @@ class Engine:
         """[N, R] the policy's value head at every response position (PPO)."""
         return self._trainer.values_in_chunks(rows)
 
-    def token_rewards(self, rows: Traj, ref_logp=None) -> np.ndarray:
-        """[N, R] the PRM's token rewards (ref_logp [N, R]: the implicit head's reference log-probs)."""
-        return self._trainer.rewards_in_chunks(rows, ref_logp)
+    def token_rewards(self, rows: Traj, ref_logp=None):
+        """[N, R] the PRM's token rewards (ref_logp [N, R]: the implicit head's reference log-probs), a device
+        array split by rows (`distributed.to_host` copies it where a method needs the host)."""
+        return self._trainer.rewards_in_chunks(rows, ref_logp, on_device=True)
 
     def advantages(self, name: str, inputs: advantages.AdvantageInputs):
         """(advantages [N, R], returns [N, R] or None) by estimator `name`, with the config's coefficients:

@@ -332,9 +332,9 @@ class Trainer:
             t = time.perf_counter()
             if not config.prm.frozen:
                 metrics.update(algo.reward_model_step(self.engine, batch))
-            batch.process = algo.process_rewards(self.engine, batch)
-            m = batch.rollouts.response_mask
-            metrics["process_reward_mean"] = float((batch.process * m).sum() / max(m.sum(), 1))
+            batch.process = algo.process_rewards(self.engine, batch)  # on the device
+            stats = distributed.to_host(masked_stats(batch.process, batch.rollouts.response_mask))
+            metrics["process_reward_mean"] = float(stats[0])
             timers["prm"] = time.perf_counter() - t
         t = time.perf_counter()  # 6. the policy batch and its advantages
         traj, extra, per_prompt = algo.policy_batch(self.engine, batch)
@@ -380,16 +380,16 @@ class Trainer:
         most = self.config.train.inference_batch_multiple
         return next(unit * m for m in range(most, 0, -1) if rows % (unit * m) == 0)
 
-    def _chunks(self, fn, traj: Traj, *args):
-        """Apply a jitted per-row function over equal row chunks (a few micro-batches each) and concatenate.
-        Chunks are equal so each function compiles once."""
+    def _chunks(self, fn, traj: Traj, *args, on_device: bool = False):
+        """Apply a jitted per-row function over equal row chunks (a few micro-batches each) and concatenate:
+        on the host (numpy), or on the device (a global array split by rows as `put_rows` splits them). Chunks
+        are equal so each function compiles once."""
         rows = traj.prompt.shape[0]
         size = self.chunk_rows(rows)
-        outs = []
-        for s in range(0, rows, size):
-            part = jax.tree.map(lambda x: x[s:s + size], (traj, *args))
-            outs.append(distributed.to_host(fn(*self.put_rows(part))))
-        return np.concatenate(outs)
+        outs = [fn(*self.put_rows(jax.tree.map(lambda x: x[s:s + size], (traj, *args)))) for s in range(0, rows, size)]
+        if on_device:
+            return distributed.join_rows(self.rows_sharding((rows,) + outs[0].shape[1:]), *outs)
+        return np.concatenate([distributed.to_host(out) for out in outs])
 
     def logp_in_chunks(self, params, traj):
         return self._chunks(lambda tr: self.logp(params, Traj(*tr)), traj)
@@ -397,10 +397,11 @@ class Trainer:
     def values_in_chunks(self, traj):
         return self._chunks(lambda tr: self.values(self.full("policy"), Traj(*tr)), traj)
 
-    def rewards_in_chunks(self, traj, ref_logp):
-        if ref_logp is None:
-            return self._chunks(lambda tr: self.prm_rewards(self.full("prm"), Traj(*tr), None), traj)
-        return self._chunks(lambda tr, rl: self.prm_rewards(self.full("prm"), Traj(*tr), rl), traj, ref_logp)
+    def rewards_in_chunks(self, traj, ref_logp, on_device: bool = False):
+        """[N, R] the PRM's token rewards: numpy, or (on_device) a global array split by rows."""
+        def rewards(tr, rl=None):
+            return self.prm_rewards(self.full("prm"), Traj(*tr), rl)
+        return self._chunks(rewards, traj, *([] if ref_logp is None else [ref_logp]), on_device=on_device)
 
     @staticmethod
     def minibatches(n_rows: int, rows_per_prompt: int, minibatch_prompts: int):

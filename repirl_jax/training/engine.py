@@ -3,7 +3,8 @@
 A method reads the config and the batch shapes, and asks for computations on named models; it never reads
 or assigns the trainer's state, optimisers, shardings or jitted programs. Every result comes back as host
 (numpy) arrays or floats, except `token_rewards` and `advantages`: device arrays, which go on into the
-estimator and the policy batch and reach the update without a copy to the host. `tests/test_layers.py` checks that `algorithms/` names nothing else of it.
+estimator and the policy batch and reach the update without a copy to the host. `tests/test_layers.py`
+checks that `algorithms/` names nothing else of it.
 
     engine.logp("policy" | "ref", rows)            [N, R] log-probs of the responses, chunked
     engine.values(rows)                            [N, R] PPO values of the policy's value head

@@ -10,7 +10,8 @@ relative to the logits' scale because float32 rounding differences grow with it 
 CPU's kernels move it: 1e-4 in float32. On an Intel Xeon (AVX-512, AMX) Qwen2.5-Coder-0.5B gave rel 1.7e-5
 and SmolLM2-135M 1.4e-5 (transformers batched-and-left-padded vs alone: 2.4e-5 and 2.2e-5); on an AMD EPYC,
 Qwen2.5-Coder-0.5B gives 6.5e-5, where against a float64 run of transformers its own float32 is off by
-2.4e-5 and ours by 4.0e-5 (the two errors add). 2e-2 in bfloat16, where both sides round differently. `--generate=N` also compares N greedy tokens per row, token for token.
+2.4e-5 and ours by 4.0e-5 (the two errors add). 2e-2 in bfloat16, where both sides round differently.
+`--generate=N` also compares N greedy tokens per row, token for token.
 """
 
 import os

@@ -105,6 +105,8 @@ def evaluate_benchmark(name: str, records: list[dict], generator, scorers: Score
     bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=name, unit="problem",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     step = generator.batch_size
+    if todo:
+        scorers.start(todo[0]["domain"])  # its workers start while the first batch compiles and generates
     with open(out_path, "a") as f:
         for start in range(0, len(todo), step):
             batch = todo[start:start + step]

@@ -406,3 +406,19 @@ def test_close_and_fork_refused():
         s.score_batch(["\\boxed{1}"], ["1"])
     with pytest.raises(ValueError):
         rm.MathScorer(workers=1, start_method="fork")
+
+
+def test_scorers_start_builds_only_the_domains_scorer_and_returns_before_its_workers_are_ready():
+    from repirl_jax.rewards.scorers import Scorers
+    scorers = Scorers(math_timeout_s=10.0, code_timeout_s=10.0, workers=1)
+    try:
+        scorers.start("synthetic")
+        assert scorers._math is None and scorers._code is None
+        scorers.start("math")
+        assert scorers._math is not None and scorers._code is None
+        # The worker imports math-verify in the background (~1-3 s): start() has returned before its "ready".
+        assert not any(w.conn.poll(0) for w in scorers._math._workers)
+        assert scorers._math.wait_ready(60.0)
+        assert scorers.score("math", ["\\boxed{2}"], ["2"])[0] == [1.0]
+    finally:
+        scorers.close()

@@ -12,11 +12,15 @@ shared machine hits both alike). The last line is `ratio_vs_torch=<torch seconds
 untied LM head), --batch x --seq random tokens of its vocabulary. The optimiser there is plain SGD on both
 sides (--optimizer): two float32 copies of a 0.5B model with gradients and two Adam moments each would not
 fit beside each other in this machine's 24 GiB; AdamW's update is elementwise, a small share of a step.
+Both sides still hold a model, and in turn a step's activations (ours: 11.7 GB of temporaries at 4 x 512,
+XLA's memory analysis; torch: ~9.5 GB): run it with REPIRL_KEEP_HOST_MEMORY=0, or glibc keeps each side's
+freed peak for the other (host_memory.py) and the process passes 24 GiB (19.9 GB peak without).
 
 --demo_iterations=N also times N iterations of configs/demo.py as rePIRL and as RLOO (after one warm-up
 iteration each, the BC warm-up skipped) and prints seconds per iteration and where the time goes.
 """
 
+import functools
 import os
 import sys
 import tempfile
@@ -79,7 +83,7 @@ def bench_step():
                                            with_entropy=False)
         return -(lp * rmask).sum() / rmask.sum()
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))  # as the trainer's update: the old state's buffers reused
     def step(p, s):
         loss, g = jax.value_and_grad(loss_fn)(p)
         u, s = opt.update(g, s, p)
@@ -96,11 +100,11 @@ def bench_step():
     ids = torch.tensor(tokens, dtype=torch.long)
 
     def theirs():
-        topt.zero_grad(set_to_none=True)
         logits = model(input_ids=ids).logits[:, :-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
         (-lp.mean()).backward()
         topt.step()
+        topt.zero_grad(set_to_none=True)  # as our step: no gradients held between steps
 
     t_ours, t_torch = best_times_interleaved([ours, theirs], FLAGS.repeats)
     if FLAGS.profile:

@@ -37,6 +37,12 @@ class Scorers:
             self._code = CodeScorer(workers=self.workers, timeout_s=self.code_timeout_s)
         return self._code
 
+    def start(self, domain: str) -> None:
+        """Start `domain`'s workers now (they start in the background: a caller that generates next overlaps
+        their start-up, ~3 s for math-verify's imports, with its own work instead of waiting at the first score)."""
+        if domain in ("math", "code"):
+            getattr(self, domain)  # the property builds the scorer, which starts its workers and returns
+
     def score(self, domain: str, responses: list[str], ground_truths: list[Any]) -> tuple[list[float], list, dict]:
         """(scores, extracted answers or None, counts) for a batch of one domain: synthetic, math or code
         (ground truth: the tests, with fn_name / starter_code where the problem has them)."""

@@ -67,3 +67,24 @@ def best_times_interleaved(fns, repeats: int) -> list[float]:
             fn()
             ts.append(time.perf_counter() - start)
     return [min(ts) for ts in times]
+
+
+def machine_speed() -> str:
+    """The machine's speed now, for runs whose two sides are timed minutes apart (a shared machine's speed
+    drifts): numpy's float32 matmul (its BLAS, all cores; best of 10 products of 1024 x 1024) and a 256 MB
+    copy (best of 5). Printed before and after each side, a change between them shows in the ratio."""
+    import numpy as np
+    a = np.random.RandomState(0).rand(1024, 1024).astype(np.float32)
+    src, dst = np.ones(2**26, np.float32), np.empty(2**26, np.float32)
+
+    def best(fn, n):
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+    gflops = 2 * 1024**3 / best(lambda: a @ a, 10) / 1e9
+    gbs = 2 * src.nbytes / best(lambda: np.copyto(dst, src), 5) / 1e9  # read + write
+    return f"matmul {gflops:.0f} GFLOP/s, copy {gbs:.1f} GB/s"
+

@@ -12,7 +12,8 @@
    scorer). Rows land in OUT/hf.jsonl; a rerun resumes both sides where they stopped.
 3. Prints both accuracies, the share of problems whose responses are identical (with the first differing
    token of each that is not), both times, and last `ratio_vs_hf=<transformers generation seconds / our
-   evaluate seconds>`; OUT/summary.json holds the same.
+   evaluate seconds>`; OUT/summary.json holds the same. The sides run minutes apart, so the machine's speed
+   (`bench_common.machine_speed`: a BLAS matmul and a memory copy) is printed before, between and after them.
 """
 
 import json
@@ -24,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
-from bench_common import cpu_model  # noqa: E402
+from bench_common import cpu_model, machine_speed  # noqa: E402
 
 flags.DEFINE_string("hf_dir", None, "HF model directory (e.g. built by python -m repirl_jax.real_models NAME).")
 flags.DEFINE_string("benchmark", "gsm8k", "A math benchmark short name (or JSONL path) evaluate knows.")
@@ -179,13 +180,16 @@ def main(argv):
     out = os.path.abspath(FLAGS.out)
     os.makedirs(out, exist_ok=True)
     print(f"cpu: {cpu_model()}", flush=True)
+    speeds = {"before ours": machine_speed()}
     ours_time = run_ours(out) if FLAGS.sides in ("both", "ours") else earlier_ours_time(out)
+    speeds["after ours, before transformers"] = machine_speed()
     rows_file = os.path.join(out, "ours", f"{os.path.basename(FLAGS.benchmark).split('.')[0]}.jsonl")
     with open(rows_file) as f:
         rows = [json.loads(line) for line in f]
     if FLAGS.sides == "ours":
         return 0
     hf_rows = run_hf(rows, out)
+    speeds["after transformers"] = machine_speed()
     import transformers
     tok = transformers.AutoTokenizer.from_pretrained(FLAGS.hf_dir)
     same, diffs = 0, []
@@ -208,7 +212,7 @@ def main(argv):
                "differences": diffs, "ours_evaluate_wall_s": ours_time.get("wall_s"),
                "ours_evaluate_timer_s": ours_time.get("evaluate_timer_s"), "hf_generate_s": hf_s,
                "ours_tokens": sum(r["num_tokens"][0] for r in rows),
-               "hf_tokens": sum(hf_rows[r["id"]]["num_tokens"] for r in rows)}
+               "hf_tokens": sum(hf_rows[r["id"]]["num_tokens"] for r in rows), "machine_speed": speeds}
     if diffs and FLAGS.explain:
         print("why they differ (same prefix, both models' two best next tokens; a gap near 0 is a float32 tie):")
         explain(diffs, {r["id"]: r for r in rows}, hf_rows)
@@ -222,6 +226,8 @@ def main(argv):
     if ours_time:
         print(f"time: our evaluate {ours_time['wall_s']:.1f} s wall (its timer {ours_time['evaluate_timer_s']:.0f} s: "
               f"load, compile, generation, grading); transformers generate {hf_s:.1f} s (generation only)")
+        print("machine speed (a drift between the sides moves the ratio): " +
+              "; ".join(f"{k}: {v}" for k, v in speeds.items()))
         print(f"ratio_vs_hf={hf_s / ours_time['wall_s']:.2f}")
     return 0
 

@@ -38,8 +38,9 @@ class Scorers:
         return self._code
 
     def start(self, domain: str) -> None:
-        """Start `domain`'s workers now (they start in the background: a caller that generates next overlaps
-        their start-up, ~3 s for math-verify's imports, with its own work instead of waiting at the first score)."""
+        """Build `domain`'s scorer now: math-verify's workers start in the background (their ~3 s of imports
+        overlap the caller's next work, e.g. the first batch's compilation, instead of delaying its first
+        score), and the code sandbox is probed here (an unusable sandbox fails before any generation)."""
         if domain in ("math", "code"):
             getattr(self, domain)  # the property builds the scorer, which starts its workers and returns
 

@@ -5,8 +5,9 @@
 The step is bench_train.py's loss and gradients (chunked log-probs, float32, no remat) on a random model of
 --size's shape, or of a checkpoint's config (--hf_dir; random weights: the time does not depend on them),
 with --layers decoder layers (default: the shape's own). It runs --repeats times under the profiler; each op's
-time is its events' total per (profiled) step, over all the threads that ran it (independent ops run side by side on
-XLA's threads, so the column can sum to more than the wall time). Each op is printed with what it computes (its HLO
+time is its events' total per (profiled) step, over all the threads that ran it; an op run asynchronously (Eigen's
+dots) counts from its dispatch to its "end:" event. Independent ops run side by side on XLA's threads, so the
+column can sum to more than the wall time. Each op is printed with what it computes (its HLO
 instruction, shapes included) and its share of the threads' busy time.
 """
 
@@ -78,13 +79,22 @@ def main(argv):
             for _ in range(FLAGS.repeats):
                 jax.block_until_ready(compiled(params))
         data = jax.profiler.ProfileData.from_file(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0])
-    per_op, threads = collections.Counter(), set()
+    starts, ends, threads = collections.defaultdict(list), collections.defaultdict(list), set()
     for plane in data.planes:
         for line in plane.lines:
             for ev in line.events:
                 if ev.name in hlo:  # the executable's ops (named as in its HLO), on whichever thread ran them
-                    per_op[ev.name] += ev.duration_ns / 1e9 / FLAGS.repeats
+                    starts[ev.name].append((ev.start_ns, ev.end_ns))
                     threads.add(line.name)
+                elif ev.name.startswith("end: ") and ev.name[5:] in hlo:
+                    ends[ev.name[5:]].append(ev.end_ns)
+    per_op = collections.Counter()
+    for name, spans in starts.items():
+        spans.sort()
+        # An op XLA runs asynchronously (Eigen's dots) has a short start event where it is dispatched and an
+        # "end: NAME" event where it completes: its time is from the one to the other.
+        finish = sorted(ends[name]) if len(ends[name]) == len(spans) else [end for _, end in spans]
+        per_op[name] = sum(f - start for (start, _), f in zip(spans, finish)) / 1e9 / FLAGS.repeats
     busy = sum(per_op.values())
     print(f"cpu: {cpu_model()}")
     print(f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, mlp {cfg.intermediate_size}, vocab "

@@ -87,4 +87,3 @@ def machine_speed() -> str:
     gflops = 2 * 1024**3 / best(lambda: a @ a, 10) / 1e9
     gbs = 2 * src.nbytes / best(lambda: np.copyto(dst, src), 5) / 1e9  # read + write
     return f"matmul {gflops:.0f} GFLOP/s, copy {gbs:.1f} GB/s"
-

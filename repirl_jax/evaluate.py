@@ -32,7 +32,7 @@ import numpy as np
 
 from repirl_jax import cli
 from repirl_jax.checkpoints import hf
-from repirl_jax.checkpoints.run_dirs import tokenizer_source
+from repirl_jax.checkpoints.run_dirs import load_hf_tokenizer, tokenizer_source
 from repirl_jax.data import benchmarks, synthetic
 from repirl_jax.data.prompts import format_prompt
 from repirl_jax.evaluation import prm_eval
@@ -271,12 +271,10 @@ def _load_policy(model_dir: str, mesh, dtype: str):
 def _load_tokenizer(flag: str, model_dir: str):
     """The tokenizer `--tokenizer` names, else a training run's own (WORKDIR/tokenizer, else what its config
     named), else the model directory's. Raises ValueError / OSError with what to pass instead."""
-    import transformers
-
     tok_path = tokenizer_source(flag or "", model_dir)
     if tok_path == "synthetic":
         return synthetic.CharTokenizer()
-    return transformers.AutoTokenizer.from_pretrained(tok_path)
+    return load_hf_tokenizer(tok_path)
 
 
 def _records_and_prompts(name: str, limit: int, tokenizer, run_config):

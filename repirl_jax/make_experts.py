@@ -34,7 +34,7 @@ import jax
 from repirl_jax import cli as cli_lib
 from repirl_jax.checkpoints import hf
 from repirl_jax.checkpoints.run_dirs import is_run_dir as _is_run_dir
-from repirl_jax.checkpoints.run_dirs import tokenizer_source
+from repirl_jax.checkpoints.run_dirs import load_hf_tokenizer, tokenizer_source
 from repirl_jax.data import benchmarks
 from repirl_jax.data.prompts import PROMPT_FORMATS, LoadReport, format_prompt, load_prompt_set
 from repirl_jax.generation import completions, sampling
@@ -163,8 +163,6 @@ def read_external_responses(path: str, records: list[dict]) -> dict[str, list[st
 
 def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]], Callable[[str], str]]:
     """(sample(records) -> k responses each, format(problem) -> the prompt the model sees) for opts.model."""
-    import transformers
-
     mesh = make_mesh(1, -1, 1)
     if _is_run_dir(opts.model):
         params, cfg, _, _ = hf.load_training_checkpoint(opts.model, which="policy")
@@ -172,7 +170,7 @@ def model_sampler(opts: Options) -> tuple[Callable[[list[dict]], list[list[str]]
     else:
         params, cfg = hf.load_any(opts.model, mesh=mesh)
     cfg = cfg.replace(dtype=backend.compute_dtype(opts.dtype))
-    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_source(opts.tokenizer, opts.model))
+    tok = load_hf_tokenizer(tokenizer_source(opts.tokenizer, opts.model))
     n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     gen = completions.TextGenerator(params, cfg, tok, opts.max_prompt_len, -(-opts.batch_size // n_dev) * n_dev,
                                    mesh=mesh)

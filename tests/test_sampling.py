@@ -185,3 +185,31 @@ def test_prompt_padding_follows_the_batch(monkeypatch):
                                  dataclasses.replace(scfg, stop_token_ids=(1,), pad_token_id=tok.pad_token_id or 0))
         assert [c.token_ids for r in row for c in r] == [np.asarray(full.tokens[i, :int(full.lengths[i])]).tolist()
                                                          for i in range(2)]
+
+
+def test_a_batch_one_bucket_narrower_reuses_the_wider_program(monkeypatch):
+    """TextGenerator: a batch whose bucket is one step below a width already sampled at (same SamplingConfig)
+    is padded to that width (no second compile), with the tokens its own width gives; two steps below, or
+    under another SamplingConfig, it gets its own bucket."""
+    from repirl_jax.data import synthetic
+    from repirl_jax.generation import completions, rollout
+    tok = synthetic.CharTokenizer()
+    cfg = QwenConfig(model_type="qwen3", vocab_size=-(-len(tok) // 8) * 8, hidden_size=32, intermediate_size=64,
+                     num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8, qkv_bias=False,
+                     qk_norm=True, eos_token_id=(1,))
+    params = qwen.init_params(cfg, jax.random.key(3))
+    widths = []
+    real_generate = rollout.generate
+    monkeypatch.setattr(rollout, "generate", lambda p, c, t, *a, **k: widths.append(t.shape[1]) or
+                        real_generate(p, c, t, *a, **k))
+    n_tokens = lambda p: len(tok(p, add_special_tokens=False)["input_ids"])  # noqa: E731
+    prompt = lambda n: ("1+" * n)[:n - 1] + "="  # noqa: E731
+    assert [n_tokens(prompt(n)) for n in (20, 10, 40, 30)] == [20, 10, 40, 30]
+    scfg = SamplingConfig(max_new_tokens=4, greedy=True)
+    gen = completions.TextGenerator(params, cfg, tok, 512, 1)
+    got = gen.generate([prompt(n) for n in (40, 30, 20, 10)], scfg, jax.random.key(0))
+    assert widths == [48, 48, 24, 24]  # 30 -> 32 -> 48 (sampled at); 20 -> 24 (48 is two steps up); 10 -> 16 -> 24
+    own = completions.TextGenerator(params, cfg, tok, 512, 1).generate([prompt(10)], scfg, jax.random.key(0))
+    assert widths[-1] == 16 and own[0][0].token_ids == got[3][0].token_ids  # same tokens at its own width
+    gen.generate([prompt(10)], dataclasses.replace(scfg, max_new_tokens=3), jax.random.key(0))
+    assert widths[-1] == 16  # another SamplingConfig: another program anyway, at the batch's own bucket

@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from repirl_jax.checkpoints.run_dirs import tokenizer_source
+from repirl_jax.checkpoints.run_dirs import load_hf_tokenizer, tokenizer_source
 from repirl_jax.checkpoints.state import Checkpointer
 from repirl_jax.generation import rollout
 from repirl_jax.models import lora, qwen
@@ -518,8 +518,7 @@ def carry_run_tokenizer(workdir: str, cfg: QwenConfig, dst: str) -> None:
     if src_gen and os.path.exists(src_gen):
         with open(src_gen) as f:
             gen = json.load(f)
-    import transformers
-    tok = transformers.AutoTokenizer.from_pretrained(dst)
+    tok = load_hf_tokenizer(dst)
     stop = list(rollout.stop_token_ids(cfg, tok, chat=chat))
     gen.update(eos_token_id=stop if len(stop) > 1 else stop[0],
                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stop[0])

@@ -13,12 +13,31 @@ from repirl_jax.data import synthetic
 def build_tokenizer(config):
     if config.data.tokenizer == "synthetic":
         return synthetic.CharTokenizer()
-    import transformers
-    path = tokenizer_source(config.data.tokenizer, config.model.path)
-    tok = transformers.AutoTokenizer.from_pretrained(path)
+    tok = load_hf_tokenizer(tokenizer_source(config.data.tokenizer, config.model.path))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+# Tokenizer classes that load directly, as AutoTokenizer would load them (checked in tests/test_tokenizer.py).
+# AutoTokenizer first builds the model's config, whose module imports torch (~2.5 s of a CLI's start); it
+# stays the path for every other class, where it corrects some hub configurations.
+DIRECT_TOKENIZER_CLASSES = ("Qwen2Tokenizer", "Qwen2TokenizerFast")
+
+
+def load_hf_tokenizer(path: str):
+    """transformers' tokenizer in directory `path`: the class its tokenizer_config.json names when that is one
+    of DIRECT_TOKENIZER_CLASSES, else AutoTokenizer's choice."""
+    import transformers
+    name = None
+    try:
+        with open(os.path.join(path, "tokenizer_config.json")) as f:
+            name = json.load(f).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if name in DIRECT_TOKENIZER_CLASSES:
+        return getattr(transformers, name.removesuffix("Fast")).from_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")

@@ -2,7 +2,9 @@
 through `rollout.Generator` with `rollout.stop_token_ids` (the training rollouts' path and stop rule), decode.
 Every call runs batches of exactly `batch_size` prompts, each left-padded to its longest prompt rounded up
 to a bucket (`sampling.prompt_bucket`, at most `max_prompt_len`), so the sampler compiles once per
-(batch_size, bucket, SamplingConfig) and works on the prompt slots the batch needs.
+(batch_size, bucket, SamplingConfig) and works on the prompt slots the batch needs. A batch whose bucket is
+one step below a width this generator already sampled at (same SamplingConfig) takes that width instead: it
+prefills at most 1.5x its slots rather than compiling another program.
 With `continuous=True` all prompts of a call form one queue decoded by `continuous.generate` on
 `batch_size` rows (a finished row takes the next prompt), padded to a multiple of `batch_size` prompts
 so the program compiles once per queue bucket; keys are per prompt (its index in the call).
@@ -51,6 +53,7 @@ class TextGenerator:
         # Prompts are chat turns when the tokenizer has a chat template (benchmarks.build_prompt).
         self.stop_ids = rollout.stop_token_ids(cfg, tokenizer, chat=bool(getattr(tokenizer, "chat_template", None)))
         self.truncated = 0  # prompts cut to their last max_prompt_len tokens so far
+        self._widths: dict[sampling.SamplingConfig, set[int]] = {}  # prompt widths sampled at, per config
         put = (lambda t: tuple(jnp.asarray(x) for x in t)) if continuous else (lambda t: tuple(map(self._put, t)))
         self.generator = rollout.Generator(cfg, max_prompt_len, self.pad_id, put=put, act=self.act,
                                            rows=batch_size if continuous else 0)
@@ -84,11 +87,22 @@ class TextGenerator:
             return out
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start:start + self.batch_size]
-            res = self.generator(self.params, chunk, scfg, jax.random.fold_in(rng, start), batch_size=self.batch_size)
+            res = self.generator(self.params, chunk, scfg, jax.random.fold_in(rng, start), batch_size=self.batch_size,
+                                 width=self._width(chunk, scfg))
             out.extend(self._completions(res, len(chunk), scfg.num_samples))
             if on_batch:
                 on_batch(len(chunk))
         return out
+
+    def _width(self, prompts: Sequence[Sequence[int]], scfg: sampling.SamplingConfig) -> int:
+        """The batch's prompt width: its bucket, or the bucket one step up where this generator has sampled at
+        that width with `scfg` and not at the batch's own (one compiled program instead of two)."""
+        own = sampling.prompt_bucket(max(len(p) for p in prompts), self.max_prompt_len)
+        up = sampling.prompt_bucket(own + 1, self.max_prompt_len)
+        done = self._widths.setdefault(scfg, set())
+        width = up if up in done and own not in done else own
+        done.add(width)
+        return width
 
     def _completions(self, res: sampling.SampleOutput, n_prompts: int, n: int) -> list[list[Completion]]:
         res = sampling.SampleOutput(*(np.asarray(x) for x in res))

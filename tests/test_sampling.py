@@ -213,3 +213,82 @@ def test_a_batch_one_bucket_narrower_reuses_the_wider_program(monkeypatch):
     assert widths[-1] == 16 and own[0][0].token_ids == got[3][0].token_ids  # same tokens at its own width
     gen.generate([prompt(10)], dataclasses.replace(scfg, max_new_tokens=3), jax.random.key(0))
     assert widths[-1] == 16  # another SamplingConfig: another program anyway, at the batch's own bucket
+
+
+@pytest.mark.parametrize("prefill_chunk", [512, 4])
+def test_packed_prefill_samples_what_the_padded_one_does(hf_checkpoints, prefill_chunk):
+    """SamplingConfig.prefill_pack: the prompts' real tokens in one row (each attending to itself only),
+    gathered back into the padded cache, give the padded prefill's samples (whole and chunked prefill)."""
+    params, cfg = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"])
+    tokens, mask = sampling.pad_prompts(PROMPTS, max_prompt_len=12, batch_size=5)  # 21 real tokens, one empty row
+    scfg = SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=2, prefill_chunk=prefill_chunk)
+    padded = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), scfg, jax.random.key(7))
+    packed = sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask),
+                               dataclasses.replace(scfg, prefill_pack=24), jax.random.key(7))
+    real = 2 * len(PROMPTS)  # the empty row's samples are padding either way
+    np.testing.assert_array_equal(np.asarray(packed.tokens)[:real], np.asarray(padded.tokens)[:real])
+    np.testing.assert_array_equal(np.asarray(packed.lengths)[:real], np.asarray(padded.lengths)[:real])
+    np.testing.assert_allclose(np.asarray(packed.log_probs)[:real], np.asarray(padded.log_probs)[:real], atol=1e-5)
+    with pytest.raises(ValueError, match="prefill_pack=20 slots cannot hold the prompts' 21 tokens"):
+        sampling.generate(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), dataclasses.replace(scfg, prefill_pack=20))
+
+
+class _IdTokenizer:
+    """Text = space-separated token ids."""
+    pad_token_id, eos_token_id, chat_template = 0, 1, None
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def __len__(self):
+        return self.vocab_size
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [int(t) for t in text.split()]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+def test_text_generator_packs_ragged_batches_on_one_device(hf_checkpoints, monkeypatch):
+    """TextGenerator packs the prefill of a batch whose real tokens fill at most 80% of its padded slots
+    (bucketed), pads it otherwise, and never packs under a mesh that splits rows."""
+    from repirl_jax.generation import completions, rollout
+    params, cfg = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"])
+    seen = []
+    real_generate = rollout.generate
+    monkeypatch.setattr(rollout, "generate", lambda p, c, t, m, s, *a, **k: seen.append((t.shape[1], s.prefill_pack))
+                        or real_generate(p, c, t, m, s, *a, **k))
+
+    Tok = lambda: _IdTokenizer(cfg.vocab_size)  # noqa: E731
+    text = lambda n: " ".join(str(5 + i) for i in range(n))  # noqa: E731
+    scfg = SamplingConfig(max_new_tokens=3, greedy=True)
+    gen = completions.TextGenerator(params, cfg, Tok(), 64, 4)
+    gen.generate([text(n) for n in (30, 2, 3, 4, 30, 30, 30, 20)], scfg, jax.random.key(0))
+    # 39 tokens in 4 x 32 slots -> one row of 48; 110 tokens in 4 x 32 -> 128 > 80%: padded
+    assert seen == [(32, 48), (32, 0)]
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    sharded, _ = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"], mesh=mesh)
+    completions.TextGenerator(sharded, cfg, Tok(), 64, 4, mesh=mesh).generate([text(30), text(2)], scfg,
+                                                                           jax.random.key(0))
+    assert seen[-1] == (32, 0)
+
+
+def test_text_generator_keeps_one_weight_major_copy(hf_checkpoints):
+    """On one device with the weight-major decode step, TextGenerator makes the weights' decode copy once and
+    passes it to every batch; its samples equal those of a generator that copies per call (as training does)."""
+    from repirl_jax.generation import completions
+    params, cfg = hf.load_hf_params(hf_checkpoints["qwen2_untied_bias"])
+    prompts = [" ".join(str(7 + 3 * i + j) for j in range(n)) for i, n in enumerate((9, 2, 5, 12, 3))]
+    scfg = SamplingConfig(max_new_tokens=6, temperature=1.0, num_samples=2, decode_impl="weight_major")
+    kept = completions.TextGenerator(params, cfg, _IdTokenizer(cfg.vocab_size), 16, 2)
+    got = kept.generate(prompts, scfg, jax.random.key(3))
+    copy = kept._decode_weights
+    assert copy is not None and kept.generate(prompts[:1], scfg, jax.random.key(3)) and kept._decode_weights is copy
+    per_call = completions.TextGenerator(params, cfg, _IdTokenizer(cfg.vocab_size), 16, 2)
+    per_call.keep_decode_weights = False
+    want = per_call.generate(prompts, scfg, jax.random.key(3))
+    assert per_call._decode_weights is None
+    assert [[c.token_ids for c in row] for row in got] == [[c.token_ids for c in row] for row in want]
+    flat = lambda out: [x for row in out for c in row for x in c.log_probs]  # noqa: E731
+    np.testing.assert_allclose(flat(got), flat(want), atol=1e-6)

@@ -80,12 +80,13 @@ def sampler_weights(cfg, mesh, mode: str):
 
 
 def generate(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng, act=None,
-             rows: int = 0) -> sampling.SampleOutput:
+             rows: int = 0, decode_weights=None) -> sampling.SampleOutput:
     """Sample `scfg.num_samples` completions of each left-padded prompt row (device arrays [B, P]): one static
-    batch, or with `rows` > 0 one queue decoded by continuous batching on `rows` cache rows."""
+    batch, or with `rows` > 0 one queue decoded by continuous batching on `rows` cache rows.
+    decode_weights: see `sampling.generate` (static batches)."""
     if rows:
         return generate_queue(params, cfg, tokens, mask, scfg, rng, rows, tokens.shape[0], act=act)
-    return sampling.generate(params, cfg, tokens, mask, scfg, rng, act=act)
+    return sampling.generate(params, cfg, tokens, mask, scfg, rng, act=act, decode_weights=decode_weights)
 
 
 def generate_queue(params, cfg, tokens, mask, scfg: sampling.SamplingConfig, rng, rows: int, num_prompts: int,
@@ -121,12 +122,12 @@ class Generator:
         return sampling.pad_prompts(prompts, self.max_prompt_len, batch_size, self.pad_id, truncate="left", fit=True)
 
     def __call__(self, params, prompts, scfg: sampling.SamplingConfig, rng, batch_size: int | None = None,
-                 width: int | None = None) -> sampling.SampleOutput:
+                 width: int | None = None, decode_weights=None) -> sampling.SampleOutput:
         tokens, mask = self.pad(prompts, batch_size, width)
         tokens, mask = self.put((tokens, mask))
         if self.rows:
             return generate_queue(params, self.cfg, tokens, mask, scfg, rng, self.rows, len(prompts), act=self.act)
-        return generate(params, self.cfg, tokens, mask, scfg, rng, act=self.act)
+        return generate(params, self.cfg, tokens, mask, scfg, rng, act=self.act, decode_weights=decode_weights)
 
 
 def response_ids(out, row: int) -> tuple[list[int], bool]:

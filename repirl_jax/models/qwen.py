@@ -311,7 +311,7 @@ class Qwen(nn.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"))
 
-    def __call__(self, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None):
+    def __call__(self, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None, segments=None):
         dt = jnp.dtype(self.cfg.dtype)
         # Vocab-parallel lookup: the table is gathered over fsdp first (as every fsdp weight is), so the rows
         # come out whole and the batch constraint below is a local slice, not a full rematerialisation.
@@ -334,6 +334,8 @@ class Qwen(nn.Module):
             later = (slot > q_slot[:, :, None]) & (slot < index_b[:, :, None] + t)
             valid = _write_rows(cache.valid, mask_bt, cache.index, axis=1)
             kv_mask = valid[:, None, :] & ~later  # [B, T, S]
+            if segments is not None:  # packed sequences: a query sees only its own sequence's slots
+                kv_mask &= segments[0][:, :, None] == segments[1][:, None, :]
             index = cache.index
         rope = rope_tables(positions_bt, rope_inv_freq(self.cfg), self.cfg.max_position_embeddings)
         new_k, new_v = [], []
@@ -400,8 +402,11 @@ def param_shardings(cfg: QwenConfig, mesh=None):
 
 
 def forward(params: Params, cfg: QwenConfig, tokens_bt, positions_bt, mask_bt, cache: KVCache | None = None,
-            act: ActivationSharding | None = None):
+            act: ActivationSharding | None = None, segments=None):
     """Final hidden states [B, T, E] (after the last RMSNorm) and the updated cache (None without one).
+
+    segments (with a cache): (the new tokens' sequence ids [B, T], the cache slots' [B, S]); a token then
+    attends only to slots of its own sequence (several prompts packed into one row).
 
     Under a mesh, weights stored in a wider dtype than the compute dtype are cast on their shards first,
     so the fsdp all-gathers move compute-dtype bytes (half of float32's for bfloat16); the forward casts
@@ -409,7 +414,7 @@ def forward(params: Params, cfg: QwenConfig, tokens_bt, positions_bt, mask_bt, c
     if act is not None and params["embed"].dtype != jnp.dtype(cfg.dtype):  # not e.g. the sampler's copy
         shardings = tree_shardings(param_axes(cfg), abstract_params(cfg), act.mesh, act.rules)
         params = jax.lax.with_sharding_constraint(inference_params(params, cfg), shardings)
-    return Qwen(cfg, act).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache)
+    return Qwen(cfg, act).apply({"params": params}, tokens_bt, positions_bt, mask_bt, cache, segments)
 
 
 def inference_params(params: Params, cfg: QwenConfig) -> Params:

@@ -325,8 +325,11 @@ def generate(params, cfg: QwenConfig, prompt_tokens_bp, prompt_mask_bp, scfg: Sa
         rng = jax.random.key(0)
     if prompt_tokens_bp.shape != prompt_mask_bp.shape or prompt_tokens_bp.ndim != 2:
         raise ValueError(f"prompt tokens {prompt_tokens_bp.shape} and mask {prompt_mask_bp.shape} must be equal [B, P]")
-    if scfg.prefill_pack and not isinstance(prompt_mask_bp, jax.core.Tracer):
-        n_real = int(np.asarray(prompt_mask_bp).astype(bool).sum())
+    if scfg.prefill_pack:
+        try:
+            n_real = int(np.asarray(prompt_mask_bp).astype(bool).sum())
+        except jax.errors.TracerArrayConversionError:  # inside a caller's jit: the caller sized the pack
+            n_real = 0
         if n_real > scfg.prefill_pack:
             raise ValueError(f"prefill_pack={scfg.prefill_pack} slots cannot hold the prompts' {n_real} tokens")
     b = prompt_tokens_bp.shape[0]

@@ -153,18 +153,11 @@ def test_pad_prompts_and_config_errors():
         SamplingConfig(max_new_tokens=4, temperature=0.0)
 
 
-def test_prompt_padding_follows_the_batch(monkeypatch):
-    """pad_prompts(fit=True) pads a batch to its longest prompt rounded up to a bucket, not to max_prompt_len;
-    TextGenerator (evaluate, make_experts) samples at that width, with the tokens of full-width padding."""
+def _char_model_recording_widths(monkeypatch):
+    """(CharTokenizer, a tiny Qwen3 config, its random params, the list every rollout.generate call appends
+    its prompt width to)."""
     from repirl_jax.data import synthetic
-    from repirl_jax.generation import completions, rollout
-    assert [sampling.prompt_bucket(n, 1535) for n in (1, 16, 17, 150, 193, 1024, 1025, 5000)] == \
-        [16, 16, 24, 192, 256, 1024, 1535, 1535]
-    assert sampling.prompt_bucket(150, 100) == 100  # never wider than max_prompt_len
-    tokens, mask = sampling.pad_prompts([[1, 2, 3], [4] * 20], 1535, batch_size=4, fit=True)
-    assert tokens.shape == mask.shape == (4, 24) and mask.sum(1).tolist() == [3, 20, 0, 0]
-    assert sampling.pad_prompts([[1, 2, 3]], 1535)[0].shape == (1, 1535)  # fixed width without fit
-
+    from repirl_jax.generation import rollout
     tok = synthetic.CharTokenizer()
     cfg = QwenConfig(model_type="qwen3", vocab_size=-(-len(tok) // 8) * 8, hidden_size=32, intermediate_size=64,
                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8, qkv_bias=False,
@@ -174,6 +167,21 @@ def test_prompt_padding_follows_the_batch(monkeypatch):
     real_generate = rollout.generate
     monkeypatch.setattr(rollout, "generate", lambda p, c, t, *a, **k: widths.append(t.shape[1]) or
                         real_generate(p, c, t, *a, **k))
+    return tok, cfg, params, widths
+
+
+def test_prompt_padding_follows_the_batch(monkeypatch):
+    """pad_prompts(fit=True) pads a batch to its longest prompt rounded up to a bucket, not to max_prompt_len;
+    TextGenerator (evaluate, make_experts) samples at that width, with the tokens of full-width padding."""
+    from repirl_jax.generation import completions
+    assert [sampling.prompt_bucket(n, 1535) for n in (1, 16, 17, 150, 193, 1024, 1025, 5000)] == \
+        [16, 16, 24, 192, 256, 1024, 1535, 1535]
+    assert sampling.prompt_bucket(150, 100) == 100  # never wider than max_prompt_len
+    tokens, mask = sampling.pad_prompts([[1, 2, 3], [4] * 20], 1535, batch_size=4, fit=True)
+    assert tokens.shape == mask.shape == (4, 24) and mask.sum(1).tolist() == [3, 20, 0, 0]
+    assert sampling.pad_prompts([[1, 2, 3]], 1535)[0].shape == (1, 1535)  # fixed width without fit
+
+    tok, cfg, params, widths = _char_model_recording_widths(monkeypatch)
     prompts = ["12+3=", "7*8*2*2*1=", "1=", "99-4+1+1+1+1+1+1+1+1+1+1="]
     scfg = SamplingConfig(max_new_tokens=6, greedy=True)
     got = completions.TextGenerator(params, cfg, tok, 512, 2).generate(prompts, scfg, jax.random.key(0))
@@ -191,17 +199,8 @@ def test_a_batch_one_bucket_narrower_reuses_the_wider_program(monkeypatch):
     """TextGenerator: a batch whose bucket is one step below a width already sampled at (same SamplingConfig)
     is padded to that width (no second compile), with the tokens its own width gives; two steps below, or
     under another SamplingConfig, it gets its own bucket."""
-    from repirl_jax.data import synthetic
-    from repirl_jax.generation import completions, rollout
-    tok = synthetic.CharTokenizer()
-    cfg = QwenConfig(model_type="qwen3", vocab_size=-(-len(tok) // 8) * 8, hidden_size=32, intermediate_size=64,
-                     num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8, qkv_bias=False,
-                     qk_norm=True, eos_token_id=(1,))
-    params = qwen.init_params(cfg, jax.random.key(3))
-    widths = []
-    real_generate = rollout.generate
-    monkeypatch.setattr(rollout, "generate", lambda p, c, t, *a, **k: widths.append(t.shape[1]) or
-                        real_generate(p, c, t, *a, **k))
+    from repirl_jax.generation import completions
+    tok, cfg, params, widths = _char_model_recording_widths(monkeypatch)
     n_tokens = lambda p: len(tok(p, add_special_tokens=False)["input_ids"])  # noqa: E731
     prompt = lambda n: ("1+" * n)[:n - 1] + "="  # noqa: E731
     assert [n_tokens(prompt(n)) for n in (20, 10, 40, 30)] == [20, 10, 40, 30]

@@ -69,6 +69,21 @@ def best_times_interleaved(fns, repeats: int) -> list[float]:
     return [min(ts) for ts in times]
 
 
+def measure_machine():
+    """(memory bandwidth bytes/s, matmul peak FLOP/s) of this machine, measured with XLA itself: the sum of a
+    256 MiB array and a 2048 x 2048 float32 product, best of 5 each."""
+    import jax
+    import jax.numpy as jnp
+    x = jnp.ones((64 * 2**20,), jnp.float32)  # 256 MiB, far beyond the caches
+    total = jax.jit(jnp.sum)
+    t = best_time(lambda: total(x).block_until_ready(), 5)
+    bandwidth = x.nbytes / t
+    a = jnp.ones((2048, 2048), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    t = best_time(lambda: mm(a).block_until_ready(), 5)
+    return bandwidth, 2 * 2048**3 / t
+
+
 def machine_speed() -> str:
     """The machine's speed now, for runs whose two sides are timed minutes apart (a shared machine's speed
     drifts): numpy's float32 matmul (its BLAS, all cores; best of 10 products of 1024 x 1024) and a 256 MB

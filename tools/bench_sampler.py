@@ -38,7 +38,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from bench_common import SHAPES, best_time, best_times_interleaved, cpu_model  # noqa: E402
+from bench_common import SHAPES, best_time, best_times_interleaved, cpu_model, measure_machine  # noqa: E402
 
 flags.DEFINE_enum("size", "S", ["XS", "S"], "XS: hidden 256, 4 layers; S: ~100M parameters.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights and compute dtype on both sides.")
@@ -74,20 +74,6 @@ def real_prompts(b: int):
     hf_tokens = np.asarray([[pad] * (width - len(x)) + x for x in ids], np.int32)
     hf_mask = np.asarray([[0] * (width - len(x)) + [1] * len(x) for x in ids], np.int32)
     return tokens, mask, hf_tokens, hf_mask
-
-
-def measure_machine():
-    """(memory bandwidth bytes/s, matmul peak FLOP/s) of this machine, measured with XLA itself."""
-    import jax
-    import jax.numpy as jnp
-    x = jnp.ones((64 * 2**20,), jnp.float32)  # 256 MiB, far beyond the caches
-    total = jax.jit(jnp.sum)
-    t = best_time(lambda: total(x).block_until_ready(), 5)
-    bandwidth = x.nbytes / t
-    a = jnp.ones((2048, 2048), jnp.float32)
-    mm = jax.jit(lambda a: a @ a)
-    t = best_time(lambda: mm(a).block_until_ready(), 5)
-    return bandwidth, 2 * 2048**3 / t
 
 
 def decode_step_fn(cfg, rows):

@@ -16,6 +16,10 @@ Both sides still hold a model, and in turn a step's activations (ours: 11.7 GB o
 XLA's memory analysis; torch: ~9.5 GB): run it with REPIRL_KEEP_HOST_MEMORY=0, or glibc keeps each side's
 freed peak for the other (host_memory.py) and the process passes 24 GiB (19.9 GB peak without).
 
+It also prints the step's model FLOPs (`step_flops`: the same for both sides) and the rate each side reaches,
+beside XLA's float32 matmul rate here: a step whose products run at that rate is as fast as this machine
+allows, whichever framework runs it.
+
 --demo_iterations=N also times N iterations of configs/demo.py as rePIRL and as RLOO (after one warm-up
 iteration each, the BC warm-up skipped) and prints seconds per iteration and where the time goes.
 """
@@ -28,7 +32,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from bench_common import SHAPES, best_times_interleaved, cpu_model  # noqa: E402
+from bench_common import SHAPES, best_times_interleaved, cpu_model, measure_machine  # noqa: E402
 
 flags.DEFINE_enum("size", "XS", ["XS", "S"], "Model shape (as in bench_sampler.py).")
 flags.DEFINE_integer("batch", 8, "Rows.")
@@ -42,6 +46,19 @@ flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "Our model's remate
 flags.DEFINE_bool("profile", False, "Also time the step's pieces on both sides: forward, forward + backward, the "
                   "trunk alone, the LM head + log-softmax alone, the optimiser update.")
 FLAGS = flags.FLAGS
+
+def step_flops(cfg, b: int, t: int) -> float:
+    """Model FLOPs of one step of this loss, the same for both sides: 3 x the forward pass (the backward pass
+    computes an input and a weight gradient per product), whose products are every layer's projections
+    (2 per weight per token), causal attention (scores and values over the earlier keys: 2 * T^2 / 2 * D * 2 per
+    head and row) and the LM head at the T - 1 predicted positions. Norms, RoPE and the softmaxes are left out."""
+    e, h, k, d, m = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, \
+        cfg.intermediate_size
+    layer_weights = e * h * d + 2 * e * k * d + h * d * e + 3 * e * m
+    forward = cfg.num_hidden_layers * (2 * b * t * layer_weights + 2 * b * h * t * t * d) + \
+        2 * b * (t - 1) * e * cfg.vocab_size
+    return 3.0 * forward
+
 
 def bench_step():
     import jax
@@ -112,8 +129,11 @@ def bench_step():
     print(f"cpu: {cpu_model()}")
     print(f"{shape}: {cfg.num_params() / 1e6:.1f}M parameters, float32, batch {b} x {t} tokens, "
           f"{'SGD' if sgd else 'AdamW'}, our remat={cfg.remat}, log-prob chunk {FLAGS.logp_chunk}")
-    print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s); torch: {t_torch:.2f} s/step "
-          f"({b * t / t_torch:.0f} tok/s)")
+    flops, (_, peak) = step_flops(cfg, b, t), measure_machine()
+    print(f"model FLOPs per step {flops / 1e12:.2f} T; XLA's float32 matmul peak here {peak / 1e9:.0f} GFLOP/s "
+          f"(2048^3, measured after the steps): {flops / peak:.2f} s/step at that rate")
+    print(f"ours: {t_ours:.2f} s/step ({b * t / t_ours:.0f} tok/s, {flops / t_ours / 1e9:.0f} GFLOP/s); torch: "
+          f"{t_torch:.2f} s/step ({b * t / t_torch:.0f} tok/s, {flops / t_torch / 1e9:.0f} GFLOP/s)")
     return t_torch / t_ours
 
 

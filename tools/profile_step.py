@@ -1,6 +1,6 @@
 """Where our policy step's time goes, XLA op by XLA op: a jax.profiler trace of the jitted step, summed per op.
 
-    python tools/profile_step.py [--size=S | --hf_dir=DIR] [--layers=N] [--batch=8 --seq=512] [--top=25]
+    python tools/profile_step.py [--size=S | --hf_dir=DIR] [--layers=N] [--vocab=V] [--batch=8 --seq=512] [--top=25]
 
 The step is bench_train.py's loss and gradients (chunked log-probs, float32, no remat) on a random model of
 --size's shape, or of a checkpoint's config (--hf_dir; random weights: the time does not depend on them),
@@ -26,6 +26,7 @@ from bench_common import SHAPES, best_time, cpu_model  # noqa: E402
 flags.DEFINE_enum("size", "S", ["XS", "S"], "Model shape (as in bench_train.py), unless --hf_dir.")
 flags.DEFINE_string("hf_dir", None, "Take the model's shape from this checkpoint's config.json.")
 flags.DEFINE_integer("layers", 0, "Decoder layers (0: the shape's own).")
+flags.DEFINE_integer("vocab", 0, "Vocabulary size (0: the shape's own); a small one leaves the trunk's ops alone.")
 flags.DEFINE_integer("batch", 8, "Rows.")
 flags.DEFINE_integer("seq", 512, "Tokens per row.")
 flags.DEFINE_integer("repeats", 3, "Profiled steps.")
@@ -40,6 +41,9 @@ def model_config():
     else:
         config = transformers.Qwen2Config(vocab_size=32000, tie_word_embeddings=True, max_position_embeddings=2048,
                                           **SHAPES[FLAGS.size])
+    if FLAGS.vocab:
+        config.vocab_size = FLAGS.vocab
+        config.pad_token_id = config.bos_token_id = config.eos_token_id = 0
     if FLAGS.layers:
         config.num_hidden_layers = FLAGS.layers
         config.layer_types = config.layer_types[:FLAGS.layers] if getattr(config, "layer_types", None) else None

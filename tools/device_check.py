@@ -128,17 +128,23 @@ def step_figures(name, dry, repeats, both_kernels=True):
         for kind, loss, tree in (("policy_step", policy_loss, params),
                                  ("prm_step", prm_loss, {"trunk": params,
                                                          "head": heads.init_scalar_head(cfg, jax.random.key(2))})):
-            step, state = make_step(loss), opt.init(tree)
-            box = {"t": tree, "s": state}
-
-            def once():
-                box["t"], box["s"], v = step(box["t"], box["s"])
-                return v
-            first, best = _timed(once, repeats)
+            first, best = _timed_step(make_step(loss), tree, opt.init(tree), repeats)
             out[f"{kind}[{attn}]"] = dict(seconds=best, first_call_seconds=first)
-            del box, state, step
         del params
     return out
+
+
+def _timed_step(step, tree, state, repeats):
+    """`_timed` of repeated updates `tree, state, loss = step(tree, state)`. The state starts committed to the
+    device (an alias, not a copy), as the step's outputs are: uncommitted inputs would make the first timed call
+    compile the step a second time."""
+    import jax
+    box = jax.device_put({"t": tree, "s": state}, jax.local_devices()[0])
+
+    def once():
+        box["t"], box["s"], value = step(box["t"], box["s"])
+        return value
+    return _timed(once, repeats)
 
 
 def attention_figures(name, dry, repeats):
